@@ -1,0 +1,230 @@
+//! Reading a call out of an HTTP request: the request id, the deadline, the content type and the
+//! body, each refused with a precise [`GatewayError`].
+
+use crate::error::GatewayError;
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderName, header};
+use futures_util::StreamExt;
+use mesh::protocol::RequestBody;
+use serde_json::Value;
+use std::time::Duration;
+
+/// `X-Request-Id`: kept when the client sends a usable one, made otherwise; echoed back and
+/// used as the root of the call id stack.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// `X-Timeout-Ms`: this call's deadline in milliseconds, capped by the configured maximum.
+pub const TIMEOUT_MS: HeaderName = HeaderName::from_static("x-timeout-ms");
+
+/// The longest request id kept as sent.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// The client's request id when it is 1-128 visible ASCII characters, else a fresh uuid.
+pub fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| {
+            !id.is_empty()
+                && id.len() <= MAX_REQUEST_ID_LEN
+                && id.bytes().all(|b| b.is_ascii_graphic())
+        })
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
+}
+
+/// The call's timeout: `X-Timeout-Ms` when given (a positive integer), capped at `max`; else
+/// `default`.
+pub fn timeout(
+    headers: &HeaderMap,
+    default: Duration,
+    max: Duration,
+) -> Result<Duration, GatewayError> {
+    let Some(value) = headers.get(&TIMEOUT_MS) else {
+        return Ok(default.min(max));
+    };
+    let invalid = |reason: &str| GatewayError::InvalidHeader {
+        header: "X-Timeout-Ms",
+        reason: reason.to_owned(),
+    };
+    let ms: u64 = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| invalid("expected a whole number of milliseconds"))?;
+    if ms == 0 {
+        return Err(invalid("must be at least 1"));
+    }
+    Ok(Duration::from_millis(ms).min(max))
+}
+
+/// Accepts `application/json`, `application/<x>+json` (with any parameters) or no content type.
+pub fn check_content_type(headers: &HeaderMap) -> Result<(), GatewayError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let text = value.to_str().unwrap_or("");
+    let essence = text
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let is_json = essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"));
+    if is_json {
+        Ok(())
+    } else {
+        Err(GatewayError::UnsupportedMediaType(
+            text.chars().take(100).collect(),
+        ))
+    }
+}
+
+/// Reads at most `limit` bytes of body; a larger one is refused as soon as it is seen to be
+/// larger (from `Content-Length`, or while streaming).
+pub async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Vec<u8>, GatewayError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(GatewayError::PayloadTooLarge(limit));
+    }
+    let capacity = declared.map_or(0, |n| usize::try_from(n).unwrap_or(limit));
+    let mut bytes = Vec::with_capacity(capacity.min(limit));
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| GatewayError::BodyRead(e.to_string()))?;
+        if bytes.len() + chunk.len() > limit {
+            return Err(GatewayError::PayloadTooLarge(limit));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
+}
+
+/// Decodes the body into call arguments: empty is none, an object keyword arguments, an array
+/// positional ones.
+pub fn arguments(bytes: &[u8]) -> Result<RequestBody, GatewayError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(RequestBody::default());
+    }
+    let value: Value =
+        serde_json::from_slice(bytes).map_err(|e| GatewayError::MalformedJson(e.to_string()))?;
+    let kind = match value {
+        Value::Object(kwargs) => return Ok(RequestBody::kwargs(kwargs)),
+        Value::Array(args) => return Ok(RequestBody::args(args)),
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+    };
+    Err(GatewayError::NotArguments(kind))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+    use serde_json::json;
+
+    fn with(name: HeaderName, value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(name, HeaderValue::from_str(value).expect("header"));
+        h
+    }
+
+    #[test]
+    fn request_ids_are_kept_or_made() {
+        assert_eq!(request_id(&with(REQUEST_ID, "abc-1")), "abc-1");
+        let made = request_id(&HeaderMap::new());
+        assert_eq!(made.len(), 36);
+        assert_ne!(request_id(&with(REQUEST_ID, &"x".repeat(129))).len(), 129);
+    }
+
+    #[test]
+    fn timeouts_are_parsed_and_capped() {
+        let d = Duration::from_secs(30);
+        let max = Duration::from_secs(60);
+        assert_eq!(timeout(&HeaderMap::new(), d, max), Ok(d));
+        assert_eq!(
+            timeout(&with(TIMEOUT_MS, "250"), d, max),
+            Ok(Duration::from_millis(250))
+        );
+        assert_eq!(timeout(&with(TIMEOUT_MS, "999999999"), d, max), Ok(max));
+        for bad in ["0", "-5", "soon", "1.5"] {
+            assert!(timeout(&with(TIMEOUT_MS, bad), d, max).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn content_types() {
+        assert!(check_content_type(&HeaderMap::new()).is_ok());
+        for ok in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            "application/vnd.x+json",
+        ] {
+            assert!(
+                check_content_type(&with(header::CONTENT_TYPE, ok)).is_ok(),
+                "{ok}"
+            );
+        }
+        for bad in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "application/jsonx",
+        ] {
+            assert!(
+                check_content_type(&with(header::CONTENT_TYPE, bad)).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn bodies_become_arguments() {
+        assert_eq!(arguments(b""), Ok(RequestBody::default()));
+        assert_eq!(arguments(b"  \n"), Ok(RequestBody::default()));
+        assert_eq!(arguments(b"[1]"), Ok(RequestBody::args(vec![json!(1)])));
+        let kw = arguments(br#"{"a":1}"#).expect("object");
+        assert_eq!(kw.kwargs.get("a"), Some(&json!(1)));
+        assert_eq!(arguments(b"5"), Err(GatewayError::NotArguments("a number")));
+        assert_eq!(arguments(b"null"), Err(GatewayError::NotArguments("null")));
+        assert!(matches!(
+            arguments(b"{\"a\":"),
+            Err(GatewayError::MalformedJson(_))
+        ));
+        assert!(matches!(
+            arguments(b"\xff\xfe"),
+            Err(GatewayError::MalformedJson(_))
+        ));
+        let deep = "[".repeat(10_000);
+        assert!(matches!(
+            arguments(deep.as_bytes()),
+            Err(GatewayError::MalformedJson(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn bodies_over_the_limit_are_refused() {
+        let h = HeaderMap::new();
+        assert_eq!(
+            read_body(&h, Body::from("12345"), 5).await,
+            Ok(b"12345".to_vec())
+        );
+        assert_eq!(
+            read_body(&h, Body::from("123456"), 5).await,
+            Err(GatewayError::PayloadTooLarge(5))
+        );
+        let declared = with(header::CONTENT_LENGTH, "1000000");
+        assert_eq!(
+            read_body(&declared, Body::from("x"), 5).await,
+            Err(GatewayError::PayloadTooLarge(5))
+        );
+    }
+}

@@ -1,0 +1,144 @@
+//! [`Broker`]: one AMQP connection with automatic recovery, shared by the clients and services
+//! of a process.
+
+use crate::config::MeshConfig;
+use crate::error::ConnectError;
+use lapin::options::ExchangeDeclareOptions;
+use lapin::types::FieldTable;
+use lapin::uri::AMQPUri;
+use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::timeout;
+
+/// A connection to RabbitMQ. Cheap to clone.
+///
+/// The connection recovers by itself (lapin's auto-recovery): after a broker restart it
+/// reconnects with backoff and replays the exchanges, queues, bindings and consumers that were
+/// declared through it. TCP_NODELAY is set on the socket (by lapin's tokio runtime layer), so
+/// small requests are not held back by Nagle's algorithm.
+#[derive(Clone)]
+pub struct Broker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    connection: Connection,
+    config: MeshConfig,
+}
+
+impl Broker {
+    /// Connects, failing within `config.connect_timeout` with a one-line error that names the URL
+    /// (password hidden) when the broker cannot be reached.
+    pub async fn connect(config: MeshConfig) -> Result<Self, ConnectError> {
+        let url = config.redacted_url();
+        let uri: AMQPUri =
+            config
+                .amqp_url
+                .parse()
+                .map_err(|reason: String| ConnectError::InvalidUrl {
+                    url: url.clone(),
+                    reason,
+                })?;
+        let unreachable = |reason: String| ConnectError::Unreachable {
+            url: url.clone(),
+            reason,
+        };
+
+        // With auto-recovery on, lapin keeps retrying a refused connection instead of failing.
+        // A plain TCP connect first turns "nothing listens there" into an immediate error.
+        let address = (uri.authority.host.clone(), uri.authority.port);
+        match timeout(
+            config.connect_timeout,
+            tokio::net::TcpStream::connect(address),
+        )
+        .await
+        {
+            Ok(Ok(_probe)) => {}
+            Ok(Err(e)) => return Err(unreachable(e.to_string())),
+            Err(_) => return Err(unreachable(timed_out(config.connect_timeout))),
+        }
+
+        let properties = ConnectionProperties::default()
+            .with_connection_name(format!("warren-{}", std::process::id()).into())
+            .enable_auto_recover()
+            .configure_backoff(|b| {
+                b.with_min_delay(Duration::from_millis(200))
+                    .with_max_delay(Duration::from_secs(5))
+                    .without_max_times()
+            });
+        let connection = match timeout(
+            config.connect_timeout,
+            Connection::connect_uri(uri, properties),
+        )
+        .await
+        {
+            Ok(Ok(connection)) => connection,
+            Ok(Err(e)) => return Err(unreachable(e.to_string())),
+            Err(_) => return Err(unreachable(timed_out(config.connect_timeout))),
+        };
+        tracing::info!(url = %url, "connected to RabbitMQ");
+        Ok(Self {
+            inner: Arc::new(Inner { connection, config }),
+        })
+    }
+
+    /// The configuration this broker was connected with.
+    pub fn config(&self) -> &MeshConfig {
+        &self.inner.config
+    }
+
+    /// Whether the connection is up (false while it recovers).
+    pub fn is_connected(&self) -> bool {
+        self.inner.connection.status().connected()
+    }
+
+    /// The underlying connection, for its events.
+    pub(crate) fn connection(&self) -> &Connection {
+        &self.inner.connection
+    }
+
+    /// Opens a channel.
+    pub(crate) async fn channel(&self) -> Result<Channel, ConnectError> {
+        self.inner
+            .connection
+            .create_channel()
+            .await
+            .map_err(|e| self.setup_error(e))
+    }
+
+    /// Declares the RPC exchange exactly as nameko does (topic, durable), so nameko peers
+    /// declaring it too never meet a PRECONDITION_FAILED.
+    pub(crate) async fn declare_rpc_exchange(&self, channel: &Channel) -> Result<(), ConnectError> {
+        channel
+            .exchange_declare(
+                self.config().rpc_exchange.as_str().into(),
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..ExchangeDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| self.setup_error(e))
+    }
+
+    pub(crate) fn setup_error(&self, error: impl std::fmt::Display) -> ConnectError {
+        ConnectError::Setup {
+            url: self.config().redacted_url(),
+            reason: error.to_string(),
+        }
+    }
+
+    /// Closes the connection.
+    pub async fn close(&self) {
+        if let Err(e) = self.inner.connection.close(200, "bye".into()).await {
+            tracing::debug!(error = %e, "closing the AMQP connection");
+        }
+    }
+}
+
+fn timed_out(after: Duration) -> String {
+    format!("no answer within {} ms", after.as_millis())
+}

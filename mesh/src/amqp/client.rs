@@ -1,0 +1,322 @@
+//! [`RpcClient`]: calls services over AMQP through one shared callback queue.
+//!
+//! Each process has one callback queue (`rpc.reply-<owner>-<uuid>`, bound to the RPC exchange
+//! under its own name) and one map of [`PendingCalls`]. A call registers its correlation id,
+//! publishes the request `mandatory` on a confirm channel, and waits for its reply until its
+//! deadline. The broker returns a mandatory message that no queue is bound for before it confirms
+//! it, so a call to a service that was never declared fails at once with `UnknownService`.
+
+use super::broker::Broker;
+use super::headers;
+use crate::context::CallContext;
+use crate::deadline::Deadline;
+use crate::error::{CallError, ConnectError};
+use crate::pending::PendingCalls;
+use crate::protocol::{ReplyBody, RequestBody, request_routing_key, validate_name};
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Confirmation, Consumer, Event};
+use serde_json::Value;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use tokio::task::JoinHandle;
+
+/// How long an idle callback queue outlives its process (nameko uses the same).
+const REPLY_QUEUE_EXPIRES_MS: i64 = 300_000;
+
+/// Calls services over AMQP. Cheap to clone; all clones share one callback queue.
+#[derive(Clone)]
+pub struct RpcClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    broker: Broker,
+    publisher: Channel,
+    exchange: ShortString,
+    reply_to: ShortString,
+    shared: Arc<Shared>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// State shared with the reply consumer task.
+#[derive(Default)]
+struct Shared {
+    pending: PendingCalls,
+    consuming: AtomicBool,
+    calls: AtomicU64,
+    timeouts: AtomicU64,
+    unknown_service: AtomicU64,
+    broker_lost: AtomicU64,
+}
+
+/// Counters of an [`RpcClient`] since it started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientStats {
+    /// Calls made.
+    pub calls: u64,
+    /// Calls waiting for a reply now.
+    pub pending: usize,
+    /// Calls that passed their deadline.
+    pub timeouts: u64,
+    /// Calls to a service with no bound queue.
+    pub unknown_service: u64,
+    /// Replies that found no waiting caller (late, duplicate or foreign).
+    pub unmatched_replies: u64,
+    /// Times the broker connection was lost.
+    pub broker_lost: u64,
+}
+
+impl RpcClient {
+    /// Declares this process's callback queue and starts consuming replies. `owner` names the
+    /// queue (`rpc.reply-<owner>-<uuid>`), e.g. `gateway`.
+    pub async fn start(broker: &Broker, owner: &str) -> Result<Self, ConnectError> {
+        let reply_to = format!("rpc.reply-{owner}-{}", uuid::Uuid::new_v4());
+        let exchange = broker.config().rpc_exchange.clone();
+
+        let consumer_channel = broker.channel().await?;
+        broker.declare_rpc_exchange(&consumer_channel).await?;
+        let mut arguments = FieldTable::default();
+        arguments.insert(
+            "x-expires".into(),
+            AMQPValue::LongLongInt(REPLY_QUEUE_EXPIRES_MS),
+        );
+        consumer_channel
+            .queue_declare(
+                reply_to.as_str().into(),
+                QueueDeclareOptions::default(),
+                arguments,
+            )
+            .await
+            .map_err(|e| broker.setup_error(e))?;
+        consumer_channel
+            .queue_bind(
+                reply_to.as_str().into(),
+                exchange.as_str().into(),
+                reply_to.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| broker.setup_error(e))?;
+        let consumer = consumer_channel
+            .basic_consume(
+                reply_to.as_str().into(),
+                format!("{reply_to}-consumer").into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..BasicConsumeOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| broker.setup_error(e))?;
+
+        let publisher = broker.channel().await?;
+        publisher
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| broker.setup_error(e))?;
+
+        let shared = Arc::new(Shared::default());
+        shared.consuming.store(true, Ordering::Release);
+        let tasks = vec![
+            tokio::spawn(consume_replies(consumer_channel, consumer, shared.clone())),
+            tokio::spawn(watch_connection(broker.clone(), shared.clone())),
+        ];
+        tracing::debug!(%reply_to, "callback queue ready");
+        Ok(Self {
+            inner: Arc::new(Inner {
+                broker: broker.clone(),
+                publisher,
+                exchange: exchange.into(),
+                reply_to: reply_to.into(),
+                shared,
+                tasks,
+            }),
+        })
+    }
+
+    /// Calls `service.method` with `body` and `context`, waiting until the context's deadline
+    /// (or the configured default timeout when it has none).
+    ///
+    /// Dropping the returned future abandons the call and removes its pending entry.
+    pub async fn call(
+        &self,
+        service: &str,
+        method: &str,
+        body: &RequestBody,
+        context: CallContext,
+    ) -> Result<Value, CallError> {
+        for name in [service, method] {
+            validate_name(name).map_err(|reason| CallError::InvalidName {
+                name: name.to_owned(),
+                reason,
+            })?;
+        }
+        let inner = &self.inner;
+        let shared = &inner.shared;
+        shared.calls.fetch_add(1, Ordering::Relaxed);
+        let deadline = context
+            .deadline
+            .unwrap_or_else(|| Deadline::after(inner.broker.config().default_timeout));
+        let context = context.with_deadline(deadline);
+        let budget_ms = deadline.remaining_ms();
+        if deadline.expired() {
+            shared.timeouts.fetch_add(1, Ordering::Relaxed);
+            return Err(CallError::DeadlineExceeded(budget_ms));
+        }
+        let payload =
+            serde_json::to_vec(body).map_err(|e| CallError::MalformedReply(e.to_string()))?;
+
+        let mut pending = shared.pending.register(uuid::Uuid::new_v4().to_string());
+        let properties = BasicProperties::default()
+            .with_reply_to(inner.reply_to.clone())
+            .with_correlation_id(pending.correlation_id().into())
+            .with_content_type("application/json".into())
+            .with_content_encoding("utf-8".into())
+            .with_delivery_mode(1)
+            .with_expiration(budget_ms.to_string().into())
+            .with_headers(headers::write(&context));
+        let routing_key = request_routing_key(service, method);
+
+        let exchange = inner.exchange.clone();
+        let outcome = tokio::time::timeout_at(deadline.instant(), async {
+            let confirmation = inner
+                .publisher
+                .basic_publish(
+                    exchange,
+                    routing_key.into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..BasicPublishOptions::default()
+                    },
+                    &payload,
+                    properties,
+                )
+                .await
+                .map_err(unavailable)?
+                .await
+                .map_err(unavailable)?;
+            match confirmation {
+                Confirmation::Ack(Some(_returned)) => {
+                    shared.unknown_service.fetch_add(1, Ordering::Relaxed);
+                    return Err(CallError::UnknownService(service.to_owned()));
+                }
+                Confirmation::Nack(_) => {
+                    return Err(CallError::Unavailable(
+                        "the broker refused the request".into(),
+                    ));
+                }
+                Confirmation::Ack(None) | Confirmation::NotRequested => {}
+            }
+            pending.reply().await
+        })
+        .await;
+
+        let bytes = match outcome {
+            Ok(result) => result?,
+            Err(_elapsed) => {
+                shared.timeouts.fetch_add(1, Ordering::Relaxed);
+                return Err(CallError::DeadlineExceeded(budget_ms));
+            }
+        };
+        let reply: ReplyBody = serde_json::from_slice(&bytes)
+            .map_err(|e| CallError::MalformedReply(format!("reply is not valid: {e}")))?;
+        reply.into_result().map_err(CallError::Remote)
+    }
+
+    /// Whether calls can be made: connected to the broker and consuming replies.
+    pub fn is_ready(&self) -> bool {
+        self.inner.broker.is_connected() && self.inner.shared.consuming.load(Ordering::Acquire)
+    }
+
+    /// The callback queue's name (also the `reply_to` of every request).
+    pub fn reply_to(&self) -> &str {
+        self.inner.reply_to.as_str()
+    }
+
+    /// Counters since start.
+    pub fn stats(&self) -> ClientStats {
+        let shared = &self.inner.shared;
+        ClientStats {
+            calls: shared.calls.load(Ordering::Relaxed),
+            pending: shared.pending.len(),
+            timeouts: shared.timeouts.load(Ordering::Relaxed),
+            unknown_service: shared.unknown_service.load(Ordering::Relaxed),
+            unmatched_replies: shared.pending.unmatched(),
+            broker_lost: shared.broker_lost.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn unavailable(error: lapin::Error) -> CallError {
+    CallError::Unavailable(error.to_string())
+}
+
+/// Hands each reply to its waiting caller. Replies arrive with `no_ack`: a reply is worthless
+/// once its caller is gone, so there is nothing to redeliver.
+async fn consume_replies(channel: Channel, mut consumer: Consumer, shared: Arc<Shared>) {
+    while let Some(delivery) = consumer.next().await {
+        match delivery {
+            Ok(delivery) => {
+                let Some(correlation_id) = delivery.properties.correlation_id().as_ref() else {
+                    tracing::debug!("dropping a reply without correlation_id");
+                    continue;
+                };
+                if !shared
+                    .pending
+                    .complete(correlation_id.as_str(), Ok(delivery.data))
+                {
+                    tracing::debug!(%correlation_id, "dropping a reply nobody waits for");
+                }
+            }
+            Err(error) => {
+                shared.consuming.store(false, Ordering::Release);
+                fail_pending(&shared);
+                tracing::warn!(%error, "reply consumer interrupted; waiting for recovery");
+                if let Err(error) = channel.wait_for_recovery(error).await {
+                    tracing::error!(%error, "reply consumer cannot recover");
+                    return;
+                }
+                tracing::info!("reply consumer recovered");
+                shared.consuming.store(true, Ordering::Release);
+            }
+        }
+    }
+    shared.consuming.store(false, Ordering::Release);
+}
+
+/// Fails every pending call as soon as the connection reports an error: their replies cannot
+/// arrive on a dead connection, so the callers get a 503 now rather than a 504 later.
+async fn watch_connection(broker: Broker, shared: Arc<Shared>) {
+    let mut events = broker.connection().events_listener();
+    while let Some(event) = events.next().await {
+        if let Event::Error(error) = event {
+            tracing::warn!(%error, "broker connection lost");
+            shared.broker_lost.fetch_add(1, Ordering::Relaxed);
+            fail_pending(&shared);
+        }
+    }
+}
+
+fn fail_pending(shared: &Shared) {
+    let failed = shared.pending.fail_all(&CallError::Unavailable(
+        "connection to the broker was lost".into(),
+    ));
+    if failed > 0 {
+        tracing::warn!(failed, "failed pending calls after losing the broker");
+    }
+}

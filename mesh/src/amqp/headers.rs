@@ -1,0 +1,104 @@
+//! Call context <-> AMQP headers: nameko's `nameko.*` context headers and Warren's
+//! `warren.deadline`.
+
+use crate::context::CallContext;
+use crate::deadline::Deadline;
+use crate::protocol::{CALL_ID_STACK_KEY, CONTEXT_HEADER_PREFIX, DEADLINE_HEADER};
+use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString};
+
+/// The headers carrying `context`.
+pub(crate) fn write(context: &CallContext) -> FieldTable {
+    let mut table = FieldTable::default();
+    let stack: Vec<AMQPValue> = context
+        .call_id_stack
+        .iter()
+        .map(|id| AMQPValue::LongString(LongString::from(id.as_str())))
+        .collect();
+    table.insert(
+        format!("{CONTEXT_HEADER_PREFIX}{CALL_ID_STACK_KEY}").into(),
+        AMQPValue::FieldArray(FieldArray::from(stack)),
+    );
+    for (key, value) in &context.data {
+        table.insert(
+            format!("{CONTEXT_HEADER_PREFIX}{key}").into(),
+            AMQPValue::LongString(LongString::from(value.as_str())),
+        );
+    }
+    if let Some(deadline) = context.deadline {
+        let epoch_ms = i64::try_from(deadline.to_epoch_ms()).unwrap_or(i64::MAX);
+        table.insert(DEADLINE_HEADER.into(), AMQPValue::LongLongInt(epoch_ms));
+    }
+    table
+}
+
+/// The context carried by `headers`. Values of unexpected types are ignored: a peer's odd header
+/// must never fail a call.
+pub(crate) fn read(headers: Option<&FieldTable>) -> CallContext {
+    let mut context = CallContext::default();
+    let Some(headers) = headers else {
+        return context;
+    };
+    for (key, value) in headers.inner() {
+        let key = key.as_str();
+        if key == DEADLINE_HEADER {
+            context.deadline = as_u64(value).map(Deadline::from_epoch_ms);
+        } else if let Some(name) = key.strip_prefix(CONTEXT_HEADER_PREFIX) {
+            if name == CALL_ID_STACK_KEY {
+                if let AMQPValue::FieldArray(items) = value {
+                    context.call_id_stack = items.as_slice().iter().filter_map(as_string).collect();
+                }
+            } else if let Some(text) = as_string(value) {
+                context.data.insert(name.to_owned(), text);
+            }
+        }
+    }
+    context
+}
+
+fn as_string(value: &AMQPValue) -> Option<String> {
+    match value {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+fn as_u64(value: &AMQPValue) -> Option<u64> {
+    match value {
+        AMQPValue::LongLongInt(v) => u64::try_from(*v).ok(),
+        AMQPValue::LongInt(v) => u64::try_from(*v).ok(),
+        AMQPValue::LongUInt(v) => Some(u64::from(*v)),
+        AMQPValue::Timestamp(v) => Some(*v),
+        AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok()?.parse().ok(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn context_round_trips() {
+        let context = CallContext::rooted_at("req-1")
+            .with_data("user_id", "u1")
+            .with_deadline(Deadline::after(Duration::from_secs(3)));
+        let back = read(Some(&write(&context)));
+        assert_eq!(back.call_id_stack, vec!["req-1".to_owned()]);
+        assert_eq!(back.data.get("user_id").map(String::as_str), Some("u1"));
+        let left = back.deadline.map(Deadline::remaining_ms).unwrap_or(0);
+        assert!((2_900..=3_001).contains(&left), "{left}");
+    }
+
+    #[test]
+    fn odd_headers_are_ignored() {
+        let mut table = FieldTable::default();
+        table.insert("nameko.call_id_stack".into(), AMQPValue::Boolean(true));
+        table.insert("nameko.user_id".into(), AMQPValue::Void);
+        table.insert("warren.deadline".into(), AMQPValue::Boolean(true));
+        table.insert("other".into(), AMQPValue::LongString("x".into()));
+        assert_eq!(read(Some(&table)), CallContext::default());
+        assert_eq!(read(None), CallContext::default());
+    }
+}

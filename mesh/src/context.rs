@@ -1,0 +1,146 @@
+//! Call context: what travels with a call besides its arguments (nameko's context data plus
+//! Warren's deadline), and [`Ctx`], the view of it a handler gets.
+
+use crate::deadline::Deadline;
+use crate::protocol::CALL_ID_STACK_LIMIT;
+use std::collections::BTreeMap;
+
+/// Context data carried with a request: nameko's `nameko.*` headers and Warren's deadline.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CallContext {
+    /// The ids of the calls that led here, oldest first, ending with the caller's own id.
+    pub call_id_stack: Vec<String>,
+    /// Other context data (`user_id`, `auth_token`, `language`, `user_agent`, ...), by key
+    /// without the `nameko.` prefix.
+    pub data: BTreeMap<String, String>,
+    /// When the caller stops waiting.
+    pub deadline: Option<Deadline>,
+}
+
+impl CallContext {
+    /// A context whose stack is rooted at `call_id` (the gateway passes its request id).
+    pub fn rooted_at(call_id: impl Into<String>) -> Self {
+        Self {
+            call_id_stack: vec![call_id.into()],
+            ..Self::default()
+        }
+    }
+
+    /// Sets the deadline.
+    pub fn with_deadline(mut self, deadline: Deadline) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// Sets one context value (`user_id`, `auth_token`, ...).
+    pub fn with_data(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.data.insert(key.into(), value.into());
+        self
+    }
+
+    /// The stack extended with `call_id`, keeping the newest [`CALL_ID_STACK_LIMIT`] entries, as
+    /// nameko does.
+    pub fn stack_with(&self, call_id: &str) -> Vec<String> {
+        let mut stack = self.call_id_stack.clone();
+        stack.push(call_id.to_owned());
+        let excess = stack.len().saturating_sub(CALL_ID_STACK_LIMIT);
+        stack.drain(..excess);
+        stack
+    }
+}
+
+/// What a handler knows about the call it is serving. Take it as an argument to get it:
+///
+/// ```
+/// use mesh::{Ctx, RpcError};
+/// async fn whoami(ctx: Ctx) -> Result<Vec<String>, RpcError> {
+///     Ok(ctx.call_id_stack().to_vec())
+/// }
+/// let _service = mesh::Service::new("who").rpc("whoami", whoami);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    service: String,
+    method: String,
+    call_id: String,
+    context: CallContext,
+}
+
+impl Ctx {
+    /// The context of a call to `service.method`; the stack is extended with this call's own id
+    /// (`<service>.<method>.<uuid>`).
+    pub fn new(service: &str, method: &str, incoming: CallContext) -> Self {
+        let call_id = format!("{service}.{method}.{}", uuid::Uuid::new_v4());
+        let context = CallContext {
+            call_id_stack: incoming.stack_with(&call_id),
+            ..incoming
+        };
+        Self {
+            service: service.to_owned(),
+            method: method.to_owned(),
+            call_id,
+            context,
+        }
+    }
+
+    /// The service serving the call.
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// The method being called.
+    pub fn method(&self) -> &str {
+        &self.method
+    }
+
+    /// This call's own id, `<service>.<method>.<uuid>`.
+    pub fn call_id(&self) -> &str {
+        &self.call_id
+    }
+
+    /// The call id stack, ending with this call's id.
+    pub fn call_id_stack(&self) -> &[String] {
+        &self.context.call_id_stack
+    }
+
+    /// The caller's deadline, if it set one.
+    pub fn deadline(&self) -> Option<Deadline> {
+        self.context.deadline
+    }
+
+    /// A context value such as `user_id` or `auth_token`.
+    pub fn data(&self, key: &str) -> Option<&str> {
+        self.context.data.get(key).map(String::as_str)
+    }
+
+    /// The context to pass on to a call this handler makes: the same data, deadline and stack.
+    pub fn outgoing(&self) -> CallContext {
+        self.context.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stack_is_extended_and_capped() {
+        let ctx = Ctx::new("kv", "inc", CallContext::rooted_at("req-1"));
+        assert_eq!(ctx.call_id_stack().len(), 2);
+        assert_eq!(ctx.call_id_stack()[0], "req-1");
+        assert!(ctx.call_id().starts_with("kv.inc."));
+        assert_eq!(ctx.call_id_stack()[1], ctx.call_id());
+
+        let long = CallContext {
+            call_id_stack: (0..20).map(|i| format!("c{i}")).collect(),
+            ..CallContext::default()
+        };
+        let ctx = Ctx::new("kv", "get", long);
+        assert_eq!(ctx.call_id_stack().len(), CALL_ID_STACK_LIMIT);
+        assert_eq!(ctx.call_id_stack()[0], "c10");
+        assert_eq!(
+            ctx.call_id_stack().last().map(String::as_str),
+            Some(ctx.call_id())
+        );
+    }
+}

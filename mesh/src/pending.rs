@@ -1,0 +1,144 @@
+//! [`PendingCalls`]: the correlation map of calls waiting for their replies.
+//!
+//! A caller registers before it publishes and gets a [`PendingCall`]; the reply consumer hands
+//! each reply to the caller with its correlation id. The entry belongs to the caller: dropping the
+//! [`PendingCall`] (the caller returned, timed out, or its future was dropped because the HTTP
+//! client went away) removes it, so no entry outlives its caller.
+
+use crate::error::CallError;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use tokio::sync::oneshot;
+
+/// What a waiting caller receives: the raw reply body, or why none will come.
+pub type ReplyOutcome = Result<Vec<u8>, CallError>;
+
+/// Calls waiting for a reply, by correlation id.
+#[derive(Debug, Default)]
+pub struct PendingCalls {
+    calls: Mutex<HashMap<String, oneshot::Sender<ReplyOutcome>>>,
+    unmatched: AtomicU64,
+}
+
+impl PendingCalls {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, oneshot::Sender<ReplyOutcome>>> {
+        // A panic while holding this lock cannot leave the map half-updated (every operation is a
+        // single insert or remove), so a poisoned lock is safe to keep using.
+        self.calls.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a call under `correlation_id`.
+    pub fn register(&self, correlation_id: String) -> PendingCall<'_> {
+        let (tx, rx) = oneshot::channel();
+        self.lock().insert(correlation_id.clone(), tx);
+        PendingCall {
+            pending: self,
+            correlation_id,
+            rx,
+        }
+    }
+
+    /// Hands a reply to its caller. Returns `false`, and counts it, when no caller waits for it
+    /// (a late reply, a duplicate, or a stranger's).
+    pub fn complete(&self, correlation_id: &str, outcome: ReplyOutcome) -> bool {
+        let sender = self.lock().remove(correlation_id);
+        let delivered = sender.is_some_and(|tx| tx.send(outcome).is_ok());
+        if !delivered {
+            self.unmatched.fetch_add(1, Ordering::Relaxed);
+        }
+        delivered
+    }
+
+    /// Fails every waiting call with `error` (the broker connection was lost).
+    pub fn fail_all(&self, error: &CallError) -> usize {
+        let drained: Vec<_> = self.lock().drain().collect();
+        let count = drained.len();
+        for (_, tx) in drained {
+            let _ = tx.send(Err(error.clone()));
+        }
+        count
+    }
+
+    /// How many calls are waiting.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no call is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Replies that found no waiting caller, since start.
+    pub fn unmatched(&self) -> u64 {
+        self.unmatched.load(Ordering::Relaxed)
+    }
+}
+
+/// One registered call. Await [`PendingCall::reply`]; drop it to give up.
+#[derive(Debug)]
+pub struct PendingCall<'a> {
+    pending: &'a PendingCalls,
+    correlation_id: String,
+    rx: oneshot::Receiver<ReplyOutcome>,
+}
+
+impl PendingCall<'_> {
+    /// The correlation id.
+    pub fn correlation_id(&self) -> &str {
+        &self.correlation_id
+    }
+
+    /// Waits for the reply.
+    pub async fn reply(&mut self) -> ReplyOutcome {
+        (&mut self.rx)
+            .await
+            .unwrap_or_else(|_| Err(CallError::Unavailable("reply channel closed".into())))
+    }
+}
+
+impl Drop for PendingCall<'_> {
+    fn drop(&mut self) {
+        self.pending.lock().remove(&self.correlation_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn reply_reaches_its_caller() {
+        let pending = PendingCalls::default();
+        let mut call = pending.register("a".into());
+        assert_eq!(pending.len(), 1);
+        assert!(pending.complete("a", Ok(b"x".to_vec())));
+        assert_eq!(call.reply().await, Ok(b"x".to_vec()));
+        drop(call);
+        assert!(pending.is_empty());
+    }
+
+    #[test]
+    fn dropped_callers_leave_nothing_and_late_replies_are_counted() {
+        let pending = PendingCalls::default();
+        let call = pending.register("a".into());
+        drop(call);
+        assert!(pending.is_empty());
+        assert!(!pending.complete("a", Ok(Vec::new())));
+        assert!(!pending.complete("stranger", Ok(Vec::new())));
+        assert_eq!(pending.unmatched(), 2);
+    }
+
+    #[tokio::test]
+    async fn fail_all_wakes_everyone() {
+        let pending = PendingCalls::default();
+        let mut a = pending.register("a".into());
+        let mut b = pending.register("b".into());
+        let err = CallError::Unavailable("gone".into());
+        assert_eq!(pending.fail_all(&err), 2);
+        assert_eq!(a.reply().await, Err(err.clone()));
+        assert_eq!(b.reply().await, Err(err));
+        assert!(pending.is_empty());
+    }
+}

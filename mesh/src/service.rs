@@ -1,0 +1,209 @@
+//! [`Service`]: a name plus handlers, declared the way axum declares routes.
+
+use crate::context::Ctx;
+use crate::error::{ErrorKind, RpcError};
+use crate::handler::{BoxFuture, Call, Handler};
+use crate::protocol::{NameError, validate_name};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+type ErasedHandler = Arc<dyn Fn(Call) -> BoxFuture<Result<Value, RpcError>> + Send + Sync>;
+
+/// A service definition: its name, its RPC methods and the state they share.
+///
+/// ```
+/// use mesh::{Args, RpcError, Service, State};
+/// use serde::Deserialize;
+/// use std::sync::Arc;
+///
+/// #[derive(Deserialize)]
+/// struct Hello { name: String }
+///
+/// async fn hello(Args(h): Args<Hello>) -> Result<String, RpcError> {
+///     Ok(format!("Hello, {}!", h.name))
+/// }
+///
+/// async fn greeting(State(prefix): State<Arc<String>>) -> Result<String, RpcError> {
+///     Ok(prefix.to_string())
+/// }
+///
+/// let service = Service::new("greeting_service")
+///     .rpc("hello", hello)
+///     .with_state(Arc::new("Hi".to_owned()))
+///     .rpc("greeting", greeting);
+/// assert_eq!(service.name(), "greeting_service");
+/// assert_eq!(service.methods(), ["greeting", "hello"]);
+/// ```
+#[derive(Clone)]
+pub struct Service<S = ()> {
+    name: String,
+    routes: HashMap<String, ErasedHandler>,
+    state: S,
+}
+
+impl Service<()> {
+    /// A service called `name` with no state yet. Names follow the same rule as the gateway's
+    /// (`^[A-Za-z_][A-Za-z0-9_-]{0,127}$`); see [`Service::validate`].
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            routes: HashMap::new(),
+            state: (),
+        }
+    }
+}
+
+impl<S: Clone + Send + Sync + 'static> Service<S> {
+    /// Replaces the state that handlers registered from now on receive through `State<S2>`.
+    pub fn with_state<S2: Clone + Send + Sync + 'static>(self, state: S2) -> Service<S2> {
+        Service {
+            name: self.name,
+            routes: self.routes,
+            state,
+        }
+    }
+
+    /// Registers `handler` as the RPC method `method`. A later registration of the same name
+    /// replaces the earlier one.
+    pub fn rpc<H, T>(mut self, method: impl Into<String>, handler: H) -> Self
+    where
+        H: Handler<T, S>,
+    {
+        let state = self.state.clone();
+        let erased: ErasedHandler =
+            Arc::new(move |call: Call| handler.clone().call(call, state.clone()));
+        self.routes.insert(method.into(), erased);
+        self
+    }
+
+    /// The service's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The names of its RPC methods, sorted.
+    pub fn methods(&self) -> Vec<&str> {
+        let mut methods: Vec<&str> = self.routes.keys().map(String::as_str).collect();
+        methods.sort_unstable();
+        methods
+    }
+
+    /// Checks the service name and every method name.
+    pub fn validate(&self) -> Result<(), (String, NameError)> {
+        validate_name(&self.name).map_err(|e| (self.name.clone(), e))?;
+        for method in self.routes.keys() {
+            validate_name(method).map_err(|e| (method.clone(), e))?;
+        }
+        Ok(())
+    }
+
+    /// The routes without the state type, as the runtime needs them.
+    pub fn routes(&self) -> Routes {
+        Routes {
+            service: Arc::from(self.name.as_str()),
+            handlers: Arc::new(self.routes.clone()),
+        }
+    }
+}
+
+/// A service's handlers by method name, shared by the tasks that serve it.
+#[derive(Clone)]
+pub struct Routes {
+    service: Arc<str>,
+    handlers: Arc<HashMap<String, ErasedHandler>>,
+}
+
+impl Routes {
+    /// The service's name.
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// Runs `method` for `call`; an unknown method is `MethodNotFound`.
+    pub fn dispatch(&self, call: Call) -> BoxFuture<Result<Value, RpcError>> {
+        match self.handlers.get(call.ctx.method()) {
+            Some(handler) => handler(call),
+            None => {
+                let error = RpcError::new(
+                    ErrorKind::MethodNotFound,
+                    format!("{}.{}", self.service, call.ctx.method()),
+                );
+                Box::pin(std::future::ready(Err(error)))
+            }
+        }
+    }
+
+    /// Builds the [`Ctx`] for a call to `method` on this service.
+    pub fn ctx(&self, method: &str, incoming: crate::CallContext) -> Ctx {
+        Ctx::new(&self.service, method, incoming)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::CallContext;
+    use crate::handler::{Args, State};
+    use crate::protocol::RequestBody;
+    use serde::Deserialize;
+    use serde_json::json;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    #[derive(Deserialize)]
+    struct Add {
+        a: i64,
+        b: i64,
+    }
+
+    async fn add(Args(x): Args<Add>) -> Result<i64, RpcError> {
+        Ok(x.a + x.b)
+    }
+
+    async fn bump(State(n): State<Arc<AtomicU64>>, ctx: Ctx) -> Result<Value, RpcError> {
+        let value = n.fetch_add(1, Ordering::SeqCst) + 1;
+        Ok(json!({"value": value, "method": ctx.method()}))
+    }
+
+    async fn fail() -> Result<(), RpcError> {
+        Err(RpcError::conflict("no"))
+    }
+
+    async fn call(routes: &Routes, method: &str, body: RequestBody) -> Result<Value, RpcError> {
+        let ctx = routes.ctx(method, CallContext::default());
+        routes.dispatch(Call { ctx, body }).await
+    }
+
+    #[tokio::test]
+    async fn dispatches_with_extractors() {
+        let counter = Arc::new(AtomicU64::new(0));
+        let service = Service::new("math")
+            .rpc("add", add)
+            .rpc("fail", fail)
+            .with_state(counter.clone())
+            .rpc("bump", bump);
+        assert_eq!(service.methods(), ["add", "bump", "fail"]);
+        let routes = service.routes();
+        let sum = call(&routes, "add", RequestBody::args(vec![json!(2), json!(3)])).await;
+        assert_eq!(sum, Ok(json!(5)));
+        let bumped = call(&routes, "bump", RequestBody::default()).await;
+        assert_eq!(bumped, Ok(json!({"value": 1, "method": "bump"})));
+        assert_eq!(counter.load(Ordering::SeqCst), 1);
+        let err = call(&routes, "fail", RequestBody::default()).await;
+        assert_eq!(err.map_err(|e| e.kind()), Err(ErrorKind::Conflict));
+        let err = call(&routes, "nope", RequestBody::default()).await;
+        assert_eq!(err.map_err(|e| e.kind()), Err(ErrorKind::MethodNotFound));
+        let err = call(&routes, "add", RequestBody::args(vec![json!(1)])).await;
+        assert_eq!(
+            err.map_err(|e| e.kind()),
+            Err(ErrorKind::IncorrectSignature)
+        );
+    }
+
+    #[test]
+    fn validates_names() {
+        assert!(Service::new("ok").rpc("fine", fail).validate().is_ok());
+        assert!(Service::new("bad.name").validate().is_err());
+        assert!(Service::new("ok").rpc("bad*", fail).validate().is_err());
+    }
+}

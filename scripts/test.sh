@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Warren's whole test suite, as CI runs it:
+#   1. RabbitMQ up on 127.0.0.1:5672 (installed and started when needed),
+#   2. the nameko venv for the interop tests (scripts/nameko-venv.sh, reused when current),
+#   3. cargo fmt --check and cargo clippy --all-targets -D warnings,
+#   4. every unit, doc and end-to-end test (cargo nextest when installed, cargo test otherwise).
+# Environment: AMQP_URL (default amqp://guest:guest@127.0.0.1:5672/%2f), CARGO_TARGET_DIR,
+# WARREN_VENV (where the nameko venv lives; default .venv/nameko).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=/dev/null
+[ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+. scripts/lib/rabbitmq.sh
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "RabbitMQ"
+ensure_rabbitmq
+remove_test_queues
+
+step "nameko venv"
+scripts/nameko-venv.sh >/dev/null
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "doc tests"
+cargo test --workspace --doc --locked
+
+step "unit and end-to-end tests"
+if command -v cargo-nextest >/dev/null 2>&1; then
+    cargo nextest run --workspace --locked --test-threads 4 --no-fail-fast
+else
+    cargo test --workspace --locked --no-fail-fast
+fi

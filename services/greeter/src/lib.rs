@@ -1,0 +1,85 @@
+//! `greeting_service`: the smallest Warren service, nameko's hello example.
+//!
+//! - `hello(name)` → `"Hello, <name>!"`
+//! - `slow(ms)` sleeps `ms` milliseconds (at most ten minutes), then returns `ms`: a method for
+//!   deadline tests.
+
+use mesh::{Args, RpcError, Service};
+use serde::Deserialize;
+use std::time::Duration;
+
+/// The service's usual name.
+pub const NAME: &str = "greeting_service";
+
+/// The longest `slow` will sleep.
+pub const MAX_SLOW_MS: u64 = 600_000;
+
+/// The service under its usual name.
+pub fn service() -> Service {
+    service_named(NAME)
+}
+
+/// The service under another name (tests run several meshes on one broker).
+pub fn service_named(name: &str) -> Service {
+    Service::new(name).rpc("hello", hello).rpc("slow", slow)
+}
+
+/// Arguments of `hello`.
+#[derive(Debug, Deserialize)]
+pub struct Hello {
+    /// Who to greet.
+    pub name: String,
+}
+
+/// Greets `name`.
+pub async fn hello(Args(h): Args<Hello>) -> Result<String, RpcError> {
+    Ok(format!("Hello, {}!", h.name))
+}
+
+/// Arguments of `slow`.
+#[derive(Debug, Deserialize)]
+pub struct Slow {
+    /// How long to sleep, in milliseconds.
+    pub ms: u64,
+}
+
+/// Sleeps, then returns how long it slept.
+pub async fn slow(Args(s): Args<Slow>) -> Result<u64, RpcError> {
+    if s.ms > MAX_SLOW_MS {
+        return Err(RpcError::bad_request(format!(
+            "ms must be at most {MAX_SLOW_MS}"
+        )));
+    }
+    tokio::time::sleep(Duration::from_millis(s.ms)).await;
+    Ok(s.ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn greets() {
+        let reply = hello(Args(Hello {
+            name: "Matt".into(),
+        }))
+        .await;
+        assert_eq!(reply, Ok("Hello, Matt!".to_owned()));
+    }
+
+    #[tokio::test]
+    async fn slow_refuses_absurd_sleeps() {
+        assert_eq!(slow(Args(Slow { ms: 0 })).await, Ok(0));
+        let err = slow(Args(Slow {
+            ms: MAX_SLOW_MS + 1,
+        }))
+        .await;
+        assert_eq!(err.map_err(|e| e.kind()), Err(mesh::ErrorKind::BadRequest));
+    }
+
+    #[test]
+    fn declares_its_methods() {
+        assert_eq!(service().methods(), ["hello", "slow"]);
+        assert!(service().validate().is_ok());
+    }
+}

@@ -1,0 +1,191 @@
+//! `kv`: a key-value store shared by every caller of one instance.
+//!
+//! - `get(key)` → the value, or `NotFound`
+//! - `put(key, value)` → `null`
+//! - `inc(key, by=1)` → the new value; a missing key counts from 0, a non-integer is `BadRequest`
+//! - `delete(key)` → whether the key existed
+//!
+//! Every operation takes one lock around one map operation, so concurrent increments are never
+//! lost. The store lives in memory: it is for demos and tests, not for data that must survive.
+
+use mesh::{Args, RpcError, Service, State};
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// The service's usual name.
+pub const NAME: &str = "kv";
+
+/// The store: values by key.
+#[derive(Debug, Clone, Default)]
+pub struct Store(Arc<Mutex<HashMap<String, Value>>>);
+
+impl Store {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Value>> {
+        // Each operation is a single map call, so a panic cannot leave the map inconsistent.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The service under its usual name, with an empty store.
+pub fn service() -> Service<Store> {
+    service_named(NAME, Store::default())
+}
+
+/// The service under another name, on `store`.
+pub fn service_named(name: &str, store: Store) -> Service<Store> {
+    Service::new(name)
+        .with_state(store)
+        .rpc("get", get)
+        .rpc("put", put)
+        .rpc("inc", inc)
+        .rpc("delete", delete)
+}
+
+/// Arguments naming a key.
+#[derive(Debug, Deserialize)]
+pub struct Key {
+    /// The key.
+    pub key: String,
+}
+
+/// Arguments of `put`.
+#[derive(Debug, Deserialize)]
+pub struct Put {
+    /// The key.
+    pub key: String,
+    /// The value (any JSON).
+    pub value: Value,
+}
+
+/// Arguments of `inc`.
+#[derive(Debug, Deserialize)]
+pub struct Inc {
+    /// The key.
+    pub key: String,
+    /// How much to add (default 1; may be negative).
+    #[serde(default = "one")]
+    pub by: i64,
+}
+
+fn one() -> i64 {
+    1
+}
+
+/// The value at `key`.
+pub async fn get(State(store): State<Store>, Args(k): Args<Key>) -> Result<Value, RpcError> {
+    store
+        .lock()
+        .get(&k.key)
+        .cloned()
+        .ok_or_else(|| RpcError::not_found(format!("no such key: {}", k.key)))
+}
+
+/// Stores `value` at `key`.
+pub async fn put(State(store): State<Store>, Args(p): Args<Put>) -> Result<(), RpcError> {
+    store.lock().insert(p.key, p.value);
+    Ok(())
+}
+
+/// Adds `by` to the integer at `key` and returns the new value.
+pub async fn inc(State(store): State<Store>, Args(i): Args<Inc>) -> Result<i64, RpcError> {
+    let mut map = store.lock();
+    let current = match map.get(&i.key) {
+        None => 0,
+        Some(value) => value.as_i64().ok_or_else(|| {
+            RpcError::bad_request(format!("the value at `{}` is not an integer", i.key))
+        })?,
+    };
+    let next = current
+        .checked_add(i.by)
+        .ok_or_else(|| RpcError::bad_request(format!("`{}` would overflow", i.key)))?;
+    map.insert(i.key, Value::from(next));
+    Ok(next)
+}
+
+/// Removes `key`; returns whether it existed.
+pub async fn delete(State(store): State<Store>, Args(k): Args<Key>) -> Result<bool, RpcError> {
+    Ok(store.lock().remove(&k.key).is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mesh::ErrorKind;
+    use serde_json::json;
+
+    fn key(k: &str) -> Args<Key> {
+        Args(Key { key: k.into() })
+    }
+
+    #[tokio::test]
+    async fn put_get_inc_delete() {
+        let s = Store::default();
+        let missing = get(State(s.clone()), key("a")).await;
+        assert_eq!(missing.map_err(|e| e.kind()), Err(ErrorKind::NotFound));
+        let by = |by| {
+            Args(Inc {
+                key: "a".into(),
+                by,
+            })
+        };
+        assert_eq!(inc(State(s.clone()), by(1)).await, Ok(1));
+        assert_eq!(inc(State(s.clone()), by(41)).await, Ok(42));
+        assert_eq!(get(State(s.clone()), key("a")).await, Ok(json!(42)));
+        let put_s = Args(Put {
+            key: "a".into(),
+            value: json!("x"),
+        });
+        assert_eq!(put(State(s.clone()), put_s).await, Ok(()));
+        let err = inc(State(s.clone()), by(1)).await;
+        assert_eq!(err.map_err(|e| e.kind()), Err(ErrorKind::BadRequest));
+        assert_eq!(delete(State(s.clone()), key("a")).await, Ok(true));
+        assert_eq!(delete(State(s.clone()), key("a")).await, Ok(false));
+    }
+
+    #[tokio::test]
+    async fn overflow_is_refused() {
+        let s = Store::default();
+        let big = Args(Inc {
+            key: "a".into(),
+            by: i64::MAX,
+        });
+        assert_eq!(inc(State(s.clone()), big).await, Ok(i64::MAX));
+        let err = inc(
+            State(s),
+            Args(Inc {
+                key: "a".into(),
+                by: 1,
+            }),
+        )
+        .await;
+        assert_eq!(err.map_err(|e| e.kind()), Err(ErrorKind::BadRequest));
+    }
+
+    #[tokio::test]
+    async fn concurrent_increments_are_not_lost() {
+        let s = Store::default();
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let s = s.clone();
+                tokio::spawn(async move {
+                    for _ in 0..500 {
+                        let _ = inc(
+                            State(s.clone()),
+                            Args(Inc {
+                                key: "n".into(),
+                                by: 1,
+                            }),
+                        )
+                        .await;
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("task");
+        }
+        assert_eq!(get(State(s), key("n")).await, Ok(json!(4000)));
+    }
+}

@@ -1,0 +1,262 @@
+//! `warren`: run the gateway and the bundled services, or call a service.
+
+mod bundled;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use mesh::{Broker, CallContext, Deadline, MeshConfig, RpcClient, RunningService};
+use std::process::ExitCode;
+use std::time::Duration;
+use warren_gateway::{ErrorMap, GatewayConfig, StatusCode};
+
+#[derive(Parser)]
+#[command(
+    name = "warren",
+    version,
+    about = "HTTP/JSON gateway and services on a nameko-compatible AMQP RPC mesh"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway and every bundled service in one process.
+    Dev {
+        #[command(flatten)]
+        mesh: MeshArgs,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
+    /// Run the HTTP gateway.
+    Gateway {
+        #[command(flatten)]
+        mesh: MeshArgs,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
+    /// Run one or more bundled services (greeting_service, kv).
+    Run {
+        /// The services to run.
+        #[arg(required = true, value_name = "SERVICE")]
+        services: Vec<String>,
+        #[command(flatten)]
+        mesh: MeshArgs,
+    },
+    /// Call a method and print its result as JSON.
+    Call {
+        /// The service.
+        service: String,
+        /// The method.
+        method: String,
+        /// The arguments: a JSON object (keyword) or array (positional). None when omitted.
+        args: Option<String>,
+        #[command(flatten)]
+        mesh: MeshArgs,
+        /// How long to wait for the reply, in milliseconds.
+        #[arg(long, env = "WARREN_TIMEOUT_MS", default_value_t = 30_000)]
+        timeout_ms: u64,
+    },
+}
+
+#[derive(Args)]
+struct MeshArgs {
+    /// The RabbitMQ URL.
+    #[arg(long = "amqp", env = "AMQP_URL", default_value = mesh::DEFAULT_AMQP_URL, hide_env_values = true)]
+    amqp_url: String,
+    /// Handlers each service runs at once (also its prefetch).
+    #[arg(long, env = "WARREN_MAX_WORKERS", default_value_t = 10)]
+    max_workers: u16,
+    /// How long a stopping service waits for in-flight handlers, in milliseconds.
+    #[arg(long, env = "WARREN_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
+    shutdown_grace_ms: u64,
+}
+
+impl MeshArgs {
+    fn config(&self) -> MeshConfig {
+        MeshConfig {
+            max_workers: self.max_workers.max(1),
+            shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
+            ..MeshConfig::with_url(&self.amqp_url)
+        }
+    }
+}
+
+#[derive(Args)]
+struct GatewayArgs {
+    /// The address the gateway listens on.
+    #[arg(long, env = "WARREN_LISTEN", default_value = warren_gateway::DEFAULT_LISTEN)]
+    listen: String,
+    /// The deadline of a call without X-Timeout-Ms, in milliseconds.
+    #[arg(long, env = "WARREN_TIMEOUT_MS", default_value_t = 30_000)]
+    timeout_ms: u64,
+    /// The longest deadline a client may ask for with X-Timeout-Ms, in milliseconds.
+    #[arg(long, env = "WARREN_MAX_TIMEOUT_MS", default_value_t = 300_000)]
+    max_timeout_ms: u64,
+    /// The largest request body accepted, in bytes.
+    #[arg(long, env = "WARREN_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
+    max_body_bytes: usize,
+    /// Map a remote error type to an HTTP status, e.g. `InsufficientFunds=402` (repeatable).
+    #[arg(long = "error-status", value_name = "EXC_TYPE=STATUS", value_parser = ErrorMap::parse_entry)]
+    error_status: Vec<(String, StatusCode)>,
+}
+
+impl GatewayArgs {
+    fn config(&self) -> GatewayConfig {
+        let mut error_map = ErrorMap::default();
+        for (exc_type, status) in &self.error_status {
+            error_map.insert(exc_type.clone(), *status);
+        }
+        GatewayConfig {
+            default_timeout: Duration::from_millis(self.timeout_ms.max(1)),
+            max_timeout: Duration::from_millis(self.max_timeout_ms.max(1)),
+            max_body_bytes: self.max_body_bytes,
+            error_map,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Dev { mesh, gateway } => {
+            let names: Vec<String> = bundled::BUNDLED
+                .iter()
+                .map(|(n, _)| (*n).to_owned())
+                .collect();
+            serve(&mesh, Some(&gateway), &names).await?;
+        }
+        Command::Gateway { mesh, gateway } => serve(&mesh, Some(&gateway), &[]).await?,
+        Command::Run { services, mesh } => {
+            for name in &services {
+                if bundled::canonical(name).is_none() {
+                    let known: Vec<&str> = bundled::BUNDLED.iter().map(|(n, _)| *n).collect();
+                    bail!(
+                        "unknown service `{name}`; bundled services: {}",
+                        known.join(", ")
+                    );
+                }
+            }
+            serve(&mesh, None, &services).await?;
+        }
+        Command::Call {
+            service,
+            method,
+            args,
+            mesh,
+            timeout_ms,
+        } => {
+            return call(&mesh, &service, &method, args.as_deref(), timeout_ms).await;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs the gateway (when given) and `services` until SIGINT/SIGTERM, then shuts down in order:
+/// the gateway stops accepting and drains, then the services finish in-flight work.
+async fn serve(mesh: &MeshArgs, gateway: Option<&GatewayArgs>, services: &[String]) -> Result<()> {
+    let broker = Broker::connect(mesh.config()).await?;
+    let mut running: Vec<RunningService> = Vec::new();
+    for name in services {
+        running.push(bundled::start(&broker, name).await?);
+    }
+    let names: Vec<&str> = running.iter().map(RunningService::name).collect();
+    match gateway {
+        Some(args) => {
+            let listener = tokio::net::TcpListener::bind(&args.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", args.listen))?;
+            let address = listener.local_addr()?;
+            let client = RpcClient::start(&broker, "gateway").await?;
+            let app = warren_gateway::router(client, args.config());
+            println!(
+                "warren: gateway on http://{address} over AMQP {}{}",
+                broker.config().redacted_url(),
+                if names.is_empty() {
+                    String::new()
+                } else {
+                    format!("; services: {}", names.join(", "))
+                }
+            );
+            warren_gateway::serve(listener, app, mesh::terminate_signal()).await?;
+        }
+        None => {
+            println!(
+                "warren: serving {} over AMQP {}",
+                names.join(", "),
+                broker.config().redacted_url()
+            );
+            mesh::terminate_signal().await;
+        }
+    }
+    tracing::info!("shutting down");
+    for service in running {
+        service.stop().await;
+    }
+    broker.close().await;
+    Ok(())
+}
+
+/// `warren call`: prints the result as JSON; on an error prints it and exits 1.
+async fn call(
+    mesh: &MeshArgs,
+    service: &str,
+    method: &str,
+    args: Option<&str>,
+    timeout_ms: u64,
+) -> Result<ExitCode> {
+    let arguments = match args {
+        None => mesh::protocol::RequestBody::default(),
+        Some(text) => {
+            let value: serde_json::Value =
+                serde_json::from_str(text).context("the arguments are not valid JSON")?;
+            mesh::protocol::RequestBody::from_json(value).map_err(|v| {
+                anyhow::anyhow!("the arguments must be a JSON object or array, not `{v}`")
+            })?
+        }
+    };
+    let broker = Broker::connect(mesh.config()).await?;
+    let client = RpcClient::start(&broker, "cli").await?;
+    let context = CallContext::default()
+        .with_deadline(Deadline::after(Duration::from_millis(timeout_ms.max(1))));
+    let outcome = client.call(service, method, &arguments, context).await;
+    broker.close().await;
+    match outcome {
+        Ok(result) => {
+            println!("{}", serde_json::to_string_pretty(&result)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! The `warren` binary: its commands, its exit codes, its errors and its shutdown on SIGTERM.
+
+mod common;
+
+use common::{Harness, unique};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn warren() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_warren"));
+    command.env("RUST_LOG", "warn");
+    command
+}
+
+/// Runs `warren` to completion on a blocking thread.
+async fn run(args: &[&str]) -> Output {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::task::spawn_blocking(move || warren().args(args).output())
+        .await
+        .expect("task")
+        .expect("run warren")
+}
+
+/// Starts a long-running `warren` and returns it with the first line it printed.
+fn spawn(args: &[&str]) -> (Child, String) {
+    let mut child = warren()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn warren");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut first = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut first)
+        .expect("first line");
+    (child, first)
+}
+
+/// Sends SIGTERM and waits for the exit, at most `limit`.
+fn terminate(mut child: Child, limit: Duration) -> std::process::ExitStatus {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("warren did not exit within {limit:?} of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_broker_is_one_clear_line_not_a_hang() {
+    let started = Instant::now();
+    let output = run(&[
+        "call",
+        "kv",
+        "get",
+        "--amqp",
+        "amqp://guest:s3cret@127.0.0.1:1/%2f",
+    ])
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let line = stderr.lines().last().unwrap_or("");
+    assert!(
+        line.starts_with("error: cannot reach RabbitMQ at amqp://guest:***@127.0.0.1:1/%2f"),
+        "{stderr}"
+    );
+    assert!(line.contains("rabbitmq-server -detached"), "{stderr}");
+    assert!(!stderr.contains("s3cret"), "password leaked: {stderr}");
+}
+
+#[tokio::test]
+async fn call_prints_results_and_fails_on_errors() {
+    let mut h = Harness::start().await;
+    let kv = unique("kv");
+    h.serve(kv::service_named(&kv, kv::Store::default())).await;
+
+    let output = run(&["call", &kv, "inc", r#"{"key": "a", "by": 5}"#]).await;
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "5");
+
+    let output = run(&["call", &kv, "inc", r#"["a"]"#]).await;
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "6");
+
+    let output = run(&["call", &kv, "get", r#"{"key": "nope"}"#]).await;
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("error: NotFound: no such key: nope"),
+        "{stderr}"
+    );
+
+    let output = run(&["call", &kv, "get", "{not json"]).await;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not valid JSON"));
+
+    let output = run(&["call", &unique("nobody"), "x"]).await;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unknown service"));
+}
+
+#[tokio::test]
+async fn run_refuses_unknown_services() {
+    let output = run(&["run", "nosuch"]).await;
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("unknown service `nosuch`") && stderr.contains("greeting_service, kv"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn dev_serves_http_and_stops_on_sigterm() {
+    let (child, first) = tokio::task::spawn_blocking(|| spawn(&["dev", "--listen", "127.0.0.1:0"]))
+        .await
+        .expect("task");
+    let address = first
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {first:?}"))
+        .to_owned();
+    assert!(first.contains("greeting_service, kv"), "{first}");
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("http://{address}/rpc/greeting_service/hello"))
+        .json(&serde_json::json!({"name": "dev"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.expect("text"), "\"Hello, dev!\"");
+    let ready = http
+        .get(format!("http://{address}/readyz"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(ready.status(), 200);
+    let status = tokio::task::spawn_blocking(move || terminate(child, Duration::from_secs(15)))
+        .await
+        .expect("task");
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn run_serves_a_bundled_service_until_sigterm() {
+    let (child, first) = tokio::task::spawn_blocking(|| spawn(&["run", "greeter"]))
+        .await
+        .expect("task");
+    assert!(
+        first.starts_with("warren: serving greeting_service"),
+        "{first}"
+    );
+    let output = run(&["call", "greeting_service", "hello", r#"{"name": "run"}"#]).await;
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "\"Hello, run!\""
+    );
+    let status = tokio::task::spawn_blocking(move || terminate(child, Duration::from_secs(15)))
+        .await
+        .expect("task");
+    assert!(status.success(), "{status:?}");
+}

@@ -1,0 +1,175 @@
+//! Interop with a real nameko 2.14, both ways: the gateway fronts a nameko service, and nameko's
+//! `ClusterRpcProxy` calls Warren services. The Python side lives in `tests/interop/`; the venv
+//! is made (once, then reused) by `scripts/nameko-venv.sh`.
+
+mod common;
+
+use common::{Harness, QueueCleanup, assert_problem, unique};
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The venv's python, made by `scripts/nameko-venv.sh` on first use.
+fn python() -> &'static PathBuf {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let output = Command::new("bash")
+            .arg(repo().join("scripts/nameko-venv.sh"))
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run scripts/nameko-venv.sh");
+        assert!(output.status.success(), "scripts/nameko-venv.sh failed");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        PathBuf::from(stdout.lines().last().expect("the venv's python").trim())
+    })
+}
+
+/// nameko's spelling of the broker URL (kombu wants `//` for the default vhost).
+fn amqp_uri() -> String {
+    common::mesh_config()
+        .amqp_url
+        .replace("/%2f", "//")
+        .replace("/%2F", "//")
+}
+
+/// A nameko service process, stopped with SIGTERM when dropped.
+struct NamekoService(Child);
+
+impl NamekoService {
+    fn start(name: &str) -> Self {
+        let mut child = Command::new(python())
+            .arg(repo().join("tests/interop/nameko_service.py"))
+            .arg(name)
+            .env("AMQP_URI", amqp_uri())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start nameko");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        // The service prints READY once its queue is consumed; it exits (EOF) if it cannot start.
+        let ready = lines.any(|line| line.map(|l| l.trim() == "READY").unwrap_or(false));
+        assert!(ready, "nameko service {name} did not start");
+        Self(child)
+    }
+}
+
+impl Drop for NamekoService {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.0.id().to_string())
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn the_gateway_fronts_a_nameko_service() {
+    let name = unique("nameko");
+    let mut cleanup = QueueCleanup::new();
+    cleanup.service(&name);
+    let _service = NamekoService::start(&name);
+    let h = Harness::start().await;
+
+    let r = h.post(&name, "echo", json!({"value": {"a": [1, 2]}})).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.expect("json"), json!({"a": [1, 2]}));
+
+    let r = h.post(&name, "add", json!([2, 3])).await;
+    assert_eq!(r.json::<Value>().await.expect("json"), json!(5));
+
+    // A Python exception: 500 with its type and message, no traceback.
+    let r = h.post(&name, "fail", json!({"message": "kaput"})).await;
+    let body = assert_problem(r, 500, "remote-error").await;
+    assert_eq!(body["exc_type"], "ValueError");
+    assert_eq!(body["detail"], "ValueError: kaput");
+
+    // A Python exception named NotFound maps like Warren's own.
+    let r = h.post(&name, "missing", json!({"key": "k"})).await;
+    let body = assert_problem(r, 404, "not-found").await;
+    assert_eq!(body["exc_type"], "NotFound");
+
+    // nameko's own protocol errors.
+    let r = h.post(&name, "no_such_method", json!({})).await;
+    let body = assert_problem(r, 404, "not-found").await;
+    assert_eq!(body["exc_type"], "MethodNotFound");
+    let r = h.post(&name, "add", json!({"a": 1})).await;
+    let body = assert_problem(r, 400, "bad-request").await;
+    assert_eq!(body["exc_type"], "IncorrectSignature");
+
+    // The request id roots nameko's call id stack.
+    let r = h
+        .http
+        .post(format!("{}/rpc/{name}/context", h.base))
+        .header("x-request-id", "req-nameko-1")
+        .send()
+        .await
+        .expect("send");
+    let context: Value = r.json().await.expect("json");
+    let stack = context["call_id_stack"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(stack.first(), Some(&json!("req-nameko-1")), "{context}");
+    assert!(
+        stack
+            .last()
+            .and_then(Value::as_str)
+            .is_some_and(|id| id.starts_with(&format!("{name}.context."))),
+        "{context}"
+    );
+
+    // Deadlines hold against nameko too.
+    let r = h
+        .http
+        .post(format!("{}/rpc/{name}/slow", h.base))
+        .header("x-timeout-ms", "200")
+        .json(&json!({"ms": 1000}))
+        .send()
+        .await
+        .expect("send");
+    assert_problem(r, 504, "deadline-exceeded").await;
+}
+
+#[tokio::test]
+async fn nameko_calls_warren_services() {
+    let mut h = Harness::start().await;
+    let greeter = unique("greeter");
+    let kv = unique("kv");
+    h.serve(greeter::service_named(&greeter)).await;
+    h.serve(kv::service_named(&kv, kv::Store::default())).await;
+
+    let script = repo().join("tests/interop/call_warren.py");
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(python())
+            .arg(script)
+            .args(["--greeter", &greeter, "--kv", &kv])
+            .env("AMQP_URI", amqp_uri())
+            .output()
+    })
+    .await
+    .expect("task")
+    .expect("run call_warren.py");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "call_warren.py failed:\n{stdout}\n{stderr}"
+    );
+    let summary = stdout.lines().last().unwrap_or("");
+    assert!(summary.ends_with(" 0 failed"), "{stdout}");
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+    // Every check touched Warren: the services answered the proxy's calls.
+    let handled: u64 = h.services.iter().map(|s| s.stats().handled()).sum();
+    assert!(
+        handled >= 55,
+        "only {handled} calls reached Warren:\n{stdout}"
+    );
+}
