@@ -4,9 +4,7 @@ mod common;
 
 use common::{Harness, assert_problem, unique, wait_until};
 use futures_util::StreamExt;
-use lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, QueueBindOptions, QueueDeclareOptions,
-};
+use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use mesh::{Args, Ctx, RpcError, Service};
 use serde::Deserialize;
@@ -298,29 +296,13 @@ async fn a_reply_that_is_not_reply_json_is_502() {
     let svc = unique("garbage");
     h.cleanup.service(&svc);
     // A raw responder on `rpc-<svc>` that answers every request with bytes that are not JSON.
-    let channel = h.broker_channel().await;
+    let channel = common::raw_channel().await;
     let queue = mesh::protocol::service_queue(&svc);
-    channel
-        .queue_declare(
-            queue.as_str().into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("declare");
-    channel
-        .queue_bind(
-            queue.as_str().into(),
-            "nameko-rpc".into(),
-            format!("{svc}.*").into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("bind");
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    common::declare_rpc_queue(&channel, &queue, durable, &format!("{svc}.*")).await;
     let mut consumer = channel
         .basic_consume(
             queue.as_str().into(),

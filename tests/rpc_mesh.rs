@@ -101,6 +101,17 @@ async fn busy(State(g): State<Gauge>) -> Result<(), mesh::RpcError> {
     Ok(())
 }
 
+/// Serves a `busy` service named `name` with `config`; returns its gauge, broker and handle.
+async fn serve_busy(name: &str, config: MeshConfig) -> (Gauge, Broker, mesh::RunningService) {
+    let gauge = Gauge::default();
+    let broker = Broker::connect(config).await.expect("broker");
+    let service = Service::new(name.to_owned())
+        .with_state(gauge.clone())
+        .rpc("busy", busy);
+    let running = mesh::serve(&broker, service).await.expect("serve");
+    (gauge, broker, running)
+}
+
 fn config_with_workers(max_workers: u16) -> MeshConfig {
     MeshConfig {
         max_workers,
@@ -113,18 +124,7 @@ async fn at_most_max_workers_handlers_run_at_once() {
     let name = unique("busy");
     let mut cleanup = QueueCleanup::new();
     cleanup.service(&name);
-    let gauge = Gauge::default();
-    let broker = Broker::connect(config_with_workers(3))
-        .await
-        .expect("broker");
-    let _running = mesh::serve(
-        &broker,
-        Service::new(name.clone())
-            .with_state(gauge.clone())
-            .rpc("busy", busy),
-    )
-    .await
-    .expect("serve");
+    let (gauge, broker, _running) = serve_busy(&name, config_with_workers(3)).await;
     let client = RpcClient::start(&broker, "test").await.expect("client");
     let calls: Vec<_> = (0..20)
         .map(|_| {
@@ -243,24 +243,9 @@ async fn a_request_that_expired_in_the_queue_is_never_executed() {
     let name = unique("busy");
     let mut cleanup = QueueCleanup::new();
     cleanup.service(&name);
-    let gauge = Gauge::default();
-    let broker = Broker::connect(mesh_config()).await.expect("broker");
-    let running = mesh::serve(
-        &broker,
-        Service::new(name.clone())
-            .with_state(gauge.clone())
-            .rpc("busy", busy),
-    )
-    .await
-    .expect("serve");
+    let (gauge, broker, running) = serve_busy(&name, mesh_config()).await;
     // Publish by hand a request whose warren.deadline passed a second ago.
-    let conn = lapin::Connection::connect(
-        &mesh_config().amqp_url,
-        lapin::ConnectionProperties::default(),
-    )
-    .await
-    .expect("connect");
-    let channel = conn.create_channel().await.expect("channel");
+    let channel = common::raw_channel().await;
     let past = Deadline::after(Duration::ZERO).to_epoch_ms() - 1000;
     let mut headers = FieldTable::default();
     headers.insert(
@@ -310,29 +295,13 @@ async fn garbage_from_the_broker_is_answered_acked_and_survived() {
     let greeter = unique("greeter");
     h.serve(greeter::service_named(&greeter)).await;
     // A reply queue of our own, bound to the RPC exchange under its own name, as nameko's are.
-    let channel = h.broker_channel().await;
+    let channel = common::raw_channel().await;
     let reply_queue = unique("replies");
-    channel
-        .queue_declare(
-            reply_queue.as_str().into(),
-            lapin::options::QueueDeclareOptions {
-                exclusive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("declare");
-    channel
-        .queue_bind(
-            reply_queue.as_str().into(),
-            "nameko-rpc".into(),
-            reply_queue.as_str().into(),
-            Default::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("bind");
+    let exclusive = lapin::options::QueueDeclareOptions {
+        exclusive: true,
+        ..Default::default()
+    };
+    common::declare_rpc_queue(&channel, &reply_queue, exclusive, &reply_queue).await;
     let cases: [&[u8]; 4] = [b"not json", br#"{"args": []}"#, br#"[1, 2]"#, b"\xff\xfe"];
     for (i, body) in cases.iter().enumerate() {
         let properties = lapin::BasicProperties::default()

@@ -38,7 +38,10 @@ ensure_rabbitmq() {
 # (tests name their services t_<what>_<random>; their queues are durable, as nameko's are).
 remove_test_queues() {
     local queue
-    rabbitmqctl -q list_queues name 2>/dev/null | grep -E '^rpc-t_[a-z]+_[0-9a-f]{8}$' | while read -r queue; do
+    local leftovers
+    leftovers=$(rabbitmqctl -q list_queues name 2>/dev/null | grep -E '^rpc-t_[a-z]+_[0-9a-f]{8}$' || true)
+    for queue in $leftovers; do
         rabbitmqctl -q delete_queue "$queue" >/dev/null 2>&1 || true
     done
+    [ -z "$leftovers" ] || echo "rabbitmq: removed $(wc -w <<<"$leftovers") queues left by earlier test runs"
 }

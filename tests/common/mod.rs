@@ -42,6 +42,43 @@ where
     }
 }
 
+/// A raw channel on a fresh connection, for tests that play a peer by hand. The connection is
+/// leaked on purpose: it lives until the test process ends, as long as the channel's users.
+pub async fn raw_channel() -> lapin::Channel {
+    let conn = lapin::Connection::connect(
+        &mesh_config().amqp_url,
+        lapin::ConnectionProperties::default(),
+    )
+    .await
+    .expect("connect");
+    let channel = conn.create_channel().await.expect("channel");
+    std::mem::forget(conn);
+    channel
+}
+
+/// Declares `queue` with `options` and binds it to the RPC exchange under `routing_key`.
+pub async fn declare_rpc_queue(
+    channel: &lapin::Channel,
+    queue: &str,
+    options: lapin::options::QueueDeclareOptions,
+    routing_key: &str,
+) {
+    channel
+        .queue_declare(queue.into(), options, lapin::types::FieldTable::default())
+        .await
+        .expect("declare");
+    channel
+        .queue_bind(
+            queue.into(),
+            mesh::protocol::DEFAULT_RPC_EXCHANGE.into(),
+            routing_key.into(),
+            lapin::options::QueueBindOptions::default(),
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .expect("bind");
+}
+
 /// Deletes the service queues a test declared, when dropped (also when the test panics).
 pub struct QueueCleanup(Vec<String>);
 
@@ -138,20 +175,6 @@ impl Harness {
         self.cleanup.service(service.name());
         let running = mesh::serve(&self.broker, service).await.expect("serve");
         self.services.push(running);
-    }
-
-    /// A raw channel on a fresh connection, for tests that play a peer by hand.
-    pub async fn broker_channel(&self) -> lapin::Channel {
-        let conn = lapin::Connection::connect(
-            &mesh_config().amqp_url,
-            lapin::ConnectionProperties::default(),
-        )
-        .await
-        .expect("connect");
-        let channel = conn.create_channel().await.expect("channel");
-        // The connection lives as long as the channel's users need it; leak it for the test.
-        std::mem::forget(conn);
-        channel
     }
 
     /// `POST /rpc/{service}/{method}` with a JSON body.
