@@ -44,6 +44,17 @@ enum Command {
         #[command(flatten)]
         mesh: MeshArgs,
     },
+    /// Dispatch an event from SOURCE, as that service would.
+    Dispatch {
+        /// The dispatching service (the event goes out on `<source>.events`).
+        source: String,
+        /// The event type.
+        event_type: String,
+        /// The payload, any JSON value (`null` when omitted).
+        payload: Option<String>,
+        #[command(flatten)]
+        mesh: MeshArgs,
+    },
     /// Call a method and print its result as JSON.
     Call {
         /// The service.
@@ -71,14 +82,23 @@ struct MeshArgs {
     /// How long a stopping service waits for in-flight handlers, in milliseconds.
     #[arg(long, env = "WARREN_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     shutdown_grace_ms: u64,
+    /// This instance's id, naming its broadcast event queues (random when not given; give a
+    /// stable one, e.g. the pod name, to receive the broadcasts missed during a restart).
+    #[arg(long, env = "WARREN_INSTANCE_ID")]
+    instance_id: Option<String>,
 }
 
 impl MeshArgs {
     fn config(&self) -> MeshConfig {
+        let defaults = MeshConfig::with_url(&self.amqp_url);
         MeshConfig {
             max_workers: self.max_workers.max(1),
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
-            ..MeshConfig::with_url(&self.amqp_url)
+            instance_id: self
+                .instance_id
+                .clone()
+                .unwrap_or(defaults.instance_id.clone()),
+            ..defaults
         }
     }
 }
@@ -167,6 +187,12 @@ async fn run(command: Command) -> Result<ExitCode> {
             }
             serve(&mesh, None, &services).await?;
         }
+        Command::Dispatch {
+            source,
+            event_type,
+            payload,
+            mesh,
+        } => dispatch(&mesh, &source, &event_type, payload.as_deref()).await?,
         Command::Call {
             service,
             method,
@@ -259,4 +285,26 @@ async fn call(
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// `warren dispatch`: publishes one event and returns once the broker has confirmed it.
+async fn dispatch(
+    mesh: &MeshArgs,
+    source: &str,
+    event_type: &str,
+    payload: Option<&str>,
+) -> Result<()> {
+    let payload: serde_json::Value = match payload {
+        None => serde_json::Value::Null,
+        Some(text) => serde_json::from_str(text).context("the payload is not valid JSON")?,
+    };
+    for name in [source, event_type] {
+        mesh::protocol::validate_name(name).with_context(|| format!("invalid name `{name}`"))?;
+    }
+    let broker = Broker::connect(mesh.config()).await?;
+    let outcome = broker.dispatch(source, event_type, &payload).await;
+    broker.close().await;
+    outcome?;
+    println!("dispatched {event_type} from {source}");
+    Ok(())
 }

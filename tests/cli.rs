@@ -2,9 +2,11 @@
 
 mod common;
 
-use common::{Harness, unique};
+use common::{Harness, unique, wait_until};
+use mesh::{Payload, RpcError, Service, State, Subscription};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 fn warren() -> Command {
@@ -176,4 +178,52 @@ async fn run_serves_a_bundled_service_until_sigterm() {
         .await
         .expect("task");
     assert!(status.success(), "{status:?}");
+}
+
+async fn remember(
+    State(seen): State<Arc<Mutex<Vec<serde_json::Value>>>>,
+    Payload(p): Payload<serde_json::Value>,
+) -> Result<(), RpcError> {
+    seen.lock().expect("seen").push(p);
+    Ok(())
+}
+
+#[tokio::test]
+async fn dispatch_publishes_an_event_subscribers_receive() {
+    let mut h = Harness::start().await;
+    let source = unique("src");
+    let listener = unique("listener");
+    h.cleanup.events_of(&source);
+    h.cleanup
+        .queue(&Subscription::new(&source, "poked").queue(&listener, ""));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    h.serve(
+        Service::new(listener)
+            .with_state(seen.clone())
+            .on_event(&source, "poked", remember),
+    )
+    .await;
+
+    let output = run(&["dispatch", &source, "poked", r#"{"n": 1}"#]).await;
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        format!("dispatched poked from {source}")
+    );
+    let seen2 = seen.clone();
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let seen = seen2.clone();
+            async move { !seen.lock().expect("seen").is_empty() }
+        })
+        .await
+    );
+    assert_eq!(
+        *seen.lock().expect("seen"),
+        vec![serde_json::json!({"n": 1})]
+    );
+
+    let output = run(&["dispatch", "bad.name", "poked"]).await;
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("invalid name `bad.name`"));
 }

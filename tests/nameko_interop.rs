@@ -4,12 +4,16 @@
 
 mod common;
 
-use common::{Harness, QueueCleanup, assert_problem, unique};
+use common::{Harness, QueueCleanup, assert_problem, unique, wait_until};
+use mesh::protocol::RequestBody;
+use mesh::{CallContext, Ctx, Payload, RpcError, Service, State, Subscription};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -43,10 +47,16 @@ struct NamekoService(Child);
 
 impl NamekoService {
     fn start(name: &str) -> Self {
+        Self::start_with(name, &[])
+    }
+
+    /// Starts it with extra environment (`WARREN_EVENT_SOURCE`, `WARREN_RPC_TARGET`).
+    fn start_with(name: &str, env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(python())
             .arg(repo().join("tests/interop/nameko_service.py"))
             .arg(name)
             .env("AMQP_URI", amqp_uri())
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -172,4 +182,200 @@ async fn nameko_calls_warren_services() {
         handled >= 55,
         "only {handled} calls reached Warren:\n{stdout}"
     );
+}
+
+/// One event as a Warren handler saw it: the payload and the call id stack.
+type Sighting = (Value, Vec<String>);
+
+/// The events a Warren handler saw.
+#[derive(Clone, Default)]
+struct Seen(Arc<Mutex<Vec<Sighting>>>);
+
+async fn on_greeted(
+    ctx: Ctx,
+    State(seen): State<Seen>,
+    Payload(p): Payload<Value>,
+) -> Result<(), RpcError> {
+    seen.0
+        .lock()
+        .expect("seen")
+        .push((p, ctx.call_id_stack().to_vec()));
+    Ok(())
+}
+
+fn kwargs(value: Value) -> RequestBody {
+    RequestBody::kwargs(value.as_object().cloned().unwrap_or_default())
+}
+
+#[tokio::test]
+async fn a_nameko_event_reaches_a_warren_handler() {
+    let nameko = unique("nameko");
+    let listener = unique("listener");
+    let mut h = Harness::start().await;
+    h.cleanup.service(&nameko);
+    h.cleanup.events_of(&nameko);
+    h.cleanup
+        .queue(&Subscription::new(&nameko, "greeted").queue(&listener, ""));
+    let seen = Seen::default();
+    h.serve(
+        Service::new(listener.clone())
+            .with_state(seen.clone())
+            .on_event(&nameko, "greeted", on_greeted),
+    )
+    .await;
+    let _service = NamekoService::start(&nameko);
+
+    // nameko's EventDispatcher, inside a nameko RPC handler.
+    let args = kwargs(json!({"event_type": "greeted", "payload": {"name": "py"}}));
+    h.client
+        .call(&nameko, "emit", &args, CallContext::rooted_at("req-py-evt"))
+        .await
+        .expect("emit");
+    let seen2 = seen.clone();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let seen = seen2.clone();
+            async move { !seen.0.lock().expect("seen").is_empty() }
+        })
+        .await
+    );
+    let (payload, stack) = seen.0.lock().expect("seen").remove(0);
+    assert_eq!(payload, json!({"name": "py"}));
+    // Warren's stack holds nameko's: the caller's root, nameko's emit worker, then our handler.
+    assert_eq!(
+        stack.first().map(String::as_str),
+        Some("req-py-evt"),
+        "{stack:?}"
+    );
+    assert!(
+        stack
+            .iter()
+            .any(|id| id.starts_with(&format!("{nameko}.emit."))),
+        "{stack:?}"
+    );
+    assert!(
+        stack
+            .last()
+            .is_some_and(|id| id.starts_with(&format!("{listener}.on_greeted."))),
+        "{stack:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_warren_event_reaches_a_nameko_handler() {
+    let source = unique("src");
+    let nameko = unique("nameko");
+    let mut cleanup = QueueCleanup::new();
+    cleanup.service(&nameko);
+    cleanup.events_of(&source);
+    cleanup.queue(&Subscription::new(&source, "greeted").queue(&nameko, ""));
+    let _service = NamekoService::start_with(&nameko, &[("WARREN_EVENT_SOURCE", &source)]);
+    let h = Harness::start().await;
+
+    h.broker
+        .dispatch(&source, "greeted", &json!({"name": "rs"}))
+        .await
+        .expect("dispatch");
+    let received = Arc::new(Mutex::new(Value::Null));
+    let got = wait_until(Duration::from_secs(10), || {
+        let (client, nameko, received) = (h.client.clone(), nameko.clone(), received.clone());
+        async move {
+            let value = client
+                .call(
+                    &nameko,
+                    "received",
+                    &RequestBody::default(),
+                    CallContext::default(),
+                )
+                .await;
+            let done = matches!(&value, Ok(Value::Array(items)) if !items.is_empty());
+            *received.lock().expect("received") = value.unwrap_or(Value::Null);
+            done
+        }
+    })
+    .await;
+    assert!(
+        got,
+        "nameko received {:?}",
+        received.lock().expect("received")
+    );
+    assert_eq!(*received.lock().expect("received"), json!([{"name": "rs"}]));
+}
+
+async fn warren_stack(ctx: Ctx) -> Result<Vec<String>, RpcError> {
+    Ok(ctx.call_id_stack().to_vec())
+}
+
+#[derive(serde::Deserialize)]
+struct Key {
+    key: String,
+}
+
+async fn count(
+    State(n): State<Arc<Mutex<u64>>>,
+    mesh::Args(k): mesh::Args<Key>,
+) -> Result<u64, RpcError> {
+    let mut n = n.lock().expect("count");
+    *n += 1;
+    let _ = k.key;
+    Ok(*n)
+}
+
+#[tokio::test]
+async fn a_nameko_service_calls_warren_through_its_rpc_proxy() {
+    let warren = unique("warren");
+    let nameko = unique("nameko");
+    let mut h = Harness::start().await;
+    h.cleanup.service(&nameko);
+    h.serve(
+        Service::new(warren.clone())
+            .rpc("stack", warren_stack)
+            .with_state(Arc::new(Mutex::new(0u64)))
+            .rpc("inc", count),
+    )
+    .await;
+    let _service = NamekoService::start_with(&nameko, &[("WARREN_RPC_TARGET", &warren)]);
+
+    let relayed = h
+        .client
+        .call(
+            &nameko,
+            "relay_stack",
+            &RequestBody::default(),
+            CallContext::rooted_at("req-relay"),
+        )
+        .await
+        .expect("relay_stack");
+    let own: Vec<String> = serde_json::from_value(relayed["own_stack"].clone()).expect("own stack");
+    let seen: Vec<String> =
+        serde_json::from_value(relayed["warren_stack"].clone()).expect("warren stack");
+    // nameko's stack, then Warren's own call id.
+    assert_eq!(seen.len(), own.len() + 1, "{relayed}");
+    assert_eq!(&seen[..own.len()], &own[..], "{relayed}");
+    assert_eq!(
+        own.first().map(String::as_str),
+        Some("req-relay"),
+        "{relayed}"
+    );
+    assert!(
+        own.last()
+            .is_some_and(|id| id.starts_with(&format!("{nameko}.relay_stack."))),
+        "{relayed}"
+    );
+    assert!(
+        seen.last()
+            .is_some_and(|id| id.starts_with(&format!("{warren}.stack."))),
+        "{relayed}"
+    );
+
+    let n = h
+        .client
+        .call(
+            &nameko,
+            "relay_inc",
+            &kwargs(json!({"key": "k"})),
+            CallContext::default(),
+        )
+        .await;
+    assert_eq!(n, Ok(json!(1)));
 }

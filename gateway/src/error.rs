@@ -83,6 +83,7 @@ impl From<CallError> for GatewayError {
             },
             CallError::DeadlineExceeded(ms) => Self::DeadlineExceeded(ms),
             CallError::Remote(wire) => Self::Remote(wire),
+            CallError::InvalidArguments(detail) => Self::MalformedJson(detail),
             CallError::MalformedReply(detail) => Self::BadGateway(detail),
             CallError::Unavailable(detail) => Self::Unavailable(detail),
         }

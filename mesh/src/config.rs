@@ -20,6 +20,9 @@ pub struct MeshConfig {
     pub shutdown_grace: Duration,
     /// The deadline of a call whose caller set none.
     pub default_timeout: Duration,
+    /// This process's instance id; it names broadcast event queues. Give a stable one (a pod
+    /// name, say) for an instance to get the broadcasts it missed while restarting.
+    pub instance_id: String,
 }
 
 impl Default for MeshConfig {
@@ -31,6 +34,7 @@ impl Default for MeshConfig {
             connect_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(10),
             default_timeout: Duration::from_secs(30),
+            instance_id: uuid::Uuid::new_v4().simple().to_string(),
         }
     }
 }

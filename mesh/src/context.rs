@@ -2,8 +2,12 @@
 //! Warren's deadline), and [`Ctx`], the view of it a handler gets.
 
 use crate::deadline::Deadline;
+use crate::error::CallError;
+use crate::outbound::{ServiceProxy, SharedOutbound};
 use crate::protocol::CALL_ID_STACK_LIMIT;
+use serde_json::Value;
 use std::collections::BTreeMap;
+use std::fmt;
 
 /// Context data carried with a request: nameko's `nameko.*` headers and Warren's deadline.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -58,12 +62,24 @@ impl CallContext {
 /// }
 /// let _service = mesh::Service::new("who").rpc("whoami", whoami);
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Ctx {
     service: String,
     method: String,
     call_id: String,
     context: CallContext,
+    outbound: Option<SharedOutbound>,
+}
+
+impl fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ctx")
+            .field("service", &self.service)
+            .field("method", &self.method)
+            .field("call_id", &self.call_id)
+            .field("context", &self.context)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Ctx {
@@ -80,7 +96,39 @@ impl Ctx {
             method: method.to_owned(),
             call_id,
             context,
+            outbound: None,
         }
+    }
+
+    /// Gives the context a way to reach the mesh (the runtime does this for every call).
+    pub fn with_outbound(mut self, outbound: Option<SharedOutbound>) -> Self {
+        self.outbound = outbound;
+        self
+    }
+
+    /// A proxy for calling `service` from this handler. The call carries this call's deadline,
+    /// context data and call id stack:
+    ///
+    /// ```no_run
+    /// # async fn f(ctx: mesh::Ctx) -> Result<(), mesh::CallError> {
+    /// let n = ctx.rpc("kv").call("inc", serde_json::json!({"key": "x"})).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn rpc(&self, service: &str) -> ServiceProxy {
+        ServiceProxy::new(self.outbound.clone(), service, self.outgoing())
+    }
+
+    /// Dispatches event `event_type` from this service with `payload`; returns once the broker
+    /// has confirmed it.
+    pub async fn dispatch(&self, event_type: &str, payload: Value) -> Result<(), CallError> {
+        let Some(outbound) = &self.outbound else {
+            return Err(CallError::Unavailable(
+                "this handler runs without a transport".into(),
+            ));
+        };
+        outbound
+            .dispatch(&self.service, event_type, payload, self.outgoing())
+            .await
     }
 
     /// The service serving the call.

@@ -187,6 +187,9 @@ pub enum CallError {
         /// Why it was refused.
         reason: NameError,
     },
+    /// The arguments could not be turned into a request.
+    #[error("invalid arguments: {0}")]
+    InvalidArguments(String),
     /// The deadline passed before a reply arrived.
     #[error("deadline exceeded after {0} ms")]
     DeadlineExceeded(u64),

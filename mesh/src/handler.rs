@@ -22,8 +22,31 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 pub struct Call {
     /// The call's context.
     pub ctx: Ctx,
-    /// The arguments, taken by the first [`Args`] extractor.
+    /// The arguments, taken by the first [`Args`] extractor. For an event, the payload as
+    /// arguments (see [`RequestBody::from_payload`]).
     pub body: RequestBody,
+    /// The event payload, when the call is an event.
+    pub event: Option<Value>,
+}
+
+impl Call {
+    /// An RPC call.
+    pub fn rpc(ctx: Ctx, body: RequestBody) -> Self {
+        Self {
+            ctx,
+            body,
+            event: None,
+        }
+    }
+
+    /// An event delivery.
+    pub fn event(ctx: Ctx, payload: Value) -> Self {
+        Self {
+            ctx,
+            body: RequestBody::from_payload(&payload),
+            event: Some(payload),
+        }
+    }
 }
 
 /// Something a handler can take as an argument.
@@ -40,6 +63,23 @@ pub struct Args<T>(pub T);
 impl<S, T: DeserializeOwned> FromCall<S> for Args<T> {
     fn from_call(call: &mut Call, _state: &S) -> Result<Self, RpcError> {
         args::bind(std::mem::take(&mut call.body)).map(Args)
+    }
+}
+
+/// An event's payload decoded into `T`, whatever its JSON shape. Outside an event handler it is
+/// refused with `Internal`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Payload<T>(pub T);
+
+impl<S, T: DeserializeOwned> FromCall<S> for Payload<T> {
+    fn from_call(call: &mut Call, _state: &S) -> Result<Self, RpcError> {
+        let payload = call
+            .event
+            .take()
+            .ok_or_else(|| RpcError::internal("Payload is only available to event handlers"))?;
+        serde_json::from_value(payload)
+            .map(Payload)
+            .map_err(|e| RpcError::bad_request(format!("event payload does not fit: {e}")))
     }
 }
 

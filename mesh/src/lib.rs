@@ -32,19 +32,23 @@ mod config;
 mod context;
 mod deadline;
 mod error;
+pub mod events;
 mod handler;
+mod outbound;
 pub mod pending;
 pub mod protocol;
 mod service;
 mod shutdown;
 
-pub use amqp::{Broker, ClientStats, RpcClient, RunningService, ServiceStats, serve};
+pub use amqp::{Broker, ClientStats, Publisher, RpcClient, RunningService, ServiceStats, serve};
 pub use config::{DEFAULT_AMQP_URL, MeshConfig, redact_url};
 pub use context::{CallContext, Ctx};
 pub use deadline::Deadline;
 pub use error::{CallError, ConnectError, ErrorKind, RpcError};
-pub use handler::{Args, BoxFuture, Call, FromCall, Handler, IntoReply, State};
-pub use service::{Routes, Service};
+pub use events::{HandlerType, Subscription};
+pub use handler::{Args, BoxFuture, Call, FromCall, Handler, IntoReply, Payload, State};
+pub use outbound::{Outbound, ServiceProxy, SharedOutbound};
+pub use service::{ErasedHandler, Routes, Service};
 pub use shutdown::{Shutdown, terminate_signal};
 
 /// Connects to the broker, serves `services` until SIGINT or SIGTERM, then shuts each down

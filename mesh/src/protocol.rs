@@ -34,6 +34,11 @@ pub fn service_binding(service: &str) -> String {
     format!("{service}.*")
 }
 
+/// The exchange a service dispatches its events from: `<service>.events`.
+pub fn events_exchange(service: &str) -> String {
+    format!("{service}.events")
+}
+
 /// The routing key of a request: `<service>.<method>`.
 pub fn request_routing_key(service: &str, method: &str) -> String {
     format!("{service}.{method}")
@@ -104,6 +109,16 @@ impl RequestBody {
         Self {
             args,
             kwargs: Map::new(),
+        }
+    }
+
+    /// The arguments an event payload binds to: an object is keyword arguments, an array
+    /// positional ones, any other value the one positional argument.
+    pub fn from_payload(payload: &Value) -> Self {
+        match payload {
+            Value::Object(kwargs) => Self::kwargs(kwargs.clone()),
+            Value::Array(args) => Self::args(args.clone()),
+            other => Self::args(vec![other.clone()]),
         }
     }
 

@@ -2,13 +2,16 @@
 
 use crate::context::Ctx;
 use crate::error::{ErrorKind, RpcError};
+use crate::events::Subscription;
 use crate::handler::{BoxFuture, Call, Handler};
+use crate::outbound::SharedOutbound;
 use crate::protocol::{NameError, validate_name};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-type ErasedHandler = Arc<dyn Fn(Call) -> BoxFuture<Result<Value, RpcError>> + Send + Sync>;
+/// A handler with its state bound and its types erased.
+pub type ErasedHandler = Arc<dyn Fn(Call) -> BoxFuture<Result<Value, RpcError>> + Send + Sync>;
 
 /// A service definition: its name, its RPC methods and the state they share.
 ///
@@ -39,6 +42,7 @@ type ErasedHandler = Arc<dyn Fn(Call) -> BoxFuture<Result<Value, RpcError>> + Se
 pub struct Service<S = ()> {
     name: String,
     routes: HashMap<String, ErasedHandler>,
+    subscriptions: Vec<(Subscription, ErasedHandler)>,
     state: S,
 }
 
@@ -49,6 +53,7 @@ impl Service<()> {
         Self {
             name: name.into(),
             routes: HashMap::new(),
+            subscriptions: Vec::new(),
             state: (),
         }
     }
@@ -60,6 +65,7 @@ impl<S: Clone + Send + Sync + 'static> Service<S> {
         Service {
             name: self.name,
             routes: self.routes,
+            subscriptions: self.subscriptions,
             state,
         }
     }
@@ -70,11 +76,38 @@ impl<S: Clone + Send + Sync + 'static> Service<S> {
     where
         H: Handler<T, S>,
     {
-        let state = self.state.clone();
-        let erased: ErasedHandler =
-            Arc::new(move |call: Call| handler.clone().call(call, state.clone()));
+        let erased = self.erase(handler);
         self.routes.insert(method.into(), erased);
         self
+    }
+
+    /// Subscribes `handler` to `source`'s `event_type`, one instance of this service getting
+    /// each event (nameko's service pool). Handlers take the same extractors as RPC handlers,
+    /// plus [`crate::Payload`]; an error or panic requeues the event once, then moves it to its
+    /// dead-letter queue.
+    pub fn on_event<H, T>(self, source: &str, event_type: &str, handler: H) -> Self
+    where
+        H: Handler<T, S>,
+    {
+        self.subscribe(Subscription::new(source, event_type), handler)
+    }
+
+    /// Subscribes `handler` as `subscription` says (broadcast, singleton, method name).
+    pub fn subscribe<H, T>(mut self, subscription: Subscription, handler: H) -> Self
+    where
+        H: Handler<T, S>,
+    {
+        let erased = self.erase(handler);
+        self.subscriptions.push((subscription, erased));
+        self
+    }
+
+    fn erase<H, T>(&self, handler: H) -> ErasedHandler
+    where
+        H: Handler<T, S>,
+    {
+        let state = self.state.clone();
+        Arc::new(move |call: Call| handler.clone().call(call, state.clone()))
     }
 
     /// The service's name.
@@ -95,7 +128,15 @@ impl<S: Clone + Send + Sync + 'static> Service<S> {
         for method in self.routes.keys() {
             validate_name(method).map_err(|e| (method.clone(), e))?;
         }
+        for (subscription, _) in &self.subscriptions {
+            subscription.validate()?;
+        }
         Ok(())
+    }
+
+    /// The event subscriptions.
+    pub fn subscriptions(&self) -> impl Iterator<Item = &Subscription> {
+        self.subscriptions.iter().map(|(s, _)| s)
     }
 
     /// The routes without the state type, as the runtime needs them.
@@ -103,6 +144,8 @@ impl<S: Clone + Send + Sync + 'static> Service<S> {
         Routes {
             service: Arc::from(self.name.as_str()),
             handlers: Arc::new(self.routes.clone()),
+            subscriptions: Arc::new(self.subscriptions.clone()),
+            outbound: None,
         }
     }
 }
@@ -112,6 +155,8 @@ impl<S: Clone + Send + Sync + 'static> Service<S> {
 pub struct Routes {
     service: Arc<str>,
     handlers: Arc<HashMap<String, ErasedHandler>>,
+    subscriptions: Arc<Vec<(Subscription, ErasedHandler)>>,
+    outbound: Option<SharedOutbound>,
 }
 
 impl Routes {
@@ -134,9 +179,20 @@ impl Routes {
         }
     }
 
+    /// The event subscriptions with their handlers.
+    pub fn subscriptions(&self) -> &[(Subscription, ErasedHandler)] {
+        &self.subscriptions
+    }
+
+    /// Gives every [`Ctx`] built from now on a way to reach the mesh.
+    pub fn with_outbound(mut self, outbound: SharedOutbound) -> Self {
+        self.outbound = Some(outbound);
+        self
+    }
+
     /// Builds the [`Ctx`] for a call to `method` on this service.
     pub fn ctx(&self, method: &str, incoming: crate::CallContext) -> Ctx {
-        Ctx::new(&self.service, method, incoming)
+        Ctx::new(&self.service, method, incoming).with_outbound(self.outbound.clone())
     }
 }
 
@@ -171,7 +227,7 @@ mod tests {
 
     async fn call(routes: &Routes, method: &str, body: RequestBody) -> Result<Value, RpcError> {
         let ctx = routes.ctx(method, CallContext::default());
-        routes.dispatch(Call { ctx, body }).await
+        routes.dispatch(Call::rpc(ctx, body)).await
     }
 
     #[tokio::test]

@@ -79,22 +79,39 @@ pub async fn declare_rpc_queue(
         .expect("bind");
 }
 
-/// Deletes the service queues a test declared, when dropped (also when the test panics).
-pub struct QueueCleanup(Vec<String>);
+/// Deletes the queues and exchanges a test declared, when dropped (also when the test panics).
+#[derive(Default)]
+pub struct QueueCleanup {
+    queues: Vec<String>,
+    exchanges: Vec<String>,
+}
 
 impl QueueCleanup {
     pub fn new() -> Self {
-        Self(Vec::new())
+        Self::default()
     }
 
+    /// The service's RPC queue.
     pub fn service(&mut self, service: &str) {
-        self.0.push(mesh::protocol::service_queue(service));
+        self.queues.push(mesh::protocol::service_queue(service));
+    }
+
+    /// A queue, and its dead-letter queue.
+    pub fn queue(&mut self, queue: &str) {
+        self.queues.push(queue.to_owned());
+        self.queues.push(mesh::events::dead_letter_queue(queue));
+    }
+
+    /// A service's event exchange.
+    pub fn events_of(&mut self, source: &str) {
+        self.exchanges.push(mesh::protocol::events_exchange(source));
     }
 }
 
 impl Drop for QueueCleanup {
     fn drop(&mut self) {
-        let queues = std::mem::take(&mut self.0);
+        let queues = std::mem::take(&mut self.queues);
+        let exchanges = std::mem::take(&mut self.exchanges);
         let url = mesh_config().amqp_url;
         // Drop cannot await; a short-lived thread with its own runtime does the deletes.
         let _ = std::thread::spawn(move || {
@@ -114,6 +131,11 @@ impl Drop for QueueCleanup {
                     for queue in queues {
                         let _ = channel
                             .queue_delete(queue.as_str().into(), Default::default())
+                            .await;
+                    }
+                    for exchange in exchanges {
+                        let _ = channel
+                            .exchange_delete(exchange.as_str().into(), Default::default())
                             .await;
                     }
                 }

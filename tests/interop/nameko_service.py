@@ -3,6 +3,12 @@
 
 Usage: nameko_service.py [SERVICE_NAME]      (default: nameko_echo)
 Env:   AMQP_URI (default amqp://guest:guest@127.0.0.1:5672//)
+       WARREN_EVENT_SOURCE  optional; adds the event handler `on_greeted`
+                            (service_pool, `<source>.events` / "greeted";
+                            queue `evt-<source>-greeted--<NAME>.on_greeted`)
+                            and the RPC `received()` -> list of payloads
+       WARREN_RPC_TARGET    optional; adds `RpcProxy(<target>)` as `warren`
+                            and the RPCs `relay_stack()`, `relay_inc(key)`
 
 Prints exactly one line, ``READY``, on stdout once the service's queues are
 declared and consumed from.  Logs go to stderr.  Exits 0 on SIGTERM/SIGINT
@@ -22,12 +28,16 @@ import os  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
 
-from nameko.events import EventDispatcher  # noqa: E402
+from nameko.events import SERVICE_POOL, EventDispatcher, event_handler  # noqa: E402
 from nameko.extensions import DependencyProvider  # noqa: E402
-from nameko.rpc import rpc  # noqa: E402
+from nameko.rpc import RpcProxy, rpc  # noqa: E402
 from nameko.runners import ServiceRunner  # noqa: E402
 
 DEFAULT_AMQP_URI = "amqp://guest:guest@127.0.0.1:5672//"
+
+# Payloads received by `on_greeted` (only with WARREN_EVENT_SOURCE).  All
+# workers are greenlets in this one process; list.append is atomic for them.
+RECEIVED = []
 
 
 class NotFound(Exception):
@@ -42,7 +52,7 @@ class WorkerContext(DependencyProvider):
 
 
 class EchoService(object):
-    name = "nameko_echo"  # replaced from argv[1] before the container is built
+    name = "nameko_echo"  # build_service() subclasses with name = argv[1]
 
     worker_ctx = WorkerContext()
     dispatch = EventDispatcher()
@@ -93,9 +103,55 @@ class EchoService(object):
         return True
 
 
+def build_service(service_name, event_source=None, rpc_target=None):
+    """Return the service class: EchoService plus the optional extras.
+
+    nameko finds dependencies and entrypoints by inspecting class attributes
+    when the container is built, so the extras are set on a fresh subclass
+    here (fresh functions too: entrypoint decorators register on the function
+    object).  Without the env vars nothing is added, so no event queue is
+    declared and no proxy is set up.
+    """
+    attrs = {"name": service_name}
+
+    if event_source:
+
+        def on_greeted(self, payload):
+            RECEIVED.append(payload)
+
+        def received(self):
+            return list(RECEIVED)
+
+        attrs["on_greeted"] = event_handler(
+            event_source, "greeted", handler_type=SERVICE_POOL
+        )(on_greeted)
+        attrs["received"] = rpc(received)
+
+    if rpc_target:
+
+        def relay_stack(self):
+            return {
+                "warren_stack": self.warren.stack(),
+                "own_stack": list(self.worker_ctx.call_id_stack),
+            }
+
+        def relay_inc(self, key):
+            return self.warren.inc(key=key)
+
+        attrs["warren"] = RpcProxy(rpc_target)
+        attrs["relay_stack"] = rpc(relay_stack)
+        attrs["relay_inc"] = rpc(relay_inc)
+
+    return type("EchoService", (EchoService,), attrs)
+
+
 def main():
     service_name = sys.argv[1] if len(sys.argv) > 1 else "nameko_echo"
-    EchoService.name = service_name
+    service_cls = build_service(
+        service_name,
+        event_source=os.environ.get("WARREN_EVENT_SOURCE") or None,
+        rpc_target=os.environ.get("WARREN_RPC_TARGET") or None,
+    )
 
     logging.basicConfig(
         stream=sys.stderr,
@@ -109,7 +165,7 @@ def main():
     }
 
     runner = ServiceRunner(config)
-    runner.add_service(EchoService)
+    runner.add_service(service_cls)
 
     def shutdown(signum, frame):
         # Signal handlers run on the main loop and must not block on eventlet

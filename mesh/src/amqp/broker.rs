@@ -1,14 +1,18 @@
 //! [`Broker`]: one AMQP connection with automatic recovery, shared by the clients and services
 //! of a process.
 
+use super::publisher::Publisher;
 use crate::config::MeshConfig;
-use crate::error::ConnectError;
+use crate::context::CallContext;
+use crate::error::{CallError, ConnectError};
 use lapin::options::ExchangeDeclareOptions;
 use lapin::types::FieldTable;
 use lapin::uri::AMQPUri;
 use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::OnceCell;
 use tokio::time::timeout;
 
 /// A connection to RabbitMQ. Cheap to clone.
@@ -25,6 +29,7 @@ pub struct Broker {
 struct Inner {
     connection: Connection,
     config: MeshConfig,
+    publisher: OnceCell<Publisher>,
 }
 
 impl Broker {
@@ -79,7 +84,11 @@ impl Broker {
         };
         tracing::info!(url = %url, "connected to RabbitMQ");
         Ok(Self {
-            inner: Arc::new(Inner { connection, config }),
+            inner: Arc::new(Inner {
+                connection,
+                config,
+                publisher: OnceCell::new(),
+            }),
         })
     }
 
@@ -98,6 +107,29 @@ impl Broker {
         &self.inner.connection
     }
 
+    /// The process's publisher of events and dead letters, opened on first use.
+    pub async fn publisher(&self) -> Result<&Publisher, CallError> {
+        self.inner
+            .publisher
+            .get_or_try_init(|| Publisher::open(self))
+            .await
+            .map_err(|e| CallError::Unavailable(e.to_string()))
+    }
+
+    /// Dispatches event `event_type` from `source` outside any handler (a root context);
+    /// returns once the broker has confirmed it.
+    pub async fn dispatch(
+        &self,
+        source: &str,
+        event_type: &str,
+        payload: &Value,
+    ) -> Result<(), CallError> {
+        self.publisher()
+            .await?
+            .dispatch(source, event_type, payload, &CallContext::default())
+            .await
+    }
+
     /// Opens a channel.
     pub(crate) async fn channel(&self) -> Result<Channel, ConnectError> {
         self.inner
@@ -107,19 +139,10 @@ impl Broker {
             .map_err(|e| self.setup_error(e))
     }
 
-    /// Declares the RPC exchange exactly as nameko does (topic, durable), so nameko peers
-    /// declaring it too never meet a PRECONDITION_FAILED.
+    /// Declares the RPC exchange exactly as nameko does, so nameko peers declaring it too never
+    /// meet a PRECONDITION_FAILED.
     pub(crate) async fn declare_rpc_exchange(&self, channel: &Channel) -> Result<(), ConnectError> {
-        channel
-            .exchange_declare(
-                self.config().rpc_exchange.as_str().into(),
-                ExchangeKind::Topic,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..ExchangeDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
+        declare_topic_exchange(channel, &self.config().rpc_exchange)
             .await
             .map_err(|e| self.setup_error(e))
     }
@@ -137,6 +160,27 @@ impl Broker {
             tracing::debug!(error = %e, "closing the AMQP connection");
         }
     }
+}
+
+/// Declares a durable topic exchange with no arguments: nameko's declaration of both
+/// `nameko-rpc` and `<service>.events`.
+pub(crate) async fn declare_topic_exchange(channel: &Channel, name: &str) -> lapin::Result<()> {
+    channel
+        .exchange_declare(
+            name.into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+}
+
+/// A broker error as a caller sees it.
+pub(crate) fn unavailable(error: lapin::Error) -> CallError {
+    CallError::Unavailable(error.to_string())
 }
 
 fn timed_out(after: Duration) -> String {

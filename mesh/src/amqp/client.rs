@@ -6,7 +6,7 @@
 //! deadline. The broker returns a mandatory message that no queue is bound for before it confirms
 //! it, so a call to a service that was never declared fails at once with `UnknownService`.
 
-use super::broker::Broker;
+use super::broker::{Broker, unavailable};
 use super::headers;
 use crate::context::CallContext;
 use crate::deadline::Deadline;
@@ -179,7 +179,7 @@ impl RpcClient {
             return Err(CallError::DeadlineExceeded(budget_ms));
         }
         let payload =
-            serde_json::to_vec(body).map_err(|e| CallError::MalformedReply(e.to_string()))?;
+            serde_json::to_vec(body).map_err(|e| CallError::InvalidArguments(e.to_string()))?;
 
         let mut pending = shared.pending.register(uuid::Uuid::new_v4().to_string());
         let properties = BasicProperties::default()
@@ -260,10 +260,6 @@ impl RpcClient {
             broker_lost: shared.broker_lost.load(Ordering::Relaxed),
         }
     }
-}
-
-fn unavailable(error: lapin::Error) -> CallError {
-    CallError::Unavailable(error.to_string())
 }
 
 /// Hands each reply to its waiting caller. Replies arrive with `no_ack`: a reply is worthless

@@ -1,11 +1,17 @@
-//! The AMQP transport, on lapin: the [`Broker`] connection, the [`RpcClient`] and the service
-//! runtime ([`serve`]).
+//! The AMQP transport, on lapin: the [`Broker`] connection, the [`RpcClient`], the event
+//! [`Publisher`] and the service runtime ([`serve`]).
 
 mod broker;
 mod client;
+mod consumer;
+mod events;
 mod headers;
+mod outbound;
+mod publisher;
+mod rpc;
 mod server;
 
 pub use broker::Broker;
 pub use client::{ClientStats, RpcClient};
+pub use publisher::Publisher;
 pub use server::{RunningService, ServiceStats, serve};

@@ -1,0 +1,186 @@
+//! Serving event subscriptions: declare the source's exchange and the subscription's queue,
+//! run the handler for each event, ack on success; on failure requeue once, then move the event
+//! to the subscription's dead-letter queue. Nothing is lost silently and nothing loops hot.
+
+use super::broker::{Broker, declare_topic_exchange};
+use super::consumer::{DeliveryHandler, HandleDelivery, into_handler};
+use super::headers;
+use super::rpc::ack;
+use super::server::ServiceStats;
+use crate::error::{ConnectError, RpcError};
+use crate::events::{BROADCAST_QUEUE_EXPIRES_MS, HandlerType, Subscription, dead_letter_queue};
+use crate::handler::Call;
+use crate::protocol::events_exchange;
+use crate::service::{ErasedHandler, Routes};
+use futures_util::FutureExt;
+use lapin::Channel;
+use lapin::message::Delivery;
+use lapin::options::{BasicNackOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use serde_json::Value;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+/// A subscription's channel and queues, declared.
+pub(crate) struct Declared {
+    pub channel: Channel,
+    pub queue: String,
+    pub dead_letter_queue: String,
+}
+
+/// Declares `<source>.events` (topic, durable, as nameko does), the subscription's queue bound
+/// with the event type, and its dead-letter queue.
+pub(crate) async fn declare(
+    broker: &Broker,
+    service: &str,
+    subscription: &Subscription,
+) -> Result<Declared, ConnectError> {
+    let setup = |e: lapin::Error| broker.setup_error(e);
+    let channel = broker.channel().await?;
+    let exchange = events_exchange(&subscription.source);
+    declare_topic_exchange(&channel, &exchange)
+        .await
+        .map_err(setup)?;
+    let queue = subscription.queue(service, &broker.config().instance_id);
+    // Service-pool and singleton queues are declared exactly as nameko declares them. A broadcast
+    // queue belongs to one instance: it expires once its instance is gone for a while.
+    let mut arguments = FieldTable::default();
+    if subscription.handler_type == HandlerType::Broadcast {
+        arguments.insert(
+            "x-expires".into(),
+            AMQPValue::LongLongInt(BROADCAST_QUEUE_EXPIRES_MS),
+        );
+    }
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(queue.as_str().into(), durable, arguments)
+        .await
+        .map_err(setup)?;
+    channel
+        .queue_bind(
+            queue.as_str().into(),
+            exchange.as_str().into(),
+            subscription.event_type.as_str().into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(setup)?;
+    let dead_letter_queue = dead_letter_queue(&queue);
+    channel
+        .queue_declare(
+            dead_letter_queue.as_str().into(),
+            durable,
+            FieldTable::default(),
+        )
+        .await
+        .map_err(setup)?;
+    Ok(Declared {
+        channel,
+        queue,
+        dead_letter_queue,
+    })
+}
+
+/// The delivery handler of one subscription.
+pub(crate) fn handler(
+    broker: Broker,
+    routes: Routes,
+    subscription: Subscription,
+    handler: ErasedHandler,
+    dead_letter_queue: String,
+    stats: Arc<ServiceStats>,
+) -> DeliveryHandler {
+    into_handler(EventWorker {
+        broker,
+        routes,
+        subscription,
+        handler,
+        dead_letter_queue,
+        stats,
+    })
+}
+
+struct EventWorker {
+    broker: Broker,
+    routes: Routes,
+    subscription: Subscription,
+    handler: ErasedHandler,
+    dead_letter_queue: String,
+    stats: Arc<ServiceStats>,
+}
+
+impl HandleDelivery for EventWorker {
+    async fn handle(&self, delivery: Delivery) {
+        let label = self.dead_letter_queue.as_str();
+        let payload: Value = match serde_json::from_slice(&delivery.data) {
+            Ok(payload) => payload,
+            Err(e) => {
+                // It will never decode: no point retrying.
+                let reason = format!("event payload is not valid JSON: {e}");
+                return self.dead_letter(&delivery, &reason).await;
+            }
+        };
+        let context = headers::read(delivery.properties.headers().as_ref());
+        let ctx = self.routes.ctx(&self.subscription.method, context);
+        let outcome = AssertUnwindSafe((self.handler)(Call::event(ctx, payload)))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| Err(RpcError::internal("the handler panicked")));
+        match outcome {
+            Ok(_) => {
+                self.stats.events_handled.fetch_add(1, Ordering::Relaxed);
+                ack(&delivery, label).await;
+            }
+            Err(error) if !delivery.redelivered => {
+                self.stats.events_retried.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(queue = %label, %error, "event handler failed; retrying once");
+                requeue(&delivery, label).await;
+            }
+            Err(error) => self.dead_letter(&delivery, &error.to_string()).await,
+        }
+    }
+}
+
+impl EventWorker {
+    /// Moves the event to the dead-letter queue (confirmed), then acks it. If the broker does not
+    /// take the copy, the event goes back to its queue instead: it is never dropped.
+    async fn dead_letter(&self, delivery: &Delivery, reason: &str) {
+        let queue = &self.dead_letter_queue;
+        let copied = match self.broker.publisher().await {
+            Ok(publisher) => {
+                publisher
+                    .dead_letter(queue, &delivery.data, &delivery.properties, reason)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match copied {
+            Ok(()) => {
+                self.stats
+                    .events_dead_lettered
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::error!(%queue, %reason, "event moved to its dead-letter queue");
+                ack(delivery, queue).await;
+            }
+            Err(error) => {
+                tracing::error!(%queue, %error, "cannot dead-letter an event; requeueing it");
+                requeue(delivery, queue).await;
+            }
+        }
+    }
+}
+
+async fn requeue(delivery: &Delivery, label: &str) {
+    let options = BasicNackOptions {
+        requeue: true,
+        ..BasicNackOptions::default()
+    };
+    if let Err(error) = delivery.acker.nack(options).await {
+        tracing::warn!(%label, %error, "cannot requeue a delivery");
+    }
+}

@@ -1,0 +1,84 @@
+//! [`AmqpOutbound`]: how handlers served over AMQP call other services and dispatch events.
+
+use super::broker::Broker;
+use super::client::RpcClient;
+use crate::context::CallContext;
+use crate::error::CallError;
+use crate::handler::BoxFuture;
+use crate::outbound::Outbound;
+use crate::protocol::RequestBody;
+use serde_json::Value;
+use std::sync::Arc;
+use tokio::sync::OnceCell;
+
+/// The AMQP [`Outbound`] of one service. Its RPC client (and callback queue) is made on the
+/// first call, so services that never call others declare no reply queue.
+pub(crate) struct AmqpOutbound {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    broker: Broker,
+    owner: String,
+    client: OnceCell<RpcClient>,
+}
+
+impl AmqpOutbound {
+    pub(crate) fn new(broker: Broker, owner: &str) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                broker,
+                owner: owner.to_owned(),
+                client: OnceCell::new(),
+            }),
+        }
+    }
+}
+
+impl Inner {
+    async fn client(&self) -> Result<&RpcClient, CallError> {
+        self.client
+            .get_or_try_init(|| RpcClient::start(&self.broker, &self.owner))
+            .await
+            .map_err(|e| CallError::Unavailable(e.to_string()))
+    }
+}
+
+impl Outbound for AmqpOutbound {
+    fn call(
+        &self,
+        service: &str,
+        method: &str,
+        body: RequestBody,
+        context: CallContext,
+    ) -> BoxFuture<Result<Value, CallError>> {
+        let inner = self.inner.clone();
+        let (service, method) = (service.to_owned(), method.to_owned());
+        Box::pin(async move {
+            inner
+                .client()
+                .await?
+                .call(&service, &method, &body, context)
+                .await
+        })
+    }
+
+    fn dispatch(
+        &self,
+        source: &str,
+        event_type: &str,
+        payload: Value,
+        context: CallContext,
+    ) -> BoxFuture<Result<(), CallError>> {
+        let inner = self.inner.clone();
+        let (source, event_type) = (source.to_owned(), event_type.to_owned());
+        Box::pin(async move {
+            inner
+                .broker
+                .publisher()
+                .await?
+                .dispatch(&source, &event_type, &payload, &context)
+                .await
+        })
+    }
+}

@@ -1,0 +1,161 @@
+//! Serving RPC requests: declare `rpc-<service>` as nameko does, run the handler unless the
+//! caller's deadline passed while the request waited, publish the reply, then ack.
+//!
+//! A request is acked only after its reply is published on the same channel (AMQP keeps their
+//! order), so a request whose instance dies is redelivered to another. Every request is acked,
+//! decodable or not: one that cannot be handled is answered with an error, never left to poison
+//! the queue.
+
+use super::broker::Broker;
+use super::consumer::{DeliveryHandler, HandleDelivery, into_handler};
+use super::headers;
+use super::publisher::json_properties;
+use super::server::ServiceStats;
+use crate::error::{ConnectError, ErrorKind, RpcError};
+use crate::handler::Call;
+use crate::protocol::{
+    ReplyBody, RequestBody, method_of_routing_key, service_binding, service_queue,
+};
+use crate::service::Routes;
+use futures_util::FutureExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicPublishOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{FieldTable, ShortString};
+use lapin::{BasicProperties, Channel};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+/// Opens a channel, declares `rpc-<service>` (durable, no x-arguments: exactly nameko's, or a
+/// nameko peer declaring it gets PRECONDITION_FAILED) and binds it with `<service>.*`.
+pub(crate) async fn declare(
+    broker: &Broker,
+    service: &str,
+) -> Result<(Channel, String), ConnectError> {
+    let queue = service_queue(service);
+    let channel = broker.channel().await?;
+    broker.declare_rpc_exchange(&channel).await?;
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| broker.setup_error(e))?;
+    channel
+        .queue_bind(
+            queue.as_str().into(),
+            broker.config().rpc_exchange.as_str().into(),
+            service_binding(service).into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| broker.setup_error(e))?;
+    Ok((channel, queue))
+}
+
+/// The delivery handler of a service's RPC queue.
+pub(crate) fn handler(
+    channel: Channel,
+    routes: Routes,
+    broker: &Broker,
+    stats: Arc<ServiceStats>,
+) -> DeliveryHandler {
+    into_handler(Worker {
+        channel,
+        routes,
+        exchange: broker.config().rpc_exchange.as_str().into(),
+        stats,
+    })
+}
+
+struct Worker {
+    channel: Channel,
+    routes: Routes,
+    exchange: ShortString,
+    stats: Arc<ServiceStats>,
+}
+
+impl HandleDelivery for Worker {
+    async fn handle(&self, delivery: Delivery) {
+        let properties = &delivery.properties;
+        let context = headers::read(properties.headers().as_ref());
+        let method = method_of_routing_key(delivery.routing_key.as_str()).to_owned();
+        let service = self.routes.service();
+
+        if context.deadline.is_some_and(|d| d.expired()) {
+            self.stats.expired.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%service, %method, "skipping an expired request");
+            ack(&delivery, service).await;
+            return;
+        }
+
+        let outcome = match RequestBody::decode(&delivery.data) {
+            Err(message) => Err(RpcError::new(ErrorKind::MalformedRequest, message)),
+            Ok(body) => {
+                let ctx = self.routes.ctx(&method, context);
+                let handler = self.routes.dispatch(Call::rpc(ctx, body));
+                AssertUnwindSafe(handler)
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|_| Err(RpcError::internal("the handler panicked")))
+            }
+        };
+        let reply = match outcome {
+            Ok(result) => ReplyBody::ok(result),
+            Err(error) => {
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%service, %method, %error, "handler failed");
+                ReplyBody::err(error.to_wire())
+            }
+        };
+        self.reply(properties, reply).await;
+        self.stats.handled.fetch_add(1, Ordering::Relaxed);
+        ack(&delivery, service).await;
+    }
+}
+
+impl Worker {
+    async fn reply(&self, request: &BasicProperties, reply: ReplyBody) {
+        let service = self.routes.service();
+        let Some(reply_to) = request.reply_to().clone() else {
+            tracing::debug!(%service, "request without reply_to; not replying");
+            return;
+        };
+        let payload = match serde_json::to_vec(&reply) {
+            Ok(payload) => payload,
+            Err(error) => {
+                tracing::error!(%service, %error, "cannot encode a reply");
+                return;
+            }
+        };
+        let mut properties = json_properties(1);
+        if let Some(correlation_id) = request.correlation_id().clone() {
+            properties = properties.with_correlation_id(correlation_id);
+        }
+        let published = self
+            .channel
+            .basic_publish(
+                self.exchange.clone(),
+                reply_to,
+                BasicPublishOptions::default(),
+                &payload,
+                properties,
+            )
+            .await;
+        if let Err(error) = published {
+            tracing::warn!(%service, %error, "cannot publish a reply");
+        }
+    }
+}
+
+pub(crate) async fn ack(delivery: &Delivery, label: &str) {
+    if let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await {
+        tracing::warn!(%label, %error, "cannot ack a delivery");
+    }
+}

@@ -1,0 +1,118 @@
+//! Events (pub-sub), as nameko has them: a service dispatches `event_type` with a JSON payload
+//! from its `<service>.events` exchange; other services subscribe with one of three
+//! [`HandlerType`]s, each its own queue naming.
+
+use crate::protocol::{NameError, validate_name};
+
+/// How instances of a handling service share an event stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HandlerType {
+    /// One instance of the handling service gets each event (a queue per service and method).
+    #[default]
+    ServicePool,
+    /// One instance of any service gets each event (a queue per source and event type).
+    Singleton,
+    /// Every instance gets each event (a queue per instance).
+    Broadcast,
+}
+
+/// How long a broadcast queue outlives its instance. An instance restarted under the same
+/// instance id within this time gets the events it missed; a queue whose instance is gone for
+/// good is removed by the broker.
+pub const BROADCAST_QUEUE_EXPIRES_MS: i64 = 30 * 60 * 1000;
+
+/// A subscription: which events, how they are shared, and the handler's method name (which
+/// names its queue, as in nameko).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    /// The dispatching service.
+    pub source: String,
+    /// The event type (the routing key).
+    pub event_type: String,
+    /// How instances share the stream.
+    pub handler_type: HandlerType,
+    /// The handler's method name; `on_<event_type>` unless set.
+    pub method: String,
+}
+
+impl Subscription {
+    /// A service-pool subscription to `source`'s `event_type`, handled by `on_<event_type>`.
+    pub fn new(source: impl Into<String>, event_type: impl Into<String>) -> Self {
+        let event_type = event_type.into();
+        Self {
+            source: source.into(),
+            method: format!("on_{event_type}"),
+            event_type,
+            handler_type: HandlerType::ServicePool,
+        }
+    }
+
+    /// Every instance of the service gets each event.
+    pub fn broadcast(mut self) -> Self {
+        self.handler_type = HandlerType::Broadcast;
+        self
+    }
+
+    /// One instance of any subscribing service gets each event.
+    pub fn singleton(mut self) -> Self {
+        self.handler_type = HandlerType::Singleton;
+        self
+    }
+
+    /// Names the handler's method (and so its queue).
+    pub fn method(mut self, method: impl Into<String>) -> Self {
+        self.method = method.into();
+        self
+    }
+
+    /// The queue this subscription consumes, for `service` running as `instance_id`:
+    /// `evt-<source>-<event>--<service>.<method>` (service pool), `evt-<source>-<event>`
+    /// (singleton), or the service-pool name plus `-<instance id>` (broadcast).
+    pub fn queue(&self, service: &str, instance_id: &str) -> String {
+        let base = format!("evt-{}-{}", self.source, self.event_type);
+        match self.handler_type {
+            HandlerType::Singleton => base,
+            HandlerType::ServicePool => format!("{base}--{service}.{}", self.method),
+            HandlerType::Broadcast => format!("{base}--{service}.{}-{instance_id}", self.method),
+        }
+    }
+
+    /// Checks the source, event type and method names.
+    pub fn validate(&self) -> Result<(), (String, NameError)> {
+        for name in [&self.source, &self.event_type, &self.method] {
+            validate_name(name).map_err(|e| (name.clone(), e))?;
+        }
+        Ok(())
+    }
+}
+
+/// The queue where events whose handler failed twice are kept: `<queue>.dead-letter`.
+pub fn dead_letter_queue(queue: &str) -> String {
+    format!("{queue}.dead-letter")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_names_follow_nameko() {
+        let s = Subscription::new("library", "book_added");
+        assert_eq!(s.method, "on_book_added");
+        assert_eq!(
+            s.queue("indexer", "i1"),
+            "evt-library-book_added--indexer.on_book_added"
+        );
+        assert_eq!(
+            s.clone().singleton().queue("indexer", "i1"),
+            "evt-library-book_added"
+        );
+        assert_eq!(
+            s.clone().broadcast().method("index").queue("indexer", "i1"),
+            "evt-library-book_added--indexer.index-i1"
+        );
+        assert_eq!(dead_letter_queue("q"), "q.dead-letter");
+        assert!(s.validate().is_ok());
+        assert!(Subscription::new("a.b", "x").validate().is_err());
+    }
+}

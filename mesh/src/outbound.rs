@@ -1,0 +1,90 @@
+//! What a handler reaches the mesh through: calls to other services and event dispatch.
+//!
+//! [`Outbound`] is the seam between handlers and the transport: the AMQP runtime gives every
+//! [`crate::Ctx`] one, and a [`ServiceProxy`] (from [`crate::Ctx::rpc`]) calls through it with the
+//! handler's context, so the caller's deadline and call id stack travel on.
+
+use crate::context::CallContext;
+use crate::error::CallError;
+use crate::handler::BoxFuture;
+use crate::protocol::RequestBody;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::sync::Arc;
+
+/// Calls and dispatches on behalf of handlers.
+pub trait Outbound: Send + Sync + 'static {
+    /// Calls `service.method`.
+    fn call(
+        &self,
+        service: &str,
+        method: &str,
+        body: RequestBody,
+        context: CallContext,
+    ) -> BoxFuture<Result<Value, CallError>>;
+
+    /// Publishes event `event_type` from `source` with `payload`; returns once the broker has it.
+    fn dispatch(
+        &self,
+        source: &str,
+        event_type: &str,
+        payload: Value,
+        context: CallContext,
+    ) -> BoxFuture<Result<(), CallError>>;
+}
+
+/// A shared [`Outbound`].
+pub type SharedOutbound = Arc<dyn Outbound>;
+
+/// Calls one service with a handler's context: `ctx.rpc("kv").call("inc", json!({"key": "x"}))`.
+#[derive(Clone)]
+pub struct ServiceProxy {
+    outbound: Option<SharedOutbound>,
+    service: String,
+    context: CallContext,
+}
+
+impl ServiceProxy {
+    pub(crate) fn new(
+        outbound: Option<SharedOutbound>,
+        service: &str,
+        context: CallContext,
+    ) -> Self {
+        Self {
+            outbound,
+            service: service.to_owned(),
+            context,
+        }
+    }
+
+    /// Calls `method` with JSON arguments: an object (keyword), an array (positional) or `null`.
+    pub async fn call(&self, method: &str, args: Value) -> Result<Value, CallError> {
+        let body = RequestBody::from_json(args).map_err(|v| {
+            CallError::InvalidArguments(format!("arguments must be an object or array, not {v}"))
+        })?;
+        let Some(outbound) = &self.outbound else {
+            return Err(CallError::Unavailable(
+                "this handler runs without a transport".into(),
+            ));
+        };
+        outbound
+            .call(&self.service, method, body, self.context.clone())
+            .await
+    }
+
+    /// Calls `method` with typed arguments (serialised to a JSON object or array) and decodes
+    /// the result into `R`.
+    pub async fn call_typed<A: Serialize, R: DeserializeOwned>(
+        &self,
+        method: &str,
+        args: &A,
+    ) -> Result<R, CallError> {
+        let args =
+            serde_json::to_value(args).map_err(|e| CallError::InvalidArguments(e.to_string()))?;
+        let result = self.call(method, args).await?;
+        serde_json::from_value(result).map_err(|e| {
+            CallError::MalformedReply(format!("result does not fit the expected type: {e}"))
+        })
+    }
+}

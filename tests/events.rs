@@ -1,0 +1,554 @@
+//! Events and service-to-service calls against the real RabbitMQ: the three handler types with
+//! two instances, durable delivery across a restart, dead-lettering after one retry, context
+//! propagation through `ctx.rpc` and `ctx.dispatch`, and deadlines carried along a call chain.
+
+mod common;
+
+use common::{Harness, QueueCleanup, mesh_config, unique, wait_until};
+use mesh::{
+    Args, Broker, Ctx, MeshConfig, Payload, RpcError, RunningService, Service, State, Subscription,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What an instance's event handlers saw: (instance, event type, payload).
+#[derive(Clone, Default)]
+struct Log(Arc<Mutex<Vec<(String, String, Value)>>>);
+
+impl Log {
+    fn push(&self, instance: &str, event: &str, payload: Value) {
+        self.0
+            .lock()
+            .expect("log")
+            .push((instance.into(), event.into(), payload));
+    }
+
+    fn of(&self, event: &str) -> Vec<(String, Value)> {
+        let log = self.0.lock().expect("log");
+        log.iter()
+            .filter(|(_, e, _)| e == event)
+            .map(|(i, _, p)| (i.clone(), p.clone()))
+            .collect()
+    }
+}
+
+#[derive(Clone)]
+struct Recorder {
+    instance: String,
+    log: Log,
+}
+
+async fn pooled(State(r): State<Recorder>, Payload(p): Payload<Value>) -> Result<(), RpcError> {
+    r.log.push(&r.instance, "pooled", p);
+    Ok(())
+}
+
+async fn broadcasted(
+    State(r): State<Recorder>,
+    Payload(p): Payload<Value>,
+) -> Result<(), RpcError> {
+    r.log.push(&r.instance, "broadcasted", p);
+    Ok(())
+}
+
+async fn single(State(r): State<Recorder>, Payload(p): Payload<Value>) -> Result<(), RpcError> {
+    r.log.push(&r.instance, "single", p);
+    Ok(())
+}
+
+/// A sink instance subscribed to `source` with all three handler types.
+async fn sink(source: &str, name: &str, instance: &str, log: &Log) -> (Broker, RunningService) {
+    let config = MeshConfig {
+        instance_id: instance.to_owned(),
+        ..mesh_config()
+    };
+    let broker = Broker::connect(config).await.expect("broker");
+    let recorder = Recorder {
+        instance: instance.to_owned(),
+        log: log.clone(),
+    };
+    let service = Service::new(name)
+        .with_state(recorder)
+        .on_event(source, "pooled", pooled)
+        .subscribe(
+            Subscription::new(source, "broadcasted").broadcast(),
+            broadcasted,
+        )
+        .subscribe(Subscription::new(source, "single").singleton(), single);
+    let running = mesh::serve(&broker, service).await.expect("serve");
+    (broker, running)
+}
+
+/// Ready messages in `queue` (a passive declare).
+async fn ready_in(channel: &lapin::Channel, queue: &str) -> u32 {
+    let options = lapin::options::QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    channel
+        .queue_declare(queue.into(), options, Default::default())
+        .await
+        .map(|q| q.message_count())
+        .unwrap_or(u32::MAX)
+}
+
+fn cleanup_for(source: &str, name: &str, instances: &[&str]) -> QueueCleanup {
+    let mut cleanup = QueueCleanup::new();
+    cleanup.events_of(source);
+    cleanup.queue(&Subscription::new(source, "pooled").queue(name, ""));
+    cleanup.queue(
+        &Subscription::new(source, "single")
+            .singleton()
+            .queue(name, ""),
+    );
+    for instance in instances {
+        cleanup.queue(
+            &Subscription::new(source, "broadcasted")
+                .broadcast()
+                .queue(name, instance),
+        );
+    }
+    cleanup
+}
+
+#[tokio::test]
+async fn pool_once_broadcast_per_instance_singleton_once() {
+    let source = unique("src");
+    let name = unique("sink");
+    let _cleanup = cleanup_for(&source, &name, &["a", "b"]);
+    let log = Log::default();
+    let (_ba, a) = sink(&source, &name, "a", &log).await;
+    let (_bb, b) = sink(&source, &name, "b", &log).await;
+
+    let publisher = Broker::connect(mesh_config()).await.expect("broker");
+    for n in 0..10 {
+        for event in ["pooled", "broadcasted", "single"] {
+            publisher
+                .dispatch(&source, event, &json!({"n": n}))
+                .await
+                .expect("dispatch");
+        }
+    }
+    // Every dispatch is confirmed; wait until each queue is drained and no handler runs, then
+    // the counts are final.
+    let channel = common::raw_channel().await;
+    let queues = [
+        Subscription::new(&source, "pooled").queue(&name, ""),
+        Subscription::new(&source, "single")
+            .singleton()
+            .queue(&name, ""),
+        Subscription::new(&source, "broadcasted")
+            .broadcast()
+            .queue(&name, "a"),
+        Subscription::new(&source, "broadcasted")
+            .broadcast()
+            .queue(&name, "b"),
+    ];
+    let settled = wait_until(Duration::from_secs(10), || {
+        let (channel, queues, log) = (channel.clone(), queues.clone(), log.clone());
+        let idle = a.stats().busy() == 0 && b.stats().busy() == 0;
+        async move {
+            let total =
+                log.of("pooled").len() + log.of("single").len() + log.of("broadcasted").len();
+            let mut drained = true;
+            for queue in &queues {
+                drained &= ready_in(&channel, queue).await == 0;
+            }
+            idle && drained && total >= 40
+        }
+    })
+    .await;
+    assert!(settled, "events did not settle");
+
+    assert_eq!(log.of("pooled").len(), 10, "service pool: once in total");
+    assert_eq!(log.of("single").len(), 10, "singleton: once in total");
+    let broadcast = log.of("broadcasted");
+    assert_eq!(broadcast.len(), 20, "broadcast: once per instance");
+    for instance in ["a", "b"] {
+        let mut seen: Vec<i64> = broadcast
+            .iter()
+            .filter(|(i, _)| i == instance)
+            .filter_map(|(_, p)| p["n"].as_i64())
+            .collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..10).collect::<Vec<_>>(), "instance {instance}");
+    }
+    let mut pooled_ns: Vec<i64> = log
+        .of("pooled")
+        .iter()
+        .filter_map(|(_, p)| p["n"].as_i64())
+        .collect();
+    pooled_ns.sort_unstable();
+    assert_eq!(pooled_ns, (0..10).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn events_dispatched_while_a_service_is_down_arrive_after_restart() {
+    let source = unique("src");
+    let name = unique("sink");
+    let _cleanup = cleanup_for(&source, &name, &["a"]);
+    let log = Log::default();
+    let (broker, first) = sink(&source, &name, "a", &log).await;
+    first.stop().await;
+    broker.close().await;
+
+    let publisher = Broker::connect(mesh_config()).await.expect("broker");
+    for n in 0..20 {
+        publisher
+            .dispatch(&source, "pooled", &json!({"n": n}))
+            .await
+            .expect("dispatch");
+        publisher
+            .dispatch(&source, "broadcasted", &json!({"n": n}))
+            .await
+            .expect("dispatch");
+    }
+    assert!(log.of("pooled").is_empty());
+
+    // Back under the same instance id: the durable queues kept everything.
+    let (_broker, _second) = sink(&source, &name, "a", &log).await;
+    let log2 = log.clone();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let log = log2.clone();
+            async move { log.of("pooled").len() == 20 && log.of("broadcasted").len() == 20 }
+        })
+        .await,
+        "pooled {} broadcast {}",
+        log.of("pooled").len(),
+        log.of("broadcasted").len()
+    );
+}
+
+#[derive(Clone, Default)]
+struct Attempts(Arc<AtomicUsize>);
+
+async fn always_fails(State(a): State<Attempts>) -> Result<(), RpcError> {
+    a.0.fetch_add(1, Ordering::SeqCst);
+    Err(RpcError::internal("cannot index this"))
+}
+
+#[tokio::test]
+async fn a_failing_handler_is_retried_once_then_dead_lettered() {
+    let source = unique("src");
+    let name = unique("sink");
+    let subscription = Subscription::new(&source, "doomed");
+    let queue = subscription.queue(&name, "");
+    let mut cleanup = QueueCleanup::new();
+    cleanup.events_of(&source);
+    cleanup.queue(&queue);
+    let attempts = Attempts::default();
+    let broker = Broker::connect(mesh_config()).await.expect("broker");
+    let service = Service::new(name.clone())
+        .with_state(attempts.clone())
+        .subscribe(subscription, always_fails);
+    let running = mesh::serve(&broker, service).await.expect("serve");
+
+    broker
+        .dispatch(&source, "doomed", &json!({"id": 7}))
+        .await
+        .expect("dispatch");
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let n = running.stats().events_dead_lettered();
+            async move { n == 1 }
+        })
+        .await
+    );
+    assert_eq!(
+        attempts.0.load(Ordering::SeqCst),
+        2,
+        "one try and one retry"
+    );
+    assert_eq!(running.stats().events_retried(), 1);
+
+    let channel = common::raw_channel().await;
+    assert_eq!(
+        ready_in(&channel, &queue).await,
+        0,
+        "nothing left to loop on"
+    );
+    let dead = channel
+        .basic_get(
+            mesh::events::dead_letter_queue(&queue).as_str().into(),
+            Default::default(),
+        )
+        .await
+        .expect("get")
+        .expect("the dead letter");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&dead.delivery.data).expect("json"),
+        json!({"id": 7})
+    );
+    let headers = dead
+        .delivery
+        .properties
+        .headers()
+        .clone()
+        .unwrap_or_default();
+    let reason = match headers.inner().get("x-warren-error") {
+        Some(lapin::types::AMQPValue::LongString(s)) => {
+            String::from_utf8_lossy(s.as_bytes()).into_owned()
+        }
+        other => panic!("no x-warren-error header: {other:?}"),
+    };
+    assert!(reason.contains("cannot index this"), "{reason}");
+}
+
+// --- service-to-service calls ------------------------------------------------------------
+
+async fn stack(ctx: Ctx) -> Result<Vec<String>, RpcError> {
+    Ok(ctx.call_id_stack().to_vec())
+}
+
+#[derive(Deserialize)]
+struct Target {
+    target: String,
+}
+
+/// Calls `target.stack` and returns what it saw, with the typed proxy.
+async fn relay(ctx: Ctx, Args(t): Args<Target>) -> Result<Vec<String>, RpcError> {
+    Ok(ctx.rpc(&t.target).call_typed("stack", &json!({})).await?)
+}
+
+#[derive(Deserialize)]
+struct Chain {
+    target: String,
+    ms: u64,
+}
+
+/// Calls `target.slow(ms)` with this call's deadline.
+async fn chain(ctx: Ctx, Args(c): Args<Chain>) -> Result<Value, RpcError> {
+    Ok(ctx.rpc(&c.target).call("slow", json!({"ms": c.ms})).await?)
+}
+
+#[tokio::test]
+async fn a_call_through_two_services_carries_the_request_id_stack() {
+    let mut h = Harness::start().await;
+    let front = unique("front");
+    let back = unique("back");
+    h.serve(Service::new(front.clone()).rpc("relay", relay))
+        .await;
+    h.serve(Service::new(back.clone()).rpc("stack", stack))
+        .await;
+
+    let r = h
+        .http
+        .post(format!("{}/rpc/{front}/relay", h.base))
+        .header("x-request-id", "req-chain-1")
+        .json(&json!({"target": back}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    let stack: Vec<String> = r.json().await.expect("json");
+    assert_eq!(stack.len(), 3, "{stack:?}");
+    assert_eq!(stack[0], "req-chain-1");
+    assert!(
+        stack[1].starts_with(&format!("{front}.relay.")),
+        "{stack:?}"
+    );
+    assert!(stack[2].starts_with(&format!("{back}.stack.")), "{stack:?}");
+
+    // A remote error in the inner call comes back through the outer service with its type.
+    let r = h
+        .post(&front, "relay", json!({"target": unique("nobody")}))
+        .await;
+    let body = common::assert_problem(r, 503, "unavailable").await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("unknown service"),
+        "{body}"
+    );
+}
+
+#[derive(Clone, Default)]
+struct Work(Arc<AtomicUsize>);
+
+async fn work(State(w): State<Work>) -> Result<(), RpcError> {
+    w.0.fetch_add(1, Ordering::SeqCst);
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct Block {
+    ms: u64,
+}
+
+async fn block(Args(b): Args<Block>) -> Result<(), RpcError> {
+    tokio::time::sleep(Duration::from_millis(b.ms)).await;
+    Ok(())
+}
+
+/// Calls `target.work` with this call's deadline.
+async fn chain_work(ctx: Ctx, Args(t): Args<Target>) -> Result<Value, RpcError> {
+    Ok(ctx.rpc(&t.target).call("work", json!({})).await?)
+}
+
+#[tokio::test]
+async fn the_deadline_travels_down_the_chain() {
+    let mut h = Harness::start().await;
+    let front = unique("front");
+    let greeter = unique("greeter");
+    h.serve(
+        Service::new(front.clone())
+            .rpc("chain", chain)
+            .rpc("chain_work", chain_work),
+    )
+    .await;
+    h.serve(greeter::service_named(&greeter)).await;
+
+    // gateway -> front -> greeter.slow(2000) with 300 ms: the gateway answers 504 in time.
+    let started = Instant::now();
+    let r = h
+        .http
+        .post(format!("{}/rpc/{front}/chain", h.base))
+        .header("x-timeout-ms", "300")
+        .json(&json!({"target": greeter, "ms": 2000}))
+        .send()
+        .await
+        .expect("send");
+    let elapsed = started.elapsed();
+    common::assert_problem(r, 504, "deadline-exceeded").await;
+    assert!(elapsed < Duration::from_millis(1000), "{elapsed:?}");
+
+    // B skips work whose deadline passed while it waited: a one-worker back end is kept busy
+    // past the deadline of a chained call queued behind it.
+    let back = unique("back");
+    let counter = Work::default();
+    let one_worker = MeshConfig {
+        max_workers: 1,
+        ..mesh_config()
+    };
+    let back_broker = Broker::connect(one_worker).await.expect("broker");
+    h.cleanup.service(&back);
+    let back_service = Service::new(back.clone())
+        .rpc("block", block)
+        .with_state(counter.clone())
+        .rpc("work", work);
+    let running = mesh::serve(&back_broker, back_service)
+        .await
+        .expect("serve");
+    let blocker = {
+        let (client, back) = (h.client.clone(), back.clone());
+        tokio::spawn(async move {
+            let args = mesh::protocol::RequestBody::args(vec![json!(600)]);
+            client
+                .call(&back, "block", &args, mesh::CallContext::default())
+                .await
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let busy = running.stats().busy();
+            async move { busy == 1 }
+        })
+        .await
+    );
+    let r = h
+        .http
+        .post(format!("{}/rpc/{front}/chain_work", h.base))
+        .header("x-timeout-ms", "200")
+        .json(&json!({"target": back}))
+        .send()
+        .await
+        .expect("send");
+    common::assert_problem(r, 504, "deadline-exceeded").await;
+    assert!(blocker.await.expect("task").is_ok());
+    // The back end is idle again; the expired call was dropped (by the broker's expiration or
+    // by the service's deadline check), never executed.
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let busy = running.stats().busy();
+            async move { busy == 0 }
+        })
+        .await
+    );
+    let channel = common::raw_channel().await;
+    assert_eq!(
+        ready_in(&channel, &mesh::protocol::service_queue(&back)).await,
+        0
+    );
+    assert_eq!(
+        counter.0.load(Ordering::SeqCst),
+        0,
+        "expired work was executed"
+    );
+    // A live call still runs.
+    let r = h.post(&front, "chain_work", json!({"target": back})).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(counter.0.load(Ordering::SeqCst), 1);
+}
+
+// --- dispatch from a handler --------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct Greet {
+    name: String,
+}
+
+async fn greet_and_tell(ctx: Ctx, Args(g): Args<Greet>) -> Result<String, RpcError> {
+    ctx.dispatch("greeted", json!({"name": g.name})).await?;
+    Ok(format!("Hello, {}!", g.name))
+}
+
+async fn on_greeted(
+    ctx: Ctx,
+    State(log): State<Log>,
+    Args(g): Args<Greet>,
+) -> Result<(), RpcError> {
+    log.push(&ctx.call_id_stack().join(">"), "greeted", json!(g.name));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_handler_dispatches_and_the_context_follows_the_event() {
+    let mut h = Harness::start().await;
+    let source = unique("teller");
+    let listener = unique("listener");
+    h.cleanup.events_of(&source);
+    h.cleanup
+        .queue(&Subscription::new(&source, "greeted").queue(&listener, ""));
+    let log = Log::default();
+    h.serve(Service::new(source.clone()).rpc("greet", greet_and_tell))
+        .await;
+    h.serve(
+        Service::new(listener.clone())
+            .with_state(log.clone())
+            .on_event(&source, "greeted", on_greeted),
+    )
+    .await;
+
+    let r = h
+        .http
+        .post(format!("{}/rpc/{source}/greet", h.base))
+        .header("x-request-id", "req-evt-1")
+        .json(&json!({"name": "Ada"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    let log2 = log.clone();
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let log = log2.clone();
+            async move { log.of("greeted").len() == 1 }
+        })
+        .await
+    );
+    let (stack, name) = log.of("greeted").remove(0);
+    assert_eq!(name, json!("Ada"));
+    let ids: Vec<&str> = stack.split('>').collect();
+    assert_eq!(ids.len(), 3, "{stack}");
+    assert_eq!(ids[0], "req-evt-1");
+    assert!(ids[1].starts_with(&format!("{source}.greet.")), "{stack}");
+    assert!(
+        ids[2].starts_with(&format!("{listener}.on_greeted.")),
+        "{stack}"
+    );
+}
