@@ -47,7 +47,7 @@ pub use deadline::Deadline;
 pub use error::{CallError, ConnectError, ErrorKind, RpcError};
 pub use events::{HandlerType, Subscription};
 pub use handler::{Args, BoxFuture, Call, FromCall, Handler, IntoReply, Payload, State};
-pub use outbound::{Outbound, ServiceProxy, SharedOutbound};
+pub use outbound::{Client, Outbound, ServiceProxy, SharedOutbound};
 pub use service::{ErasedHandler, Routes, Service};
 pub use shutdown::{Shutdown, terminate_signal};
 

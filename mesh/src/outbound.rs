@@ -88,3 +88,38 @@ impl ServiceProxy {
         })
     }
 }
+
+/// Calls services and dispatches events from outside a handler (a startup task, a test, a
+/// CLI): the same proxies a handler gets from its [`crate::Ctx`], with a fresh root context.
+#[derive(Clone)]
+pub struct Client {
+    outbound: SharedOutbound,
+    source: String,
+}
+
+impl Client {
+    /// A client that dispatches as `source` and calls through `outbound`.
+    pub fn new(outbound: SharedOutbound, source: impl Into<String>) -> Self {
+        Self {
+            outbound,
+            source: source.into(),
+        }
+    }
+
+    /// A proxy for calling `service` with a root context (the default deadline applies).
+    pub fn rpc(&self, service: &str) -> ServiceProxy {
+        ServiceProxy::new(Some(self.outbound.clone()), service, CallContext::default())
+    }
+
+    /// A proxy for calling `service` with `context` (a deadline, a root call id).
+    pub fn rpc_with(&self, service: &str, context: CallContext) -> ServiceProxy {
+        ServiceProxy::new(Some(self.outbound.clone()), service, context)
+    }
+
+    /// Dispatches `event_type` from this client's source.
+    pub async fn dispatch(&self, event_type: &str, payload: Value) -> Result<(), CallError> {
+        self.outbound
+            .dispatch(&self.source, event_type, payload, CallContext::default())
+            .await
+    }
+}

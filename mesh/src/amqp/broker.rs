@@ -1,7 +1,9 @@
 //! [`Broker`]: one AMQP connection with automatic recovery, shared by the clients and services
 //! of a process.
 
+use super::outbound::AmqpOutbound;
 use super::publisher::Publisher;
+use crate::outbound::Client;
 use crate::config::MeshConfig;
 use crate::context::CallContext;
 use crate::error::{CallError, ConnectError};
@@ -128,6 +130,12 @@ impl Broker {
             .await?
             .dispatch(source, event_type, payload, &CallContext::default())
             .await
+    }
+
+    /// A [`Client`] for calls and dispatches as `owner` (its callback queue is made on the
+    /// first call).
+    pub fn client(&self, owner: &str) -> Client {
+        Client::new(Arc::new(AmqpOutbound::new(self.clone(), owner)), owner)
     }
 
     /// Opens a channel.
