@@ -16,6 +16,7 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "RabbitMQ"
 ensure_rabbitmq
+. scripts/lib/postgres.sh && ensure_postgres
 remove_test_queues
 
 step "nameko venv"

@@ -4,7 +4,7 @@ mod bundled;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use mesh::{Broker, CallContext, Deadline, MeshConfig, RpcClient, RunningService};
+use mesh::{Broker, CallContext, Deadline, MeshConfig, RpcClient};
 use std::process::ExitCode;
 use std::time::Duration;
 use warren_gateway::{ErrorMap, GatewayConfig, StatusCode};
@@ -28,6 +28,8 @@ enum Command {
         mesh: MeshArgs,
         #[command(flatten)]
         gateway: GatewayArgs,
+        #[command(flatten)]
+        services: ServiceArgs,
     },
     /// Run the HTTP gateway.
     Gateway {
@@ -36,13 +38,15 @@ enum Command {
         #[command(flatten)]
         gateway: GatewayArgs,
     },
-    /// Run one or more bundled services (greeting_service, kv).
+    /// Run one or more bundled services (greeting_service, kv, library, indexer).
     Run {
         /// The services to run.
         #[arg(required = true, value_name = "SERVICE")]
         services: Vec<String>,
         #[command(flatten)]
         mesh: MeshArgs,
+        #[command(flatten)]
+        settings: ServiceArgs,
     },
     /// Dispatch an event from SOURCE, as that service would.
     Dispatch {
@@ -99,6 +103,29 @@ impl MeshArgs {
                 .clone()
                 .unwrap_or(defaults.instance_id.clone()),
             ..defaults
+        }
+    }
+}
+
+#[derive(Args)]
+struct ServiceArgs {
+    /// Where the library's SQLite file (library.sqlite3) and the indexer's index (indexer/) live.
+    #[arg(long, env = "WARREN_DATA_DIR", default_value = library::DEFAULT_DATA_DIR)]
+    data_dir: std::path::PathBuf,
+    /// The library's database: a postgres:// URL (SQLite under --data-dir when not given).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// The largest book text the library accepts, in bytes.
+    #[arg(long, env = "WARREN_MAX_BOOK_BYTES", default_value_t = library::DEFAULT_MAX_BOOK_BYTES)]
+    max_book_bytes: usize,
+}
+
+impl ServiceArgs {
+    fn settings(&self) -> bundled::Settings {
+        bundled::Settings {
+            data_dir: self.data_dir.clone(),
+            database_url: self.database_url.clone().filter(|url| !url.is_empty()),
+            max_book_bytes: self.max_book_bytes,
         }
     }
 }
@@ -167,15 +194,25 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> Result<ExitCode> {
     match command {
-        Command::Dev { mesh, gateway } => {
+        Command::Dev {
+            mesh,
+            gateway,
+            services,
+        } => {
             let names: Vec<String> = bundled::BUNDLED
                 .iter()
                 .map(|(n, _)| (*n).to_owned())
                 .collect();
-            serve(&mesh, Some(&gateway), &names).await?;
+            serve(&mesh, Some(&gateway), &names, &services.settings()).await?;
         }
-        Command::Gateway { mesh, gateway } => serve(&mesh, Some(&gateway), &[]).await?,
-        Command::Run { services, mesh } => {
+        Command::Gateway { mesh, gateway } => {
+            serve(&mesh, Some(&gateway), &[], &bundled::Settings::default()).await?
+        }
+        Command::Run {
+            services,
+            mesh,
+            settings,
+        } => {
             for name in &services {
                 if bundled::canonical(name).is_none() {
                     let known: Vec<&str> = bundled::BUNDLED.iter().map(|(n, _)| *n).collect();
@@ -185,7 +222,7 @@ async fn run(command: Command) -> Result<ExitCode> {
                     );
                 }
             }
-            serve(&mesh, None, &services).await?;
+            serve(&mesh, None, &services, &settings.settings()).await?;
         }
         Command::Dispatch {
             source,
@@ -208,13 +245,27 @@ async fn run(command: Command) -> Result<ExitCode> {
 
 /// Runs the gateway (when given) and `services` until SIGINT/SIGTERM, then shuts down in order:
 /// the gateway stops accepting and drains, then the services finish in-flight work.
-async fn serve(mesh: &MeshArgs, gateway: Option<&GatewayArgs>, services: &[String]) -> Result<()> {
+async fn serve(
+    mesh: &MeshArgs,
+    gateway: Option<&GatewayArgs>,
+    services: &[String],
+    settings: &bundled::Settings,
+) -> Result<()> {
     let broker = Broker::connect(mesh.config()).await?;
-    let mut running: Vec<RunningService> = Vec::new();
+    let mut running: Vec<bundled::Started> = Vec::new();
     for name in services {
-        running.push(bundled::start(&broker, name).await?);
+        match bundled::start(&broker, name, settings).await {
+            Ok(started) => running.push(started),
+            Err(error) => {
+                for service in running {
+                    service.stop().await;
+                }
+                broker.close().await;
+                return Err(error);
+            }
+        }
     }
-    let names: Vec<&str> = running.iter().map(RunningService::name).collect();
+    let names: Vec<&str> = running.iter().map(bundled::Started::name).collect();
     match gateway {
         Some(args) => {
             let listener = tokio::net::TcpListener::bind(&args.listen)
