@@ -1,6 +1,6 @@
 //! The services shipped with Warren, by name, for `warren run` and `warren dev`.
 
-use mesh::{Broker, ConnectError, RunningService, serve};
+use mesh::{ConnectError, Mesh, RunningService};
 
 /// The bundled services: (name, aliases).
 pub const BUNDLED: &[(&str, &[&str])] = &[(greeter::NAME, &["greeter"]), (kv::NAME, &[])];
@@ -13,13 +13,13 @@ pub fn canonical(name: &str) -> Option<&'static str> {
         .map(|(canonical, _)| *canonical)
 }
 
-/// Starts the bundled service `name` on `broker`.
-pub async fn start(broker: &Broker, name: &str) -> Result<RunningService, ConnectError> {
+/// Starts the bundled service `name` on `mesh`.
+pub async fn start(mesh: &Mesh, name: &str) -> Result<RunningService, ConnectError> {
     match canonical(name) {
-        Some(greeter::NAME) => serve(broker, greeter::service()).await,
-        Some(kv::NAME) => serve(broker, kv::service()).await,
+        Some(greeter::NAME) => mesh.serve(greeter::service()).await,
+        Some(kv::NAME) => mesh.serve(kv::service()).await,
         _ => Err(ConnectError::Setup {
-            url: broker.config().redacted_url(),
+            url: mesh.describe(),
             reason: format!("no bundled service `{name}`"),
         }),
     }

@@ -4,7 +4,7 @@ mod bundled;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use mesh::{Broker, CallContext, Deadline, MeshConfig, RpcClient, RunningService};
+use mesh::{Broker, CallContext, Deadline, Mesh, MeshConfig, RpcClient, RunningService};
 use std::process::ExitCode;
 use std::time::Duration;
 use warren_gateway::{ErrorMap, GatewayConfig, StatusCode};
@@ -22,7 +22,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the gateway and every bundled service in one process.
+    /// Run the gateway and every bundled service in one process: in-process (no broker needed)
+    /// unless --amqp or AMQP_URL names a RabbitMQ.
     Dev {
         #[command(flatten)]
         mesh: MeshArgs,
@@ -73,9 +74,10 @@ enum Command {
 
 #[derive(Args)]
 struct MeshArgs {
-    /// The RabbitMQ URL.
-    #[arg(long = "amqp", env = "AMQP_URL", default_value = mesh::DEFAULT_AMQP_URL, hide_env_values = true)]
-    amqp_url: String,
+    /// The RabbitMQ URL [default: amqp://guest:guest@127.0.0.1:5672/%2f; `dev` runs in-process
+    /// when it is not given].
+    #[arg(long = "amqp", env = "AMQP_URL", hide_env_values = true)]
+    amqp_url: Option<String>,
     /// Handlers each service runs at once (also its prefetch).
     #[arg(long, env = "WARREN_MAX_WORKERS", default_value_t = 10)]
     max_workers: u16,
@@ -90,7 +92,8 @@ struct MeshArgs {
 
 impl MeshArgs {
     fn config(&self) -> MeshConfig {
-        let defaults = MeshConfig::with_url(&self.amqp_url);
+        let url = self.amqp_url.as_deref().unwrap_or(mesh::DEFAULT_AMQP_URL);
+        let defaults = MeshConfig::with_url(url);
         MeshConfig {
             max_workers: self.max_workers.max(1),
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
@@ -172,9 +175,16 @@ async fn run(command: Command) -> Result<ExitCode> {
                 .iter()
                 .map(|(n, _)| (*n).to_owned())
                 .collect();
-            serve(&mesh, Some(&gateway), &names).await?;
+            // Zero setup: in-process unless a broker is named; never a silent fallback.
+            let transport = match mesh.amqp_url {
+                None => Mesh::in_process(mesh.config()),
+                Some(_) => Mesh::amqp(mesh.config()).await?,
+            };
+            serve(&transport, Some(&gateway), &names).await?;
         }
-        Command::Gateway { mesh, gateway } => serve(&mesh, Some(&gateway), &[]).await?,
+        Command::Gateway { mesh, gateway } => {
+            serve(&Mesh::amqp(mesh.config()).await?, Some(&gateway), &[]).await?
+        }
         Command::Run { services, mesh } => {
             for name in &services {
                 if bundled::canonical(name).is_none() {
@@ -185,7 +195,7 @@ async fn run(command: Command) -> Result<ExitCode> {
                     );
                 }
             }
-            serve(&mesh, None, &services).await?;
+            serve(&Mesh::amqp(mesh.config()).await?, None, &services).await?;
         }
         Command::Dispatch {
             source,
@@ -208,38 +218,36 @@ async fn run(command: Command) -> Result<ExitCode> {
 
 /// Runs the gateway (when given) and `services` until SIGINT/SIGTERM, then shuts down in order:
 /// the gateway stops accepting and drains, then the services finish in-flight work.
-async fn serve(mesh: &MeshArgs, gateway: Option<&GatewayArgs>, services: &[String]) -> Result<()> {
-    let broker = Broker::connect(mesh.config()).await?;
+async fn serve(mesh: &Mesh, gateway: Option<&GatewayArgs>, services: &[String]) -> Result<()> {
     let mut running: Vec<RunningService> = Vec::new();
     for name in services {
-        running.push(bundled::start(&broker, name).await?);
+        running.push(bundled::start(mesh, name).await?);
     }
     let names: Vec<&str> = running.iter().map(RunningService::name).collect();
+    let transport = match mesh.broker() {
+        Some(_) => mesh.describe(),
+        None => {
+            "the in-process transport (no broker; --amqp URL or AMQP_URL for RabbitMQ)".to_owned()
+        }
+    };
+    let services_note = if names.is_empty() {
+        String::new()
+    } else {
+        format!("; services: {}", names.join(", "))
+    };
     match gateway {
         Some(args) => {
             let listener = tokio::net::TcpListener::bind(&args.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", args.listen))?;
             let address = listener.local_addr()?;
-            let client = RpcClient::start(&broker, "gateway").await?;
+            let client = mesh.client("gateway").await?;
             let app = warren_gateway::router(client, args.config());
-            println!(
-                "warren: gateway on http://{address} over AMQP {}{}",
-                broker.config().redacted_url(),
-                if names.is_empty() {
-                    String::new()
-                } else {
-                    format!("; services: {}", names.join(", "))
-                }
-            );
+            println!("warren: gateway on http://{address} over {transport}{services_note}");
             warren_gateway::serve(listener, app, mesh::terminate_signal()).await?;
         }
         None => {
-            println!(
-                "warren: serving {} over AMQP {}",
-                names.join(", "),
-                broker.config().redacted_url()
-            );
+            println!("warren: serving {} over {transport}", names.join(", "));
             mesh::terminate_signal().await;
         }
     }
@@ -247,7 +255,7 @@ async fn serve(mesh: &MeshArgs, gateway: Option<&GatewayArgs>, services: &[Strin
     for service in running {
         service.stop().await;
     }
-    broker.close().await;
+    mesh.close().await;
     Ok(())
 }
 

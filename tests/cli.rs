@@ -9,9 +9,11 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// The binary without `AMQP_URL` in its environment: `dev` runs in process unless a test passes
+/// `--amqp`, and the other commands use the default broker, as the harness does.
 fn warren() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_warren"));
-    command.env("RUST_LOG", "warn");
+    command.env("RUST_LOG", "warn").env_remove("AMQP_URL");
     command
 }
 
@@ -127,11 +129,13 @@ async fn run_refuses_unknown_services() {
     );
 }
 
-#[tokio::test]
-async fn dev_serves_http_and_stops_on_sigterm() {
-    let (child, first) = tokio::task::spawn_blocking(|| spawn(&["dev", "--listen", "127.0.0.1:0"]))
+/// `warren dev` with `args`: checks its first line names `transport`, calls greeter over HTTP,
+/// then stops it with SIGTERM.
+async fn dev_round_trip(args: &'static [&'static str], transport: &str) {
+    let (child, first) = tokio::task::spawn_blocking(move || spawn(args))
         .await
         .expect("task");
+    assert!(first.contains(transport), "{first}");
     let address = first
         .split("http://")
         .nth(1)
@@ -158,6 +162,46 @@ async fn dev_serves_http_and_stops_on_sigterm() {
         .await
         .expect("task");
     assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn dev_runs_in_process_by_default_and_stops_on_sigterm() {
+    dev_round_trip(
+        &["dev", "--listen", "127.0.0.1:0"],
+        "over the in-process transport",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn dev_uses_rabbitmq_when_given_a_url() {
+    dev_round_trip(
+        &[
+            "dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--amqp",
+            "amqp://guest:guest@127.0.0.1:5672/%2f",
+        ],
+        "over AMQP amqp://guest:***@127.0.0.1:5672/%2f",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn gateway_never_falls_back_to_in_process() {
+    let started = Instant::now();
+    let output = run(&[
+        "gateway",
+        "--listen",
+        "127.0.0.1:0",
+        "--amqp",
+        "amqp://guest:guest@127.0.0.1:1/%2f",
+    ])
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot reach RabbitMQ"));
 }
 
 #[tokio::test]

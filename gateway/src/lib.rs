@@ -1,14 +1,14 @@
 //! # warren-gateway
 //!
 //! The HTTP/JSON front of a Warren mesh: `POST /rpc/{service}/{method}` with a JSON body becomes a
-//! nameko-compatible AMQP request through one shared [`mesh::RpcClient`], and the outcome comes back
-//! as the method's JSON result or an RFC 9457 problem document (see [`GatewayError`] for the
-//! status of each failure).
+//! call through one shared [`mesh::Client`] (over AMQP: a nameko-compatible request on one
+//! callback queue), and the outcome comes back as the method's JSON result or an RFC 9457 problem
+//! document (see [`GatewayError`] for the status of each failure).
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
-//! let broker = mesh::Broker::connect(mesh::MeshConfig::from_env()).await?;
-//! let client = mesh::RpcClient::start(&broker, "gateway").await?;
+//! let mesh = mesh::Mesh::amqp(mesh::MeshConfig::from_env()).await?;
+//! let client = mesh.client("gateway").await?;
 //! let app = warren_gateway::router(client, warren_gateway::GatewayConfig::default());
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! warren_gateway::serve(listener, app, mesh::terminate_signal()).await?;
@@ -28,7 +28,7 @@ pub use request::{REQUEST_ID, TIMEOUT_MS};
 
 use axum::Router;
 use axum::routing::{get, post};
-use mesh::RpcClient;
+use mesh::Client;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,12 +64,12 @@ impl Default for GatewayConfig {
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
-    client: RpcClient,
+    client: Client,
     config: Arc<GatewayConfig>,
 }
 
 /// The gateway's routes.
-pub fn router(client: RpcClient, config: GatewayConfig) -> Router {
+pub fn router(client: Client, config: GatewayConfig) -> Router {
     let state = AppState {
         client,
         config: Arc::new(config),

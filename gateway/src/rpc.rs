@@ -48,7 +48,7 @@ pub async fn call(
         let context = CallContext::rooted_at(request_id.clone()).with_deadline(deadline);
         let result = app
             .client
-            .call(&service, &method, &arguments, context)
+            .call(&service, &method, arguments, context)
             .await?;
         Ok::<_, GatewayError>(result)
     }

@@ -34,22 +34,29 @@ mod deadline;
 mod error;
 pub mod events;
 mod handler;
+pub mod local;
 mod outbound;
 pub mod pending;
 pub mod protocol;
+mod running;
 mod service;
 mod shutdown;
+#[cfg(feature = "testing")]
+pub mod testing;
+mod transport;
 
-pub use amqp::{Broker, ClientStats, Publisher, RpcClient, RunningService, ServiceStats, serve};
+pub use amqp::{Broker, Publisher, RpcClient, serve};
 pub use config::{DEFAULT_AMQP_URL, MeshConfig, redact_url};
 pub use context::{CallContext, Ctx};
 pub use deadline::Deadline;
 pub use error::{CallError, ConnectError, ErrorKind, RpcError};
 pub use events::{HandlerType, Subscription};
 pub use handler::{Args, BoxFuture, Call, FromCall, Handler, IntoReply, Payload, State};
-pub use outbound::{Client, Outbound, ServiceProxy, SharedOutbound};
+pub use outbound::{Client, ClientStats, Outbound, ServiceProxy, SharedOutbound};
+pub use running::{RunningService, ServiceStats};
 pub use service::{ErasedHandler, Routes, Service};
 pub use shutdown::{Shutdown, terminate_signal};
+pub use transport::{Mesh, Transport};
 
 /// Connects to the broker, serves `services` until SIGINT or SIGTERM, then shuts each down
 /// gracefully (stop consuming, finish in-flight work within the grace period).

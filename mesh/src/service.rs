@@ -179,6 +179,16 @@ impl Routes {
         }
     }
 
+    /// Whether the service has RPC methods (a service with only event handlers has no queue).
+    pub fn has_methods(&self) -> bool {
+        !self.handlers.is_empty()
+    }
+
+    /// How many RPC methods the service has.
+    pub fn method_count(&self) -> usize {
+        self.handlers.len()
+    }
+
     /// The event subscriptions with their handlers.
     pub fn subscriptions(&self) -> &[(Subscription, ErasedHandler)] {
         &self.subscriptions

@@ -10,12 +10,12 @@ use super::broker::Broker;
 use super::consumer::{DeliveryHandler, HandleDelivery, into_handler};
 use super::headers;
 use super::publisher::json_properties;
-use super::server::ServiceStats;
 use crate::error::{ConnectError, ErrorKind, RpcError};
 use crate::handler::Call;
 use crate::protocol::{
     ReplyBody, RequestBody, method_of_routing_key, service_binding, service_queue,
 };
+use crate::running::ServiceStats;
 use crate::service::Routes;
 use futures_util::FutureExt;
 use lapin::message::Delivery;

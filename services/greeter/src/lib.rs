@@ -77,6 +77,44 @@ mod tests {
         assert_eq!(err.map_err(|e| e.kind()), Err(mesh::ErrorKind::BadRequest));
     }
 
+    #[tokio::test]
+    async fn handlers_called_directly() {
+        use mesh::testing::call_handler;
+        use serde_json::json;
+        assert_eq!(
+            call_handler(hello, (), json!({"name": "Ann"})).await,
+            Ok(json!("Hello, Ann!"))
+        );
+        assert_eq!(
+            call_handler(hello, (), json!(["Bo"])).await,
+            Ok(json!("Hello, Bo!"))
+        );
+        let wrong = call_handler(hello, (), json!({"nom": "x"})).await;
+        assert_eq!(
+            wrong.map_err(|e| e.kind()),
+            Err(mesh::ErrorKind::IncorrectSignature)
+        );
+    }
+
+    #[tokio::test]
+    async fn the_whole_service_in_process() {
+        use serde_json::json;
+        let mut mesh = mesh::testing::TestMesh::new();
+        mesh.serve(service()).await;
+        let hello = mesh.call(NAME, "hello", json!({"name": "Matt"})).await;
+        assert_eq!(hello, Ok(json!("Hello, Matt!")));
+        let missing = mesh.call(NAME, "nope", json!({})).await;
+        assert!(
+            matches!(missing, Err(mesh::CallError::Remote(ref e)) if e.exc_type == "MethodNotFound"),
+            "{missing:?}"
+        );
+        assert_eq!(
+            mesh.call(NAME, "slow", json!({"ms": 1})).await,
+            Ok(json!(1))
+        );
+        mesh.stop().await;
+    }
+
     #[test]
     fn declares_its_methods() {
         assert_eq!(service().methods(), ["hello", "slow"]);

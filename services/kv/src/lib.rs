@@ -164,6 +164,47 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn inc_called_directly_with_an_injected_store() {
+        use mesh::testing::call_handler;
+        let store = Store::default();
+        assert_eq!(
+            call_handler(inc, store.clone(), json!({"key": "a", "by": 2})).await,
+            Ok(json!(2))
+        );
+        assert_eq!(
+            call_handler(inc, store.clone(), json!(["a"])).await,
+            Ok(json!(3))
+        );
+        assert_eq!(store.lock().get("a"), Some(&json!(3)));
+    }
+
+    #[tokio::test]
+    async fn concurrent_increments_through_the_service_are_not_lost() {
+        let mut mesh = mesh::testing::TestMesh::new();
+        mesh.serve(service()).await;
+        let mesh = std::sync::Arc::new(mesh);
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let mesh = mesh.clone();
+                tokio::spawn(async move {
+                    for _ in 0..250 {
+                        mesh.call(NAME, "inc", json!({"key": "n"}))
+                            .await
+                            .expect("inc");
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("task");
+        }
+        assert_eq!(
+            mesh.call(NAME, "get", json!({"key": "n"})).await,
+            Ok(json!(2000))
+        );
+    }
+
+    #[tokio::test]
     async fn concurrent_increments_are_not_lost() {
         let s = Store::default();
         let tasks: Vec<_> = (0..8)
