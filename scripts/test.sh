@@ -2,7 +2,7 @@
 # Warren's whole test suite, as CI runs it:
 #   1. RabbitMQ up on 127.0.0.1:5672 (installed and started when needed),
 #   2. the nameko venv for the interop tests (scripts/nameko-venv.sh, reused when current),
-#   3. cargo fmt --check and cargo clippy --all-targets -D warnings,
+#   3. cargo fmt --check, cargo clippy --all-targets -D warnings, openapi/openapi.json current,
 #   4. every unit, doc and end-to-end test (cargo nextest when installed, cargo test otherwise).
 # Environment: AMQP_URL (default amqp://guest:guest@127.0.0.1:5672/%2f), CARGO_TARGET_DIR,
 # WARREN_VENV (where the nameko venv lives; default .venv/nameko).
@@ -26,6 +26,13 @@ cargo fmt --all -- --check
 
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "openapi/openapi.json is current"
+if ! cargo run --quiet --locked -- openapi | diff -u openapi/openapi.json - >/tmp/warren-openapi.diff; then
+    cat /tmp/warren-openapi.diff
+    echo "openapi/openapi.json is stale: regenerate it with: cargo run -- openapi > openapi/openapi.json" >&2
+    exit 1
+fi
 
 step "doc tests"
 cargo test --workspace --doc --locked

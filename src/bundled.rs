@@ -24,3 +24,17 @@ pub async fn start(mesh: &Mesh, name: &str) -> Result<RunningService, ConnectErr
         }),
     }
 }
+
+/// The descriptors of every bundled service, as one instance of each would announce them
+/// (for `warren openapi`: no transport, no timestamps, the same output every time).
+pub fn descriptors() -> Vec<mesh::describe::ServiceDescriptor> {
+    use mesh::describe::InstanceState;
+    let mut descriptors = vec![
+        greeter::service().descriptor("document", 0, InstanceState::Up),
+        kv::service().descriptor("document", 0, InstanceState::Up),
+    ];
+    for d in &mut descriptors {
+        d.sent_at_ms = 0;
+    }
+    descriptors
+}

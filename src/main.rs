@@ -5,6 +5,7 @@ mod bundled;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use mesh::{Broker, CallContext, Deadline, Mesh, MeshConfig, RpcClient, RunningService};
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 use warren_gateway::{ErrorMap, GatewayConfig, StatusCode};
@@ -44,6 +45,12 @@ enum Command {
         services: Vec<String>,
         #[command(flatten)]
         mesh: MeshArgs,
+    },
+    /// Print the OpenAPI document of the bundled services (what `openapi/openapi.json` holds).
+    Openapi {
+        /// The server URL the document names.
+        #[arg(long, default_value = "/")]
+        public_url: String,
     },
     /// Dispatch an event from SOURCE, as that service would.
     Dispatch {
@@ -120,6 +127,17 @@ struct GatewayArgs {
     /// The largest request body accepted, in bytes.
     #[arg(long, env = "WARREN_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
     max_body_bytes: usize,
+    /// A browser origin allowed to call the gateway (CORS), e.g. `https://app.example.com`;
+    /// repeatable; `*` allows any. None by default.
+    #[arg(
+        long = "cors-origin",
+        env = "WARREN_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    cors_origins: Vec<String>,
+    /// The URL clients reach the gateway at, named in the OpenAPI document.
+    #[arg(long, env = "WARREN_PUBLIC_URL", default_value = "/")]
+    public_url: String,
     /// Map a remote error type to an HTTP status, e.g. `InsufficientFunds=402` (repeatable).
     #[arg(long = "error-status", value_name = "EXC_TYPE=STATUS", value_parser = ErrorMap::parse_entry)]
     error_status: Vec<(String, StatusCode)>,
@@ -136,6 +154,11 @@ impl GatewayArgs {
             max_timeout: Duration::from_millis(self.max_timeout_ms.max(1)),
             max_body_bytes: self.max_body_bytes,
             error_map,
+            cors_origins: self.cors_origins.clone(),
+            document: warren_gateway::DocumentInfo {
+                server_url: self.public_url.clone(),
+                ..warren_gateway::DocumentInfo::default()
+            },
         }
     }
 }
@@ -197,6 +220,20 @@ async fn run(command: Command) -> Result<ExitCode> {
             }
             serve(&Mesh::amqp(mesh.config()).await?, None, &services).await?;
         }
+        Command::Openapi { public_url } => {
+            let descriptors = bundled::descriptors();
+            let info = warren_gateway::DocumentInfo {
+                server_url: public_url,
+                ..warren_gateway::DocumentInfo::default()
+            };
+            let document = warren_gateway::document(&descriptors, &info);
+            let text = serde_json::to_string_pretty(&document)?;
+            // A reader that stops early (`| head`) is not an error.
+            match writeln!(std::io::stdout(), "{text}") {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
+                _ => {}
+            }
+        }
         Command::Dispatch {
             source,
             event_type,
@@ -241,8 +278,8 @@ async fn serve(mesh: &Mesh, gateway: Option<&GatewayArgs>, services: &[String]) 
                 .await
                 .with_context(|| format!("cannot listen on {}", args.listen))?;
             let address = listener.local_addr()?;
-            let client = mesh.client("gateway").await?;
-            let app = warren_gateway::router(client, args.config());
+            let gateway = warren_gateway::Gateway::start(mesh, args.config()).await?;
+            let app = gateway.router();
             println!("warren: gateway on http://{address} over {transport}{services_note}");
             warren_gateway::serve(listener, app, mesh::terminate_signal()).await?;
         }

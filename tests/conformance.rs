@@ -4,6 +4,8 @@
 
 mod common;
 
+#[path = "conformance/describe.rs"]
+mod describe_scenarios;
 #[path = "conformance/events.rs"]
 mod event_scenarios;
 #[path = "conformance/http.rs"]
@@ -64,4 +66,12 @@ on_both_transports!(events = event_scenarios:
     a_call_through_two_services_carries_the_request_id_stack,
     the_deadline_travels_down_the_chain,
     a_handler_dispatches_and_the_context_follows_the_event,
+);
+
+on_both_transports!(describe = describe_scenarios:
+    services_are_listed_with_methods_and_live_instances,
+    a_known_service_with_no_live_instance_is_503_at_once,
+    the_openapi_document_is_built_live_from_descriptors,
+    the_docs_page_is_served_from_the_binary,
+    cors_allows_only_configured_origins,
 );

@@ -306,7 +306,7 @@ async fn warren_stack(ctx: Ctx) -> Result<Vec<String>, RpcError> {
     Ok(ctx.call_id_stack().to_vec())
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 struct Key {
     key: String,
 }

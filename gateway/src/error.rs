@@ -58,6 +58,9 @@ pub enum GatewayError {
     /// No queue is bound for the service.
     #[error("unknown service `{0}`")]
     UnknownService(String),
+    /// The service is known, but no instance of it is live.
+    #[error("no live instance of service `{0}`")]
+    NoLiveInstance(String),
     /// The service answered with an error.
     #[error("{}: {}", .0.exc_type, .0.message())]
     Remote(WireError),
@@ -172,6 +175,11 @@ impl GatewayError {
             ),
             Self::NoRoute(_) => (S::NOT_FOUND, "no-route", "Not found"),
             Self::UnknownService(_) => (S::NOT_FOUND, "unknown-service", "Unknown service"),
+            Self::NoLiveInstance(_) => (
+                S::SERVICE_UNAVAILABLE,
+                "no-live-instance",
+                "No live instance",
+            ),
             Self::Remote(wire) => {
                 let status = map.status(&wire.exc_type);
                 let (slug, title) = match status {
@@ -212,7 +220,7 @@ impl GatewayError {
             },
             request_id: call.request_id.clone(),
             retry_after: match self {
-                Self::Unavailable(_) => Some(1),
+                Self::Unavailable(_) | Self::NoLiveInstance(_) => Some(1),
                 _ => None,
             },
             allow: match self {

@@ -2,6 +2,7 @@
 
 use crate::AppState;
 use crate::error::{CallInfo, GatewayError};
+use crate::registry::Liveness;
 use crate::request::{self, REQUEST_ID};
 use axum::Json;
 use axum::body::Body;
@@ -38,6 +39,10 @@ pub async fn call(
                 name: name.chars().take(200).collect(),
                 reason,
             })?;
+        }
+        // A service whose instances all stopped would only queue the call until its deadline.
+        if app.registry.liveness(&service) == Liveness::NoLiveInstance {
+            return Err(GatewayError::NoLiveInstance(service.clone()));
         }
         let config = &app.config;
         let timeout = request::timeout(&headers, config.default_timeout, config.max_timeout)?;

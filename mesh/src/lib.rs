@@ -9,8 +9,10 @@
 //! ```no_run
 //! use mesh::{Args, MeshConfig, RpcError, Service};
 //! use serde::Deserialize;
+//! use utoipa::ToSchema;
 //!
-//! #[derive(Deserialize)]
+//! /// Greets someone.
+//! #[derive(Deserialize, ToSchema)]
 //! struct Hello { name: String }
 //!
 //! async fn hello(Args(h): Args<Hello>) -> Result<String, RpcError> {
@@ -27,10 +29,12 @@
 //! [`Broker`] connection per process.
 
 pub mod amqp;
+mod announce;
 pub mod args;
 mod config;
 mod context;
 mod deadline;
+pub mod describe;
 mod error;
 pub mod events;
 mod handler;

@@ -13,8 +13,13 @@
 //! use mesh::{Args, Ctx, RpcError, Service};
 //! use serde_json::{Value, json};
 //!
-//! async fn double(Args(n): Args<(i64,)>) -> Result<i64, RpcError> {
-//!     Ok(n.0 * 2)
+//! #[derive(serde::Deserialize, utoipa::ToSchema)]
+//! struct Number {
+//!     n: i64,
+//! }
+//!
+//! async fn double(Args(x): Args<Number>) -> Result<i64, RpcError> {
+//!     Ok(x.n * 2)
 //! }
 //!
 //! // The service under test calls `kv.inc`...

@@ -178,6 +178,7 @@ pub struct Harness {
     pub http: reqwest::Client,
     pub services: Vec<RunningService>,
     pub cleanup: QueueCleanup,
+    pub gateway: warren_gateway::Gateway,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -200,8 +201,11 @@ impl Harness {
                 .expect("RabbitMQ must be running"),
             Kind::InProcess => Mesh::in_process(mesh_config()),
         };
-        let client = mesh.client("gateway").await.expect("client");
-        let app = warren_gateway::router(client.clone(), config);
+        let gateway = warren_gateway::Gateway::start(&mesh, config)
+            .await
+            .expect("gateway");
+        let client = gateway.client().clone();
+        let app = gateway.router();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -218,6 +222,7 @@ impl Harness {
             http: reqwest::Client::new(),
             services: Vec::new(),
             cleanup: QueueCleanup::for_kind(kind),
+            gateway,
             server,
         }
     }

@@ -239,7 +239,7 @@ async fn stack(ctx: Ctx) -> Result<Vec<String>, RpcError> {
     Ok(ctx.call_id_stack().to_vec())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct Target {
     target: String,
 }
@@ -249,7 +249,7 @@ async fn relay(ctx: Ctx, Args(t): Args<Target>) -> Result<Vec<String>, RpcError>
     Ok(ctx.rpc(&t.target).call_typed("stack", &json!({})).await?)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct Chain {
     target: String,
     ms: u64,
@@ -309,7 +309,7 @@ async fn work(State(w): State<Work>) -> Result<(), RpcError> {
     Ok(())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct Block {
     ms: u64,
 }
@@ -401,7 +401,7 @@ pub async fn the_deadline_travels_down_the_chain(kind: Kind) {
     );
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct Greet {
     name: String,
 }

@@ -15,7 +15,7 @@ async fn stack(ctx: Ctx) -> Result<Vec<String>, RpcError> {
     Ok(ctx.call_id_stack().to_vec())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct Fail {
     exc_type: String,
 }

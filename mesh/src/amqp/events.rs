@@ -56,8 +56,20 @@ pub(crate) async fn declare(
         durable: true,
         ..QueueDeclareOptions::default()
     };
+    // A transient queue lives as long as its consumer's connection, like nameko's broadcast
+    // queues; lapin redeclares it after a reconnect.
+    let options = if subscription.transient {
+        arguments = FieldTable::default();
+        QueueDeclareOptions {
+            exclusive: true,
+            auto_delete: true,
+            ..QueueDeclareOptions::default()
+        }
+    } else {
+        durable
+    };
     channel
-        .queue_declare(queue.as_str().into(), durable, arguments)
+        .queue_declare(queue.as_str().into(), options, arguments)
         .await
         .map_err(setup)?;
     channel

@@ -66,6 +66,13 @@ pub(crate) async fn serve_routes(
         .await?;
         tasks.push(tokio::spawn(consume.run_until(stop.clone())));
     }
+    let config = broker.config();
+    tasks.push(crate::announce::spawn(
+        routes.clone(),
+        config.instance_id.clone(),
+        config.heartbeat,
+        stop.clone(),
+    ));
     tracing::info!(
         service = %name,
         max_workers = broker.config().max_workers,

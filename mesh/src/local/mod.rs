@@ -153,6 +153,7 @@ impl Registry {
 }
 
 /// An [`crate::Outbound`] on `local`'s queues (for test clients).
+#[cfg(feature = "testing")]
 pub(crate) fn client_for(local: &InProcess) -> crate::outbound::SharedOutbound {
     Arc::new(LocalOutbound::new(
         local.registry.clone(),
@@ -259,6 +260,12 @@ impl InProcess {
                 stop.clone(),
             )));
         }
+        tasks.push(crate::announce::spawn(
+            routes.clone(),
+            config.instance_id.clone(),
+            config.heartbeat,
+            stop.clone(),
+        ));
         tracing::info!(service = %name, transport = "in-process", "serving");
         RunningService::new(name, stop, stats, tasks)
     }

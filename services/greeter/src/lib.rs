@@ -7,6 +7,7 @@
 use mesh::{Args, RpcError, Service};
 use serde::Deserialize;
 use std::time::Duration;
+use utoipa::ToSchema;
 
 /// The service's usual name.
 pub const NAME: &str = "greeting_service";
@@ -21,11 +22,14 @@ pub fn service() -> Service {
 
 /// The service under another name (tests run several meshes on one broker).
 pub fn service_named(name: &str) -> Service {
-    Service::new(name).rpc("hello", hello).rpc("slow", slow)
+    Service::new(name)
+        .version(env!("CARGO_PKG_VERSION"))
+        .rpc("hello", hello)
+        .rpc("slow", slow)
 }
 
-/// Arguments of `hello`.
-#[derive(Debug, Deserialize)]
+/// Greets someone: `"Hello, <name>!"`.
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct Hello {
     /// Who to greet.
     pub name: String,
@@ -36,8 +40,8 @@ pub async fn hello(Args(h): Args<Hello>) -> Result<String, RpcError> {
     Ok(format!("Hello, {}!", h.name))
 }
 
-/// Arguments of `slow`.
-#[derive(Debug, Deserialize)]
+/// Sleeps `ms` milliseconds (at most ten minutes), then returns `ms`: for deadline tests.
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct Slow {
     /// How long to sleep, in milliseconds.
     pub ms: u64,

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use utoipa::ToSchema;
 
 /// The service's usual name.
 pub const NAME: &str = "kv";
@@ -36,6 +37,7 @@ pub fn service() -> Service<Store> {
 /// The service under another name, on `store`.
 pub fn service_named(name: &str, store: Store) -> Service<Store> {
     Service::new(name)
+        .version(env!("CARGO_PKG_VERSION"))
         .with_state(store)
         .rpc("get", get)
         .rpc("put", put)
@@ -43,15 +45,15 @@ pub fn service_named(name: &str, store: Store) -> Service<Store> {
         .rpc("delete", delete)
 }
 
-/// Arguments naming a key.
-#[derive(Debug, Deserialize)]
+/// Names a key (`get`: its value or NotFound; `delete`: whether it existed).
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct Key {
     /// The key.
     pub key: String,
 }
 
-/// Arguments of `put`.
-#[derive(Debug, Deserialize)]
+/// Stores `value` at `key`.
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct Put {
     /// The key.
     pub key: String,
@@ -59,8 +61,8 @@ pub struct Put {
     pub value: Value,
 }
 
-/// Arguments of `inc`.
-#[derive(Debug, Deserialize)]
+/// Adds `by` (default 1) to the integer at `key` and returns the new value.
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct Inc {
     /// The key.
     pub key: String,
