@@ -1,5 +1,6 @@
 //! `warren`: run the gateway and the bundled services, or call a service.
 
+mod bench;
 mod bundled;
 
 use anyhow::{Context, Result, bail};
@@ -46,6 +47,8 @@ enum Command {
         #[command(flatten)]
         mesh: MeshArgs,
     },
+    /// Measure the broker's RPC ceiling and the gateway on top of it (needs RabbitMQ).
+    Bench(bench::BenchArgs),
     /// Print the OpenAPI document of the bundled services (what `openapi/openapi.json` holds).
     Openapi {
         /// The server URL the document names.
@@ -220,6 +223,7 @@ async fn run(command: Command) -> Result<ExitCode> {
             }
             serve(&Mesh::amqp(mesh.config()).await?, None, &services).await?;
         }
+        Command::Bench(args) => bench::run(args).await?,
         Command::Openapi { public_url } => {
             let descriptors = bundled::descriptors();
             let info = warren_gateway::DocumentInfo {

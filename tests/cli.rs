@@ -271,3 +271,41 @@ async fn dispatch_publishes_an_event_subscribers_receive() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("invalid name `bad.name`"));
 }
+
+#[tokio::test]
+async fn the_benchmark_runs_and_writes_its_table() {
+    let out = std::env::temp_dir().join(format!("warren-bench-{}", unique("smoke")));
+    let out_arg = out.to_string_lossy().into_owned();
+    let output = run(&[
+        "bench",
+        "--seconds",
+        "1",
+        "--warmup-seconds",
+        "0",
+        "--connections",
+        "2",
+        "--out",
+        &out_arg,
+    ])
+    .await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("bench.json")).expect("bench.json"))
+            .expect("json");
+    let rows = report["rows"].as_array().cloned().unwrap_or_default();
+    let targets: Vec<&str> = rows.iter().filter_map(|r| r["target"].as_str()).collect();
+    assert_eq!(targets, ["ceiling", "gateway"]);
+    for row in &rows {
+        assert_eq!(row["errors"], 0, "{row}");
+        assert!(row["rps"].as_f64().unwrap_or(0.0) > 0.0, "{row}");
+    }
+    assert!(rows[1]["gateway_peak_rss_mb"].as_f64().unwrap_or(0.0) > 0.0);
+    assert!(rows[1]["ratio_to_ceiling"].is_number());
+    let markdown = std::fs::read_to_string(out.join("bench.md")).expect("bench.md");
+    assert!(markdown.starts_with("| target |"), "{markdown}");
+    let _ = std::fs::remove_dir_all(&out);
+}

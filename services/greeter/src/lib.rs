@@ -25,6 +25,7 @@ pub fn service_named(name: &str) -> Service {
     Service::new(name)
         .version(env!("CARGO_PKG_VERSION"))
         .rpc("hello", hello)
+        .rpc("fib", fib)
         .rpc("slow", slow)
 }
 
@@ -38,6 +39,34 @@ pub struct Hello {
 /// Greets `name`.
 pub async fn hello(Args(h): Args<Hello>) -> Result<String, RpcError> {
     Ok(format!("Hello, {}!", h.name))
+}
+
+/// Computes the `n`th Fibonacci number the slow way (recursively, as the RabbitMQ tutorial's
+/// RPC server does): a CPU-heavy method for scaling runs. `n` is at most 40.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct Fib {
+    /// Which Fibonacci number.
+    pub n: u32,
+}
+
+/// The largest `n` `fib` accepts.
+pub const MAX_FIB: u32 = 40;
+
+/// The `n`th Fibonacci number, recursively.
+pub async fn fib(Args(f): Args<Fib>) -> Result<u64, RpcError> {
+    if f.n > MAX_FIB {
+        return Err(RpcError::bad_request(format!(
+            "n must be at most {MAX_FIB}"
+        )));
+    }
+    fn slow(n: u32) -> u64 {
+        if n < 2 {
+            u64::from(n)
+        } else {
+            slow(n - 1) + slow(n - 2)
+        }
+    }
+    Ok(slow(f.n))
 }
 
 /// Sleeps `ms` milliseconds (at most ten minutes), then returns `ms`: for deadline tests.
@@ -69,6 +98,12 @@ mod tests {
         }))
         .await;
         assert_eq!(reply, Ok("Hello, Matt!".to_owned()));
+    }
+
+    #[tokio::test]
+    async fn fib_is_fibonacci() {
+        assert_eq!(fib(Args(Fib { n: 10 })).await, Ok(55));
+        assert!(fib(Args(Fib { n: MAX_FIB + 1 })).await.is_err());
     }
 
     #[tokio::test]
@@ -121,7 +156,7 @@ mod tests {
 
     #[test]
     fn declares_its_methods() {
-        assert_eq!(service().methods(), ["hello", "slow"]);
+        assert_eq!(service().methods(), ["fib", "hello", "slow"]);
         assert!(service().validate().is_ok());
     }
 }
