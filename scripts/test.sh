@@ -43,3 +43,4 @@ if command -v cargo-nextest >/dev/null 2>&1; then
 else
     cargo test --workspace --locked --no-fail-fast
 fi
+scripts/api-checks.sh  # OpenAPI tools, generated clients, browser (CORS, Swagger UI), schemathesis

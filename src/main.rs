@@ -2,6 +2,7 @@
 
 mod bench;
 mod bundled;
+mod ops;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -18,6 +19,9 @@ use warren_gateway::{ErrorMap, GatewayConfig, StatusCode};
     about = "HTTP/JSON gateway and services on a nameko-compatible AMQP RPC mesh"
 )]
 struct Cli {
+    /// Log format: `pretty` for people, `json` for log collectors (filter with RUST_LOG).
+    #[arg(long, global = true, env = "WARREN_LOG_FORMAT", default_value = "pretty", value_parser = ["pretty", "json"])]
+    log_format: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -44,6 +48,9 @@ enum Command {
         /// The services to run.
         #[arg(required = true, value_name = "SERVICE")]
         services: Vec<String>,
+        /// Where to serve /healthz, /readyz and /metrics for probes (none when not given).
+        #[arg(long, env = "WARREN_OPS_LISTEN")]
+        ops_listen: Option<String>,
         #[command(flatten)]
         mesh: MeshArgs,
     },
@@ -168,13 +175,16 @@ impl GatewayArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cli.log_format == "json" {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -206,12 +216,21 @@ async fn run(command: Command) -> Result<ExitCode> {
                 None => Mesh::in_process(mesh.config()),
                 Some(_) => Mesh::amqp(mesh.config()).await?,
             };
-            serve(&transport, Some(&gateway), &names).await?;
+            serve(&transport, Serve::Gateway(&gateway), &names).await?;
         }
         Command::Gateway { mesh, gateway } => {
-            serve(&Mesh::amqp(mesh.config()).await?, Some(&gateway), &[]).await?
+            serve(
+                &Mesh::amqp(mesh.config()).await?,
+                Serve::Gateway(&gateway),
+                &[],
+            )
+            .await?
         }
-        Command::Run { services, mesh } => {
+        Command::Run {
+            services,
+            mesh,
+            ops_listen,
+        } => {
             for name in &services {
                 if bundled::canonical(name).is_none() {
                     let known: Vec<&str> = bundled::BUNDLED.iter().map(|(n, _)| *n).collect();
@@ -221,7 +240,14 @@ async fn run(command: Command) -> Result<ExitCode> {
                     );
                 }
             }
-            serve(&Mesh::amqp(mesh.config()).await?, None, &services).await?;
+            serve(
+                &Mesh::amqp(mesh.config()).await?,
+                Serve::Services {
+                    ops_listen: ops_listen.as_deref(),
+                },
+                &services,
+            )
+            .await?;
         }
         Command::Bench(args) => bench::run(args).await?,
         Command::Openapi { public_url } => {
@@ -259,12 +285,22 @@ async fn run(command: Command) -> Result<ExitCode> {
 
 /// Runs the gateway (when given) and `services` until SIGINT/SIGTERM, then shuts down in order:
 /// the gateway stops accepting and drains, then the services finish in-flight work.
-async fn serve(mesh: &Mesh, gateway: Option<&GatewayArgs>, services: &[String]) -> Result<()> {
+/// What `serve` puts in front of the services.
+enum Serve<'a> {
+    /// The HTTP gateway.
+    Gateway(&'a GatewayArgs),
+    /// Nothing but an optional ops port.
+    Services { ops_listen: Option<&'a str> },
+}
+
+async fn serve(mesh: &Mesh, front: Serve<'_>, services: &[String]) -> Result<()> {
+    // The Prometheus recorder must exist before the first measurement.
+    let _ = mesh::telemetry::prometheus();
     let mut running: Vec<RunningService> = Vec::new();
     for name in services {
         running.push(bundled::start(mesh, name).await?);
     }
-    let names: Vec<&str> = running.iter().map(RunningService::name).collect();
+    let names: Vec<String> = running.iter().map(|r| r.name().to_owned()).collect();
     let transport = match mesh.broker() {
         Some(_) => mesh.describe(),
         None => {
@@ -276,8 +312,9 @@ async fn serve(mesh: &Mesh, gateway: Option<&GatewayArgs>, services: &[String]) 
     } else {
         format!("; services: {}", names.join(", "))
     };
-    match gateway {
-        Some(args) => {
+    let running = std::sync::Arc::new(running);
+    match front {
+        Serve::Gateway(args) => {
             let listener = tokio::net::TcpListener::bind(&args.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -286,15 +323,42 @@ async fn serve(mesh: &Mesh, gateway: Option<&GatewayArgs>, services: &[String]) 
             let app = gateway.router();
             println!("warren: gateway on http://{address} over {transport}{services_note}");
             warren_gateway::serve(listener, app, mesh::terminate_signal()).await?;
+            gateway.stop().await;
         }
-        None => {
-            println!("warren: serving {} over {transport}", names.join(", "));
+        Serve::Services { ops_listen } => {
+            let ops = match ops_listen {
+                Some(address) => {
+                    let listener = tokio::net::TcpListener::bind(address)
+                        .await
+                        .with_context(|| format!("cannot listen on {address}"))?;
+                    let bound = listener.local_addr()?;
+                    let app = ops::router(mesh.clone(), running.clone());
+                    println!(
+                        "warren: serving {} over {transport}; ops on http://{bound}",
+                        names.join(", ")
+                    );
+                    Some(tokio::spawn(async move {
+                        let _ = warren_gateway::serve(listener, app, std::future::pending()).await;
+                    }))
+                }
+                None => {
+                    println!("warren: serving {} over {transport}", names.join(", "));
+                    None
+                }
+            };
             mesh::terminate_signal().await;
+            if let Some(ops) = ops {
+                // Awaited so the task, and its handle on the services, is gone before they stop.
+                ops.abort();
+                let _ = ops.await;
+            }
         }
     }
     tracing::info!("shutting down");
-    for service in running {
-        service.stop().await;
+    if let Ok(running) = std::sync::Arc::try_unwrap(running) {
+        for service in running {
+            service.stop().await;
+        }
     }
     mesh.close().await;
     Ok(())

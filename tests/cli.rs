@@ -309,3 +309,93 @@ async fn the_benchmark_runs_and_writes_its_table() {
     assert!(markdown.starts_with("| target |"), "{markdown}");
     let _ = std::fs::remove_dir_all(&out);
 }
+
+#[tokio::test]
+async fn run_serves_probes_and_metrics_on_its_ops_port_and_logs_json() {
+    let mut child = warren()
+        .env("RUST_LOG", "info")
+        .args([
+            "run",
+            "kv",
+            "--ops-listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut first = String::new();
+    let stdout = child.stdout.take().expect("stdout");
+    let stderr = child.stderr.take().expect("stderr");
+    let first = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout).read_line(&mut first).expect("line");
+        first
+    })
+    .await
+    .expect("task");
+    let ops = first
+        .split("ops on http://")
+        .nth(1)
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("{first}"))
+        .to_owned();
+    let http = reqwest::Client::new();
+    for path in ["/healthz", "/readyz"] {
+        let r = http
+            .get(format!("http://{ops}{path}"))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status(), 200, "{path}");
+    }
+    // `kv` is a bundled name other tests may serve at the same time: of 50 calls, this instance
+    // gets its share.
+    let mesh = mesh::Mesh::amqp(common::mesh_config())
+        .await
+        .expect("broker");
+    let client = mesh.client("test").await.expect("client");
+    for _ in 0..50 {
+        let inc = client
+            .rpc("kv")
+            .call("inc", serde_json::json!({"key": "ops"}))
+            .await;
+        assert!(inc.is_ok(), "{inc:?}");
+    }
+    let text = http
+        .get(format!("http://{ops}/metrics"))
+        .send()
+        .await
+        .expect("send")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        text.contains(
+            "warren_service_requests_total{service=\"kv\",method=\"inc\",outcome=\"ok\"}"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("warren_service_busy_workers{service=\"kv\"} 0"),
+        "{text}"
+    );
+    let status = tokio::task::spawn_blocking(move || terminate(child, Duration::from_secs(15)))
+        .await
+        .expect("task");
+    assert!(status.success());
+    let logs = tokio::task::spawn_blocking(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut text);
+        text
+    })
+    .await
+    .expect("task");
+    let line = logs
+        .lines()
+        .find(|l| l.contains("serving"))
+        .unwrap_or_else(|| panic!("{logs}"));
+    let parsed: serde_json::Value = serde_json::from_str(line).expect("a JSON log line");
+    assert_eq!(parsed["level"], "INFO", "{line}");
+}

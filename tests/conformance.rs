@@ -74,4 +74,5 @@ on_both_transports!(describe = describe_scenarios:
     the_openapi_document_is_built_live_from_descriptors,
     the_docs_page_is_served_from_the_binary,
     cors_allows_only_configured_origins,
+    metrics_count_calls_by_service_method_and_status,
 );

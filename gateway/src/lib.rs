@@ -17,6 +17,7 @@
 
 mod error;
 mod health;
+mod metrics;
 mod openapi;
 mod problem;
 mod registry;
@@ -96,6 +97,8 @@ impl Gateway {
     /// Starts a gateway on `mesh`: a client for calls, and a transient broadcast subscription
     /// to service descriptors for the registry.
     pub async fn start(mesh: &Mesh, config: GatewayConfig) -> Result<Self, ConnectError> {
+        // Install the process's Prometheus recorder before the first measurement.
+        let _ = mesh::telemetry::prometheus();
         let registry = Arc::new(Registry::default());
         let client = mesh.client("gateway").await?;
         let feed = Service::new("gateway")
@@ -151,6 +154,7 @@ fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/services", get(registry::services))
+        .route("/metrics", get(metrics::metrics))
         .route("/openapi.json", get(openapi_json))
         .merge(docs)
         .fallback(rpc::no_route)

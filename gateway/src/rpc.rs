@@ -2,6 +2,7 @@
 
 use crate::AppState;
 use crate::error::{CallInfo, GatewayError};
+use crate::metrics::CallTimer;
 use crate::registry::Liveness;
 use crate::request::{self, REQUEST_ID};
 use axum::Json;
@@ -24,6 +25,7 @@ pub async fn call(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let timer = CallTimer::start();
     let request_id = request::request_id(&headers);
     let mut info = CallInfo {
         request_id: Some(request_id.clone()),
@@ -59,6 +61,26 @@ pub async fn call(
     }
     .await;
 
+    // Label with names only once they proved real: no client can grow the label set.
+    let (service_label, method_label) = match &outcome {
+        Err(GatewayError::InvalidName { .. } | GatewayError::BadRpcPath) => {
+            ("_invalid", "_invalid")
+        }
+        Err(GatewayError::UnknownService(_)) => ("_unknown", "_unknown"),
+        _ => (
+            info.service.as_deref().unwrap_or("_invalid"),
+            info.method.as_deref().unwrap_or("_invalid"),
+        ),
+    };
+    let method_label = match &outcome {
+        Err(GatewayError::Remote(wire)) if wire.exc_type == "MethodNotFound" => "_unknown",
+        _ => method_label,
+    };
+    let status = match &outcome {
+        Ok(_) => 200,
+        Err(error) => error.classify(&app.config.error_map).0.as_u16(),
+    };
+    timer.finish(service_label, method_label, status);
     match outcome {
         Ok(result) => {
             let mut response = Json(result).into_response();

@@ -45,6 +45,7 @@ pub mod protocol;
 mod running;
 mod service;
 mod shutdown;
+pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod transport;

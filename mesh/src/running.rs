@@ -96,6 +96,11 @@ impl RunningService {
         &self.stats
     }
 
+    /// Sets the gauges sampled from its counters (busy workers) before a metrics scrape.
+    pub fn publish_gauges(&self) {
+        crate::telemetry::busy(&self.name, self.stats.busy());
+    }
+
     /// Stops consuming, requeues what has not started, waits up to the grace period for
     /// in-flight handlers, then closes its channels (the broker requeues anything still unacked).
     pub async fn stop(self) {

@@ -47,7 +47,7 @@ pub async fn services_are_listed_with_methods_and_live_instances(kind: Kind) {
         .and_then(|all| all.iter().find(|s| s["name"] == greeter.as_str()))
         .cloned()
         .unwrap_or_default();
-    assert_eq!(entry["methods"], json!(["hello", "slow"]));
+    assert_eq!(entry["methods"], json!(["fib", "hello", "slow"]));
     assert_eq!(entry["version"], env!("CARGO_PKG_VERSION"));
 }
 
@@ -229,4 +229,53 @@ pub async fn cors_allows_only_configured_origins(kind: Kind) {
         .await
         .expect("send");
     assert!(r.headers().get("access-control-allow-origin").is_none());
+}
+
+pub async fn metrics_count_calls_by_service_method_and_status(kind: Kind) {
+    let mut h = Harness::on(kind, GatewayConfig::default()).await;
+    let greeter = unique("greeter");
+    h.serve(greeter::service_named(&greeter)).await;
+    assert_eq!(
+        h.post(&greeter, "hello", json!({"name": "m"}))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        h.post(&greeter, "hello", json!({"nope": 1})).await.status(),
+        400
+    );
+    assert_eq!(
+        h.post(&unique("nobody"), "x", json!({})).await.status(),
+        404
+    );
+    let r = h
+        .http
+        .get(format!("{}/metrics", h.base))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.expect("text");
+    let has = |needle: &str| text.lines().any(|l| l.contains(needle));
+    let ok = format!(
+        "warren_gateway_requests_total{{service=\"{greeter}\",method=\"hello\",status=\"200\"}} 1"
+    );
+    assert!(has(&ok), "{ok} missing in:\n{text}");
+    assert!(has(&format!(
+        "warren_gateway_requests_total{{service=\"{greeter}\",method=\"hello\",status=\"400\"}} 1"
+    )));
+    assert!(
+        has("service=\"_unknown\",method=\"_unknown\",status=\"404\""),
+        "{text}"
+    );
+    assert!(has("warren_gateway_request_duration_seconds_bucket"));
+    assert!(has("warren_gateway_pending_calls 0"));
+    // The service's own measurements (same process here).
+    assert!(
+        has(&format!(
+            "warren_service_requests_total{{service=\"{greeter}\",method=\"hello\",outcome=\"ok\"}}"
+        )),
+        "{text}"
+    );
 }

@@ -6,21 +6,18 @@ use super::broker::{Broker, declare_topic_exchange};
 use super::consumer::{DeliveryHandler, HandleDelivery, into_handler};
 use super::headers;
 use super::rpc::ack;
-use crate::error::{ConnectError, RpcError};
+use crate::error::ConnectError;
 use crate::events::{BROADCAST_QUEUE_EXPIRES_MS, HandlerType, Subscription, dead_letter_queue};
-use crate::handler::Call;
 use crate::protocol::events_exchange;
 use crate::running::ServiceStats;
 use crate::service::{ErasedHandler, Routes};
-use futures_util::FutureExt;
+use crate::telemetry::{self, EventOutcome};
 use lapin::Channel;
 use lapin::message::Delivery;
 use lapin::options::{BasicNackOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use serde_json::Value;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 /// A subscription's channel and queues, declared.
 pub(crate) struct Declared {
@@ -138,18 +135,16 @@ impl HandleDelivery for EventWorker {
             }
         };
         let context = headers::read(delivery.properties.headers().as_ref());
-        let ctx = self.routes.ctx(&self.subscription.method, context);
-        let outcome = AssertUnwindSafe((self.handler)(Call::event(ctx, payload)))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|_| Err(RpcError::internal("the handler panicked")));
+        let method = &self.subscription.method;
+        let outcome =
+            telemetry::run_event(&self.routes, &self.handler, method, context, payload).await;
         match outcome {
             Ok(_) => {
-                self.stats.events_handled.fetch_add(1, Ordering::Relaxed);
+                self.count(EventOutcome::Handled);
                 ack(&delivery, label).await;
             }
             Err(error) if !delivery.redelivered => {
-                self.stats.events_retried.fetch_add(1, Ordering::Relaxed);
+                self.count(EventOutcome::Retried);
                 tracing::warn!(queue = %label, %error, "event handler failed; retrying once");
                 requeue(&delivery, label).await;
             }
@@ -159,6 +154,15 @@ impl HandleDelivery for EventWorker {
 }
 
 impl EventWorker {
+    fn count(&self, outcome: EventOutcome) {
+        telemetry::event(
+            &self.routes,
+            &self.stats,
+            &self.subscription.event_type,
+            outcome,
+        );
+    }
+
     /// Moves the event to the dead-letter queue (confirmed), then acks it. If the broker does not
     /// take the copy, the event goes back to its queue instead: it is never dropped.
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) {
@@ -173,9 +177,7 @@ impl EventWorker {
         };
         match copied {
             Ok(()) => {
-                self.stats
-                    .events_dead_lettered
-                    .fetch_add(1, Ordering::Relaxed);
+                self.count(EventOutcome::DeadLettered);
                 tracing::error!(%queue, %reason, "event moved to its dead-letter queue");
                 ack(delivery, queue).await;
             }

@@ -2,15 +2,11 @@
 
 use super::consume::HandleMessage;
 use super::{DeadLetter, EventMessage, Registry};
-use crate::error::RpcError;
 use crate::events::{Subscription, dead_letter_queue};
-use crate::handler::Call;
 use crate::running::ServiceStats;
 use crate::service::{ErasedHandler, Routes};
-use futures_util::FutureExt;
-use std::panic::AssertUnwindSafe;
+use crate::telemetry::{self, EventOutcome};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 pub(crate) struct EventWorker {
     registry: Arc<Registry>,
@@ -46,20 +42,21 @@ impl EventWorker {
 
 impl HandleMessage<EventMessage> for EventWorker {
     async fn handle(&self, message: EventMessage) {
-        let ctx = self
-            .routes
-            .ctx(&self.subscription.method, message.context.clone());
-        let call = Call::event(ctx, message.payload.clone());
-        let outcome = AssertUnwindSafe((self.handler)(call))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|_| Err(RpcError::internal("the handler panicked")));
+        let outcome = telemetry::run_event(
+            &self.routes,
+            &self.handler,
+            &self.subscription.method,
+            message.context.clone(),
+            message.payload.clone(),
+        )
+        .await;
+        let event_type = &self.subscription.event_type;
         match outcome {
             Ok(_) => {
-                self.stats.events_handled.fetch_add(1, Ordering::Relaxed);
+                telemetry::event(&self.routes, &self.stats, event_type, EventOutcome::Handled);
             }
             Err(error) if !message.redelivered => {
-                self.stats.events_retried.fetch_add(1, Ordering::Relaxed);
+                telemetry::event(&self.routes, &self.stats, event_type, EventOutcome::Retried);
                 tracing::warn!(queue = %self.queue, %error, "event handler failed; retrying once");
                 let retry = EventMessage {
                     redelivered: true,
@@ -79,9 +76,12 @@ impl HandleMessage<EventMessage> for EventWorker {
                         reason: error.to_string(),
                     },
                 );
-                self.stats
-                    .events_dead_lettered
-                    .fetch_add(1, Ordering::Relaxed);
+                telemetry::event(
+                    &self.routes,
+                    &self.stats,
+                    event_type,
+                    EventOutcome::DeadLettered,
+                );
             }
         }
     }

@@ -3,12 +3,9 @@
 
 use super::Request;
 use super::consume::HandleMessage;
-use crate::error::RpcError;
-use crate::handler::Call;
 use crate::running::ServiceStats;
 use crate::service::Routes;
-use futures_util::FutureExt;
-use std::panic::AssertUnwindSafe;
+use crate::telemetry;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -26,18 +23,17 @@ impl RpcWorker {
 impl HandleMessage<Request> for RpcWorker {
     async fn handle(&self, request: Request) {
         if request.context.deadline.is_some_and(|d| d.expired()) {
-            self.stats.expired.fetch_add(1, Ordering::Relaxed);
+            telemetry::expired(&self.routes, &self.stats);
             return;
         }
-        let ctx = self.routes.ctx(&request.method, request.context);
-        let outcome = AssertUnwindSafe(self.routes.dispatch(Call::rpc(ctx, request.body)))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|_| Err(RpcError::internal("the handler panicked")));
-        if outcome.is_err() {
-            self.stats.failed.fetch_add(1, Ordering::Relaxed);
-        }
-        self.stats.handled.fetch_add(1, Ordering::Relaxed);
+        let outcome = telemetry::run_rpc(
+            &self.routes,
+            &self.stats,
+            &request.method,
+            request.context,
+            Ok(request.body),
+        )
+        .await;
         if request
             .reply
             .send(outcome.map_err(|e| e.to_wire()))
