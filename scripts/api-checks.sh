@@ -229,7 +229,8 @@ gateway_ready() {
     "$base_python" - "$gw_pid" "$out/gateway.stdout" "$doc" "$out/gateway.url" <<'EOF'
 import json, os, re, sys, time, urllib.request
 pid, stdout, doc, url_file = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
-deadline = time.monotonic() + 30
+start = time.monotonic()
+deadline = start + 30
 def alive():
     try:
         os.kill(pid, 0)
@@ -254,11 +255,11 @@ while url is None:
         url = m.group(1)
     else:
         time.sleep(0.05)
-print("address:", url)
+print(f"{time.monotonic() - start:.2f}s address: {url}")
 while get(url + "/readyz")[0] != 200:
     assert alive() and time.monotonic() < deadline, "not ready within 30 s"
     time.sleep(0.05)
-print("ready")
+print(f"{time.monotonic() - start:.2f}s ready")
 want = {p for p in json.load(open(doc))["paths"] if p.startswith("/rpc/")}
 while True:
     status, body = get(url + "/openapi.json")
@@ -267,7 +268,7 @@ while True:
         break
     assert alive() and time.monotonic() < deadline, f"live document still lacks {sorted(want - have)}"
     time.sleep(0.1)
-print(f"live /openapi.json has all {len(want)} committed rpc paths ({len(have)} paths)")
+print(f"{time.monotonic() - start:.2f}s live /openapi.json has all {len(want)} committed rpc paths ({len(have)} paths)")
 open(url_file, "w").write(url)
 EOF
 }

@@ -66,6 +66,7 @@ on_both_transports!(events = event_scenarios:
     a_call_through_two_services_carries_the_request_id_stack,
     the_deadline_travels_down_the_chain,
     a_handler_dispatches_and_the_context_follows_the_event,
+    the_w3c_trace_crosses_the_gateway_and_services,
 );
 
 on_both_transports!(describe = describe_scenarios:

@@ -52,7 +52,13 @@ pub async fn call(
         request::check_content_type(&headers)?;
         let bytes = request::read_body(&headers, body, config.max_body_bytes).await?;
         let arguments = request::arguments(&bytes)?;
-        let context = CallContext::rooted_at(request_id.clone()).with_deadline(deadline);
+        let mut context = CallContext::rooted_at(request_id.clone()).with_deadline(deadline);
+        // The caller's trace, when it sent one; the service's span then joins it.
+        context.traceparent = headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(mesh::trace::TraceParent::parse)
+            .map(|t| t.to_string());
         let result = app
             .client
             .call(&service, &method, arguments, context)

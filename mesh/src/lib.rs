@@ -48,6 +48,7 @@ mod shutdown;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod trace;
 mod transport;
 
 pub use amqp::{Broker, Publisher, RpcClient, serve};

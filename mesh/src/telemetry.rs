@@ -17,6 +17,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::OnceLock;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
+use tracing::Instrument;
 
 /// Latency buckets, seconds: 100 µs to 30 s.
 const BUCKETS: &[f64] = &[
@@ -61,8 +62,10 @@ pub(crate) async fn run_rpc(
         Err(error) => Err(error),
         Ok(body) => {
             let ctx = routes.ctx(method, context);
+            let span = call_span(&ctx);
             AssertUnwindSafe(routes.dispatch(Call::rpc(ctx, body)))
                 .catch_unwind()
+                .instrument(span)
                 .await
                 .unwrap_or_else(|_| Err(RpcError::internal("the handler panicked")))
         }
@@ -78,6 +81,20 @@ pub(crate) async fn run_rpc(
     metrics::counter!("warren_service_requests_total", "service" => service, "method" => method.to_owned(), "outcome" => result)
         .increment(1);
     outcome
+}
+
+/// The span of one call: service, method, the request id (the root of the call id stack), the
+/// whole stack, and the trace context.
+fn call_span(ctx: &crate::Ctx) -> tracing::Span {
+    let stack = ctx.call_id_stack();
+    tracing::info_span!(
+        "call",
+        service = %ctx.service(),
+        method = %ctx.method(),
+        request_id = %stack.first().map(String::as_str).unwrap_or(""),
+        call_id_stack = %stack.join(" > "),
+        traceparent = %ctx.traceparent().unwrap_or(""),
+    )
 }
 
 /// Counts a request skipped because its deadline passed while it waited.
@@ -104,8 +121,10 @@ pub(crate) async fn run_event(
     payload: Value,
 ) -> Result<Value, RpcError> {
     let ctx = routes.ctx(method, context);
+    let span = call_span(&ctx);
     AssertUnwindSafe(handler(Call::event(ctx, payload)))
         .catch_unwind()
+        .instrument(span)
         .await
         .unwrap_or_else(|_| Err(RpcError::internal("the handler panicked")))
 }

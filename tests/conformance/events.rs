@@ -465,3 +465,62 @@ pub async fn a_handler_dispatches_and_the_context_follows_the_event(kind: Kind) 
         "{stack}"
     );
 }
+
+async fn trace(ctx: Ctx) -> Result<Option<String>, RpcError> {
+    Ok(ctx.traceparent().map(str::to_owned))
+}
+
+/// Calls `target.trace` and returns its traceparent along with this call's own.
+async fn relay_trace(ctx: Ctx, Args(t): Args<Target>) -> Result<Value, RpcError> {
+    let theirs = ctx.rpc(&t.target).call("trace", json!({})).await?;
+    Ok(json!({"mine": ctx.traceparent(), "theirs": theirs}))
+}
+
+pub async fn the_w3c_trace_crosses_the_gateway_and_services(kind: Kind) {
+    let mut h = Harness::on(kind, GatewayConfig::default()).await;
+    let front = unique("front");
+    let back = unique("back");
+    h.serve(Service::new(front.clone()).rpc("relay_trace", relay_trace))
+        .await;
+    h.serve(Service::new(back.clone()).rpc("trace", trace))
+        .await;
+    let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let r = h
+        .http
+        .post(format!("{}/rpc/{front}/relay_trace", h.base))
+        .header("traceparent", incoming)
+        .json(&json!({"target": back}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    let spans: Value = r.json().await.expect("json");
+    let (mine, theirs) = (
+        spans["mine"].as_str().unwrap_or(""),
+        spans["theirs"].as_str().unwrap_or(""),
+    );
+    for span in [mine, theirs] {
+        assert!(
+            span.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+            "{spans}"
+        );
+        assert!(span.ends_with("-01"), "{spans}");
+        assert_ne!(span, incoming, "each call is a span of its own");
+    }
+    assert_ne!(mine, theirs);
+
+    // Without one, the gateway's call starts a trace that the next hop joins.
+    let r = h.post(&front, "relay_trace", json!({"target": back})).await;
+    let spans: Value = r.json().await.expect("json");
+    let trace_id = |s: &Value| {
+        s.as_str()
+            .and_then(|t| t.split('-').nth(1))
+            .map(str::to_owned)
+    };
+    assert!(trace_id(&spans["mine"]).is_some(), "{spans}");
+    assert_eq!(
+        trace_id(&spans["mine"]),
+        trace_id(&spans["theirs"]),
+        "{spans}"
+    );
+}
