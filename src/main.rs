@@ -145,6 +145,19 @@ struct GatewayArgs {
         value_delimiter = ','
     )]
     cors_origins: Vec<String>,
+    /// Which methods to serve: `<service>.<method>` patterns with `*` (repeatable), e.g.
+    /// `kv.get`, `greeting_service.*`; every public method by default. Names starting with `_`
+    /// are never served.
+    #[arg(
+        long = "expose",
+        env = "WARREN_EXPOSE",
+        value_delimiter = ',',
+        default_value = "*.*"
+    )]
+    expose: Vec<String>,
+    /// Calls in flight above which the gateway answers 503 with Retry-After at once.
+    #[arg(long, env = "WARREN_MAX_IN_FLIGHT", default_value_t = 10_000)]
+    max_in_flight: usize,
     /// The URL clients reach the gateway at, named in the OpenAPI document.
     #[arg(long, env = "WARREN_PUBLIC_URL", default_value = "/")]
     public_url: String,
@@ -154,12 +167,12 @@ struct GatewayArgs {
 }
 
 impl GatewayArgs {
-    fn config(&self) -> GatewayConfig {
+    fn config(&self) -> Result<GatewayConfig> {
         let mut error_map = ErrorMap::default();
         for (exc_type, status) in &self.error_status {
             error_map.insert(exc_type.clone(), *status);
         }
-        GatewayConfig {
+        Ok(GatewayConfig {
             default_timeout: Duration::from_millis(self.timeout_ms.max(1)),
             max_timeout: Duration::from_millis(self.max_timeout_ms.max(1)),
             max_body_bytes: self.max_body_bytes,
@@ -169,7 +182,10 @@ impl GatewayArgs {
                 server_url: self.public_url.clone(),
                 ..warren_gateway::DocumentInfo::default()
             },
-        }
+            exposure: warren_gateway::Exposure::parse(&self.expose)
+                .map_err(|e| anyhow::anyhow!("invalid --expose {e}"))?,
+            max_in_flight: self.max_in_flight.max(1),
+        })
     }
 }
 
@@ -319,7 +335,7 @@ async fn serve(mesh: &Mesh, front: Serve<'_>, services: &[String]) -> Result<()>
                 .await
                 .with_context(|| format!("cannot listen on {}", args.listen))?;
             let address = listener.local_addr()?;
-            let gateway = warren_gateway::Gateway::start(mesh, args.config()).await?;
+            let gateway = warren_gateway::Gateway::start(mesh, args.config()?).await?;
             let app = gateway.router();
             println!("warren: gateway on http://{address} over {transport}{services_note}");
             warren_gateway::serve(listener, app, mesh::terminate_signal()).await?;

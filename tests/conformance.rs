@@ -49,6 +49,8 @@ on_both_transports!(http = http_scenarios:
     transport_closed_is_503_and_not_ready,
     deadline_passed_is_504_and_the_late_reply_is_dropped,
     x_timeout_ms_is_capped_by_the_maximum,
+    only_exposed_methods_are_served_and_documented,
+    above_max_in_flight_the_gateway_answers_503_at_once,
 );
 
 on_both_transports!(rpc = rpc_scenarios:

@@ -58,6 +58,12 @@ pub enum GatewayError {
     /// No queue is bound for the service.
     #[error("unknown service `{0}`")]
     UnknownService(String),
+    /// The exposure policy does not serve this method.
+    #[error("`{0}.{1}` is not exposed by this gateway")]
+    NotExposed(String, String),
+    /// The gateway is at its in-flight limit.
+    #[error("the gateway is at its limit of {0} calls in flight; retry shortly")]
+    Overloaded(usize),
     /// The service is known, but no instance of it is live.
     #[error("no live instance of service `{0}`")]
     NoLiveInstance(String),
@@ -154,6 +160,8 @@ impl GatewayError {
         match self {
             Self::InvalidName { .. } => (S::BAD_REQUEST, "invalid-name", "Invalid name"),
             Self::BadRpcPath => (S::BAD_REQUEST, "invalid-path", "Invalid RPC path"),
+            Self::NotExposed(..) => (S::FORBIDDEN, "not-exposed", "Not exposed"),
+            Self::Overloaded(_) => (S::SERVICE_UNAVAILABLE, "overloaded", "Overloaded"),
             Self::MalformedJson(_) => (S::BAD_REQUEST, "malformed-json", "Malformed JSON"),
             Self::NotArguments(_) => (S::BAD_REQUEST, "invalid-arguments", "Invalid arguments"),
             Self::InvalidHeader { .. } => (S::BAD_REQUEST, "invalid-header", "Invalid header"),
@@ -220,7 +228,7 @@ impl GatewayError {
             },
             request_id: call.request_id.clone(),
             retry_after: match self {
-                Self::Unavailable(_) | Self::NoLiveInstance(_) => Some(1),
+                Self::Unavailable(_) | Self::NoLiveInstance(_) | Self::Overloaded(_) => Some(1),
                 _ => None,
             },
             allow: match self {

@@ -19,6 +19,7 @@ mod error;
 mod health;
 mod metrics;
 mod openapi;
+mod policy;
 mod problem;
 mod registry;
 mod request;
@@ -27,6 +28,7 @@ mod rpc;
 pub use axum::http::StatusCode;
 pub use error::{CallInfo, ErrorMap, GatewayError};
 pub use openapi::{DocumentInfo, document};
+pub use policy::Exposure;
 pub use problem::{PROBLEM_JSON, Problem};
 pub use registry::{InstanceOverview, Liveness, Registry, ServiceOverview};
 pub use request::{REQUEST_ID, TIMEOUT_MS};
@@ -63,6 +65,10 @@ pub struct GatewayConfig {
     pub cors_origins: Vec<String>,
     /// How the OpenAPI document presents the gateway.
     pub document: DocumentInfo,
+    /// Which methods the gateway serves.
+    pub exposure: Exposure,
+    /// Calls in flight above which the gateway answers 503 at once.
+    pub max_in_flight: usize,
 }
 
 impl Default for GatewayConfig {
@@ -74,6 +80,8 @@ impl Default for GatewayConfig {
             error_map: ErrorMap::default(),
             cors_origins: Vec::new(),
             document: DocumentInfo::default(),
+            exposure: Exposure::default(),
+            max_in_flight: 10_000,
         }
     }
 }
@@ -84,6 +92,7 @@ pub struct AppState {
     client: Client,
     registry: Arc<Registry>,
     config: Arc<GatewayConfig>,
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 /// A gateway on a mesh: its client, its registry of services (fed by their descriptors) and
@@ -114,6 +123,7 @@ impl Gateway {
             state: AppState {
                 client,
                 registry,
+                in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight)),
                 config: Arc::new(config),
             },
             registry_feed,
@@ -167,7 +177,14 @@ fn router(state: AppState) -> Router {
 
 /// `GET /openapi.json`: the document of every service with a live instance, built now.
 async fn openapi_json(State(app): State<AppState>) -> Response {
-    let document = document(&app.registry.live_descriptors(), &app.config.document);
+    // Only what the policy exposes is documented.
+    let exposure = &app.config.exposure;
+    let mut services = app.registry.live_descriptors();
+    for service in &mut services {
+        let name = service.service.clone();
+        service.methods.retain(|m| exposure.allows(&name, &m.name));
+    }
+    let document = document(&services, &app.config.document);
     axum::Json(document).into_response()
 }
 

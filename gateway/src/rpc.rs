@@ -42,6 +42,15 @@ pub async fn call(
                 reason,
             })?;
         }
+        if !app.config.exposure.allows(&service, &method) {
+            return Err(GatewayError::NotExposed(service.clone(), method.clone()));
+        }
+        // Bounded work: above the limit, refuse at once rather than queue without end.
+        let _permit = app
+            .in_flight
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| GatewayError::Overloaded(app.config.max_in_flight))?;
         // A service whose instances all stopped would only queue the call until its deadline.
         if app.registry.liveness(&service) == Liveness::NoLiveInstance {
             return Err(GatewayError::NoLiveInstance(service.clone()));

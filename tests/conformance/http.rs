@@ -365,3 +365,113 @@ pub async fn x_timeout_ms_is_capped_by_the_maximum(kind: Kind) {
         started.elapsed()
     );
 }
+
+async fn private() -> Result<&'static str, RpcError> {
+    Ok("secret")
+}
+
+pub async fn only_exposed_methods_are_served_and_documented(kind: Kind) {
+    let greeter = unique("greeter");
+    let config = GatewayConfig {
+        exposure: warren_gateway::Exposure::parse(&[
+            format!("{greeter}.hello"),
+            "*.ping".to_owned(),
+        ])
+        .expect("patterns"),
+        ..GatewayConfig::default()
+    };
+    let mut h = Harness::on(kind, config).await;
+    h.serve(greeter::service_named(&greeter)).await;
+    let svc = unique("private");
+    h.serve(
+        Service::new(svc.clone())
+            .rpc("ping", ping)
+            .rpc("_ping", private),
+    )
+    .await;
+
+    assert_eq!(
+        h.post(&greeter, "hello", json!({"name": "x"}))
+            .await
+            .status(),
+        200
+    );
+    let body = assert_problem(
+        h.post(&greeter, "slow", json!({"ms": 1})).await,
+        403,
+        "not-exposed",
+    )
+    .await;
+    assert_eq!(body["method"], "slow");
+    assert_eq!(h.post(&svc, "ping", json!({})).await.status(), 200);
+    // Names starting with `_` are never served, whatever the patterns.
+    assert_problem(h.post(&svc, "_ping", json!({})).await, 403, "not-exposed").await;
+
+    let client = h.client.clone();
+    let documented = wait_until(Duration::from_secs(5), || {
+        let (http, base, greeter) = (h.http.clone(), h.base.clone(), greeter.clone());
+        async move {
+            let doc: serde_json::Value = match http.get(format!("{base}/openapi.json")).send().await
+            {
+                Ok(r) => r.json().await.unwrap_or_default(),
+                Err(_) => return false,
+            };
+            doc["paths"][format!("/rpc/{greeter}/hello")].is_object()
+        }
+    })
+    .await;
+    assert!(documented, "{:?}", client.stats());
+    let doc: serde_json::Value = h
+        .http
+        .get(format!("{}/openapi.json", h.base))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert!(doc["paths"][format!("/rpc/{greeter}/slow")].is_null());
+    assert!(doc["paths"][format!("/rpc/{svc}/_ping")].is_null());
+}
+
+pub async fn above_max_in_flight_the_gateway_answers_503_at_once(kind: Kind) {
+    let config = GatewayConfig {
+        max_in_flight: 2,
+        ..GatewayConfig::default()
+    };
+    let (h, _, greeter) = harness(kind, config).await;
+    let url = format!("{}/rpc/{greeter}/slow", h.base);
+    let slow: Vec<_> = (0..2)
+        .map(|_| {
+            let (http, url) = (h.http.clone(), url.clone());
+            tokio::spawn(async move { http.post(url).json(&json!({"ms": 1000})).send().await })
+        })
+        .collect();
+    let client = h.client.clone();
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let c = client.clone();
+            async move { c.stats().pending == 2 }
+        })
+        .await
+    );
+    let started = Instant::now();
+    let r = h.post(&greeter, "hello", json!({"name": "x"})).await;
+    let retry_after = r.headers().get("retry-after").cloned();
+    assert_problem(r, 503, "overloaded").await;
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(retry_after.is_some());
+    for call in slow {
+        assert_eq!(call.await.expect("task").expect("send").status(), 200);
+    }
+    assert_eq!(
+        h.post(&greeter, "hello", json!({"name": "x"}))
+            .await
+            .status(),
+        200
+    );
+}
