@@ -312,6 +312,12 @@ enum Serve<'a> {
 async fn serve(mesh: &Mesh, front: Serve<'_>, services: &[String]) -> Result<()> {
     // The Prometheus recorder must exist before the first measurement.
     let _ = mesh::telemetry::prometheus();
+    // The gateway follows descriptors before any service announces itself, so its registry
+    // and document are complete from the start.
+    let gateway = match &front {
+        Serve::Gateway(args) => Some(warren_gateway::Gateway::start(mesh, args.config()?).await?),
+        Serve::Services { .. } => None,
+    };
     let mut running: Vec<RunningService> = Vec::new();
     for name in services {
         running.push(bundled::start(mesh, name).await?);
@@ -331,11 +337,11 @@ async fn serve(mesh: &Mesh, front: Serve<'_>, services: &[String]) -> Result<()>
     let running = std::sync::Arc::new(running);
     match front {
         Serve::Gateway(args) => {
+            let gateway = gateway.context("the gateway was not started")?;
             let listener = tokio::net::TcpListener::bind(&args.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", args.listen))?;
             let address = listener.local_addr()?;
-            let gateway = warren_gateway::Gateway::start(mesh, args.config()?).await?;
             let app = gateway.router();
             println!("warren: gateway on http://{address} over {transport}{services_note}");
             warren_gateway::serve(listener, app, mesh::terminate_signal()).await?;

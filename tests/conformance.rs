@@ -51,6 +51,7 @@ on_both_transports!(http = http_scenarios:
     x_timeout_ms_is_capped_by_the_maximum,
     only_exposed_methods_are_served_and_documented,
     above_max_in_flight_the_gateway_answers_503_at_once,
+    a_one_millisecond_deadline_is_504_not_an_outage,
 );
 
 on_both_transports!(rpc = rpc_scenarios:

@@ -103,6 +103,7 @@ pub fn document(services: &[ServiceDescriptor], info: &DocumentInfo) -> Value {
             "license": {"name": "MIT OR Apache-2.0", "identifier": "MIT OR Apache-2.0"},
         },
         "servers": [{"url": info.server_url, "description": "this gateway"}],
+        "security": [],
         "tags": tags,
         "paths": paths,
         "components": {
@@ -232,14 +233,14 @@ fn parameters() -> Value {
             "name": "X-Request-Id",
             "in": "header",
             "required": false,
-            "description": "Kept (1-128 visible ASCII characters) or made; echoed back and used as the root of the call id stack",
-            "schema": {"type": "string", "maxLength": 128},
+            "description": "Kept when it is 1-128 visible ASCII characters, replaced by a new id otherwise; echoed back and used as the root of the call id stack",
+            "schema": {"type": "string"},
         },
         "X-Timeout-Ms": {
             "name": "X-Timeout-Ms",
             "in": "header",
             "required": false,
-            "description": "This call's deadline in milliseconds, capped by the gateway's maximum",
+            "description": "This call's deadline in milliseconds; larger values are capped at the gateway's maximum",
             "schema": {"type": "integer", "minimum": 1},
         },
     })

@@ -68,10 +68,17 @@ pub async fn call(
             .and_then(|v| v.to_str().ok())
             .and_then(mesh::trace::TraceParent::parse)
             .map(|t| t.to_string());
+        let requested_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
         let result = app
             .client
             .call(&service, &method, arguments, context)
-            .await?;
+            .await
+            .map_err(|e| match e {
+                mesh::CallError::DeadlineExceeded(_) => {
+                    GatewayError::DeadlineExceeded(requested_ms)
+                }
+                other => other.into(),
+            })?;
         Ok::<_, GatewayError>(result)
     }
     .await;

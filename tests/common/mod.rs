@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod process;
+
 use mesh::{Broker, Client, Mesh, MeshConfig, RunningService, Service};
 use std::future::Future;
 use std::net::SocketAddr;

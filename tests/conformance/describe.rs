@@ -147,7 +147,13 @@ pub async fn the_docs_page_is_served_from_the_binary(kind: Kind) {
         .send()
         .await
         .expect("send");
-    assert!(init.text().await.expect("js").contains("/openapi.json"));
+    let init = init.text().await.expect("js");
+    assert!(init.contains("/openapi.json"), "{init}");
+    // No badge from an external validator.
+    assert!(
+        init.replace(' ', "").contains(r#""validatorUrl":"none""#),
+        "{init}"
+    );
     let bundle = h
         .http
         .get(format!("{}/docs/swagger-ui-bundle.js", h.base))

@@ -475,3 +475,19 @@ pub async fn above_max_in_flight_the_gateway_answers_503_at_once(kind: Kind) {
         200
     );
 }
+
+pub async fn a_one_millisecond_deadline_is_504_not_an_outage(kind: Kind) {
+    let (h, _, greeter) = harness(kind, GatewayConfig::default()).await;
+    for _ in 0..20 {
+        let r = h
+            .http
+            .post(format!("{}/rpc/{greeter}/slow", h.base))
+            .header("x-timeout-ms", "1")
+            .json(&json!({"ms": 5}))
+            .send()
+            .await
+            .expect("send");
+        let body = assert_problem(r, 504, "deadline-exceeded").await;
+        assert_eq!(body["detail"], "no reply within the deadline of 1 ms");
+    }
+}

@@ -110,6 +110,12 @@ impl Outbound for LocalOutbound {
                     counters.timeouts.fetch_add(1, Ordering::Relaxed);
                     Err(CallError::DeadlineExceeded(budget_ms))
                 }
+                // A service drops a request whose deadline passed while it waited (as over AMQP,
+                // where the caller then times out): that is the deadline, not an outage.
+                Ok(Err(_dropped)) if deadline.expired() => {
+                    counters.timeouts.fetch_add(1, Ordering::Relaxed);
+                    Err(CallError::DeadlineExceeded(budget_ms))
+                }
                 Ok(Err(_dropped)) => Err(CallError::Unavailable(
                     "the service dropped the request".into(),
                 )),

@@ -46,6 +46,7 @@ pub async fn hello(Args(h): Args<Hello>) -> Result<String, RpcError> {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct Fib {
     /// Which Fibonacci number.
+    #[schema(maximum = 40)]
     pub n: u32,
 }
 
@@ -73,6 +74,7 @@ pub async fn fib(Args(f): Args<Fib>) -> Result<u64, RpcError> {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct Slow {
     /// How long to sleep, in milliseconds.
+    #[schema(maximum = 600000)]
     pub ms: u64,
 }
 

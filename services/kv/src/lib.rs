@@ -2,7 +2,8 @@
 //!
 //! - `get(key)` → the value, or `NotFound`
 //! - `put(key, value)` → `null`
-//! - `inc(key, by=1)` → the new value; a missing key counts from 0, a non-integer is `BadRequest`
+//! - `inc(key, by=1)` → the new value; a missing key counts from 0; a stored value that is not an
+//!   integer, or one that would overflow, is `Conflict` (the request is fine, the state is not)
 //! - `delete(key)` → whether the key existed
 //!
 //! Every operation takes one lock around one map operation, so concurrent increments are never
@@ -96,12 +97,12 @@ pub async fn inc(State(store): State<Store>, Args(i): Args<Inc>) -> Result<i64, 
     let current = match map.get(&i.key) {
         None => 0,
         Some(value) => value.as_i64().ok_or_else(|| {
-            RpcError::bad_request(format!("the value at `{}` is not an integer", i.key))
+            RpcError::conflict(format!("the value at `{}` is not an integer", i.key))
         })?,
     };
     let next = current
         .checked_add(i.by)
-        .ok_or_else(|| RpcError::bad_request(format!("`{}` would overflow", i.key)))?;
+        .ok_or_else(|| RpcError::conflict(format!("`{}` would overflow", i.key)))?;
     map.insert(i.key, Value::from(next));
     Ok(next)
 }
@@ -141,7 +142,7 @@ mod tests {
         });
         assert_eq!(put(State(s.clone()), put_s).await, Ok(()));
         let err = inc(State(s.clone()), by(1)).await;
-        assert_eq!(err.map_err(|e| e.kind()), Err(ErrorKind::BadRequest));
+        assert_eq!(err.map_err(|e| e.kind()), Err(ErrorKind::Conflict));
         assert_eq!(delete(State(s.clone()), key("a")).await, Ok(true));
         assert_eq!(delete(State(s.clone()), key("a")).await, Ok(false));
     }
