@@ -79,12 +79,21 @@ pub(crate) async fn declare(
         )
         .await
         .map_err(setup)?;
+    // The dead-letter queue lives as long as its queue: forever for a shared queue, until
+    // expiry for a broadcast one, with the connection for a transient one.
     let dead_letter_queue = dead_letter_queue(&queue);
+    let mut dead_letter_arguments = FieldTable::default();
+    if subscription.handler_type == HandlerType::Broadcast && !subscription.transient {
+        dead_letter_arguments.insert(
+            "x-expires".into(),
+            AMQPValue::LongLongInt(BROADCAST_QUEUE_EXPIRES_MS),
+        );
+    }
     channel
         .queue_declare(
             dead_letter_queue.as_str().into(),
-            durable,
-            FieldTable::default(),
+            options,
+            dead_letter_arguments,
         )
         .await
         .map_err(setup)?;
