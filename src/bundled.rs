@@ -1,7 +1,7 @@
 //! The services shipped with Warren, by name, for `warren run` and `warren dev`.
 
 use anyhow::{Context, Result, bail};
-use mesh::{Broker, RunningService, serve};
+use mesh::{Mesh, RunningService};
 use std::path::PathBuf;
 use tokio::task::JoinHandle;
 
@@ -77,6 +77,11 @@ impl Started {
         self.service.name()
     }
 
+    /// The running service (its counters, its gauges).
+    pub fn running(&self) -> &RunningService {
+        &self.service
+    }
+
     /// Stops the service gracefully, then closes its store or index.
     pub async fn stop(self) {
         self.service.stop().await;
@@ -93,16 +98,16 @@ impl Started {
     }
 }
 
-/// Starts the bundled service `name` on `broker`.
-pub async fn start(broker: &Broker, name: &str, settings: &Settings) -> Result<Started> {
+/// Starts the bundled service `name` on `mesh`.
+pub async fn start(mesh: &Mesh, name: &str, settings: &Settings) -> Result<Started> {
     let (service, resources) = match canonical(name) {
-        Some(greeter::NAME) => (serve(broker, greeter::service()).await?, Resources::None),
-        Some(kv::NAME) => (serve(broker, kv::service()).await?, Resources::None),
+        Some(greeter::NAME) => (mesh.serve(greeter::service()).await?, Resources::None),
+        Some(kv::NAME) => (mesh.serve(kv::service()).await?, Resources::None),
         Some(library::NAME) => {
             let store = library::Store::open(&settings.library())
                 .await
                 .context("cannot start the library")?;
-            let service = serve(broker, library::service(store.clone())).await?;
+            let service = mesh.serve(library::service(store.clone())).await?;
             (service, Resources::Library(store))
         }
         Some(indexer::NAME) => {
@@ -111,9 +116,9 @@ pub async fn start(broker: &Broker, name: &str, settings: &Settings) -> Result<S
                 .await?
                 .context("cannot start the indexer")?;
             // Serve first, so the event subscriptions consume; then catch up in the background.
-            let service = serve(broker, indexer::service(index.clone())).await?;
+            let service = mesh.serve(indexer::service(index.clone())).await?;
             let catch_up = indexer::spawn_catch_up(
-                broker.client(indexer::NAME),
+                mesh.client(indexer::NAME).await?,
                 indexer::LIBRARY.to_owned(),
                 index.clone(),
             );
@@ -122,4 +127,33 @@ pub async fn start(broker: &Broker, name: &str, settings: &Settings) -> Result<S
         _ => bail!("no bundled service `{name}`"),
     };
     Ok(Started { service, resources })
+}
+
+/// The descriptors of every bundled service, as one instance of each would announce them
+/// (for `warren openapi`: no transport, no timestamps, the same output every time). The library
+/// and indexer need a store and an index to exist; throwaway ones under a temporary folder
+/// serve.
+pub async fn descriptors() -> Result<Vec<mesh::describe::ServiceDescriptor>> {
+    use mesh::describe::InstanceState;
+    let scratch = std::env::temp_dir().join(format!("warren-openapi-{}", std::process::id()));
+    let settings = Settings {
+        data_dir: scratch.clone(),
+        ..Settings::default()
+    };
+    let store = library::Store::open(&settings.library()).await?;
+    let dir = settings.index_dir();
+    let index = tokio::task::spawn_blocking(move || indexer::Index::open(dir)).await??;
+    let mut descriptors = vec![
+        greeter::service().descriptor("document", 0, InstanceState::Up),
+        kv::service().descriptor("document", 0, InstanceState::Up),
+        library::service(store.clone()).descriptor("document", 0, InstanceState::Up),
+        indexer::service(index.clone()).descriptor("document", 0, InstanceState::Up),
+    ];
+    store.close().await;
+    let _ = index.close().await;
+    let _ = std::fs::remove_dir_all(&scratch);
+    for d in &mut descriptors {
+        d.sent_at_ms = 0;
+    }
+    Ok(descriptors)
 }

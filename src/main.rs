@@ -1,10 +1,13 @@
 //! `warren`: run the gateway and the bundled services, or call a service.
 
+mod bench;
 mod bundled;
+mod ops;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use mesh::{Broker, CallContext, Deadline, MeshConfig, RpcClient};
+use mesh::{Broker, CallContext, Deadline, Mesh, MeshConfig, RpcClient};
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 use warren_gateway::{ErrorMap, GatewayConfig, StatusCode};
@@ -16,13 +19,17 @@ use warren_gateway::{ErrorMap, GatewayConfig, StatusCode};
     about = "HTTP/JSON gateway and services on a nameko-compatible AMQP RPC mesh"
 )]
 struct Cli {
+    /// Log format: `pretty` for people, `json` for log collectors (filter with RUST_LOG).
+    #[arg(long, global = true, env = "WARREN_LOG_FORMAT", default_value = "pretty", value_parser = ["pretty", "json"])]
+    log_format: String,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the gateway and every bundled service in one process.
+    /// Run the gateway and every bundled service in one process: in-process (no broker needed)
+    /// unless --amqp or AMQP_URL names a RabbitMQ.
     Dev {
         #[command(flatten)]
         mesh: MeshArgs,
@@ -43,10 +50,21 @@ enum Command {
         /// The services to run.
         #[arg(required = true, value_name = "SERVICE")]
         services: Vec<String>,
+        /// Where to serve /healthz, /readyz and /metrics for probes (none when not given).
+        #[arg(long, env = "WARREN_OPS_LISTEN")]
+        ops_listen: Option<String>,
         #[command(flatten)]
         mesh: MeshArgs,
         #[command(flatten)]
         settings: ServiceArgs,
+    },
+    /// Measure the broker's RPC ceiling and the gateway on top of it (needs RabbitMQ).
+    Bench(bench::BenchArgs),
+    /// Print the OpenAPI document of the bundled services (what `openapi/openapi.json` holds).
+    Openapi {
+        /// The server URL the document names.
+        #[arg(long, default_value = "/")]
+        public_url: String,
     },
     /// Dispatch an event from SOURCE, as that service would.
     Dispatch {
@@ -77,9 +95,10 @@ enum Command {
 
 #[derive(Args)]
 struct MeshArgs {
-    /// The RabbitMQ URL.
-    #[arg(long = "amqp", env = "AMQP_URL", default_value = mesh::DEFAULT_AMQP_URL, hide_env_values = true)]
-    amqp_url: String,
+    /// The RabbitMQ URL [default: amqp://guest:guest@127.0.0.1:5672/%2f; `dev` runs in-process
+    /// when it is not given].
+    #[arg(long = "amqp", env = "AMQP_URL", hide_env_values = true)]
+    amqp_url: Option<String>,
     /// Handlers each service runs at once (also its prefetch).
     #[arg(long, env = "WARREN_MAX_WORKERS", default_value_t = 10)]
     max_workers: u16,
@@ -94,7 +113,8 @@ struct MeshArgs {
 
 impl MeshArgs {
     fn config(&self) -> MeshConfig {
-        let defaults = MeshConfig::with_url(&self.amqp_url);
+        let url = self.amqp_url.as_deref().unwrap_or(mesh::DEFAULT_AMQP_URL);
+        let defaults = MeshConfig::with_url(url);
         MeshConfig {
             max_workers: self.max_workers.max(1),
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
@@ -144,35 +164,70 @@ struct GatewayArgs {
     /// The largest request body accepted, in bytes.
     #[arg(long, env = "WARREN_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
     max_body_bytes: usize,
+    /// A browser origin allowed to call the gateway (CORS), e.g. `https://app.example.com`;
+    /// repeatable; `*` allows any. None by default.
+    #[arg(
+        long = "cors-origin",
+        env = "WARREN_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    cors_origins: Vec<String>,
+    /// Which methods to serve: `<service>.<method>` patterns with `*` (repeatable), e.g.
+    /// `kv.get`, `greeting_service.*`; every public method by default. Names starting with `_`
+    /// are never served.
+    #[arg(
+        long = "expose",
+        env = "WARREN_EXPOSE",
+        value_delimiter = ',',
+        default_value = "*.*"
+    )]
+    expose: Vec<String>,
+    /// Calls in flight above which the gateway answers 503 with Retry-After at once.
+    #[arg(long, env = "WARREN_MAX_IN_FLIGHT", default_value_t = 10_000)]
+    max_in_flight: usize,
+    /// The URL clients reach the gateway at, named in the OpenAPI document.
+    #[arg(long, env = "WARREN_PUBLIC_URL", default_value = "/")]
+    public_url: String,
     /// Map a remote error type to an HTTP status, e.g. `InsufficientFunds=402` (repeatable).
     #[arg(long = "error-status", value_name = "EXC_TYPE=STATUS", value_parser = ErrorMap::parse_entry)]
     error_status: Vec<(String, StatusCode)>,
 }
 
 impl GatewayArgs {
-    fn config(&self) -> GatewayConfig {
+    fn config(&self) -> Result<GatewayConfig> {
         let mut error_map = ErrorMap::default();
         for (exc_type, status) in &self.error_status {
             error_map.insert(exc_type.clone(), *status);
         }
-        GatewayConfig {
+        Ok(GatewayConfig {
             default_timeout: Duration::from_millis(self.timeout_ms.max(1)),
             max_timeout: Duration::from_millis(self.max_timeout_ms.max(1)),
             max_body_bytes: self.max_body_bytes,
             error_map,
-        }
+            cors_origins: self.cors_origins.clone(),
+            document: warren_gateway::DocumentInfo {
+                server_url: self.public_url.clone(),
+                ..warren_gateway::DocumentInfo::default()
+            },
+            exposure: warren_gateway::Exposure::parse(&self.expose)
+                .map_err(|e| anyhow::anyhow!("invalid --expose {e}"))?,
+            max_in_flight: self.max_in_flight.max(1),
+        })
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cli.log_format == "json" {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -203,15 +258,33 @@ async fn run(command: Command) -> Result<ExitCode> {
                 .iter()
                 .map(|(n, _)| (*n).to_owned())
                 .collect();
-            serve(&mesh, Some(&gateway), &names, &services.settings()).await?;
+            // Zero setup: in-process unless a broker is named; never a silent fallback.
+            let transport = match mesh.amqp_url {
+                None => Mesh::in_process(mesh.config()),
+                Some(_) => Mesh::amqp(mesh.config()).await?,
+            };
+            serve(
+                &transport,
+                Serve::Gateway(&gateway),
+                &names,
+                &services.settings(),
+            )
+            .await?;
         }
         Command::Gateway { mesh, gateway } => {
-            serve(&mesh, Some(&gateway), &[], &bundled::Settings::default()).await?
+            serve(
+                &Mesh::amqp(mesh.config()).await?,
+                Serve::Gateway(&gateway),
+                &[],
+                &bundled::Settings::default(),
+            )
+            .await?
         }
         Command::Run {
             services,
             mesh,
             settings,
+            ops_listen,
         } => {
             for name in &services {
                 if bundled::canonical(name).is_none() {
@@ -222,7 +295,30 @@ async fn run(command: Command) -> Result<ExitCode> {
                     );
                 }
             }
-            serve(&mesh, None, &services, &settings.settings()).await?;
+            serve(
+                &Mesh::amqp(mesh.config()).await?,
+                Serve::Services {
+                    ops_listen: ops_listen.as_deref(),
+                },
+                &services,
+                &settings.settings(),
+            )
+            .await?;
+        }
+        Command::Bench(args) => bench::run(args).await?,
+        Command::Openapi { public_url } => {
+            let descriptors = bundled::descriptors().await?;
+            let info = warren_gateway::DocumentInfo {
+                server_url: public_url,
+                ..warren_gateway::DocumentInfo::default()
+            };
+            let document = warren_gateway::document(&descriptors, &info);
+            let text = serde_json::to_string_pretty(&document)?;
+            // A reader that stops early (`| head`) is not an error.
+            match writeln!(std::io::stdout(), "{text}") {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
+                _ => {}
+            }
         }
         Command::Dispatch {
             source,
@@ -245,60 +341,102 @@ async fn run(command: Command) -> Result<ExitCode> {
 
 /// Runs the gateway (when given) and `services` until SIGINT/SIGTERM, then shuts down in order:
 /// the gateway stops accepting and drains, then the services finish in-flight work.
+/// What `serve` puts in front of the services.
+enum Serve<'a> {
+    /// The HTTP gateway.
+    Gateway(&'a GatewayArgs),
+    /// Nothing but an optional ops port.
+    Services { ops_listen: Option<&'a str> },
+}
+
 async fn serve(
-    mesh: &MeshArgs,
-    gateway: Option<&GatewayArgs>,
+    mesh: &Mesh,
+    front: Serve<'_>,
     services: &[String],
     settings: &bundled::Settings,
 ) -> Result<()> {
-    let broker = Broker::connect(mesh.config()).await?;
+    // The Prometheus recorder must exist before the first measurement.
+    let _ = mesh::telemetry::prometheus();
+    // The gateway follows descriptors before any service announces itself, so its registry
+    // and document are complete from the start.
+    let gateway = match &front {
+        Serve::Gateway(args) => Some(warren_gateway::Gateway::start(mesh, args.config()?).await?),
+        Serve::Services { .. } => None,
+    };
     let mut running: Vec<bundled::Started> = Vec::new();
     for name in services {
-        match bundled::start(&broker, name, settings).await {
+        match bundled::start(mesh, name, settings).await {
             Ok(started) => running.push(started),
             Err(error) => {
                 for service in running {
                     service.stop().await;
                 }
-                broker.close().await;
+                mesh.close().await;
                 return Err(error);
             }
         }
     }
-    let names: Vec<&str> = running.iter().map(bundled::Started::name).collect();
-    match gateway {
-        Some(args) => {
+    let names: Vec<String> = running.iter().map(|r| r.name().to_owned()).collect();
+    let transport = match mesh.broker() {
+        Some(_) => mesh.describe(),
+        None => {
+            "the in-process transport (no broker; --amqp URL or AMQP_URL for RabbitMQ)".to_owned()
+        }
+    };
+    let services_note = if names.is_empty() {
+        String::new()
+    } else {
+        format!("; services: {}", names.join(", "))
+    };
+    let running = std::sync::Arc::new(running);
+    match front {
+        Serve::Gateway(args) => {
+            let gateway = gateway.context("the gateway was not started")?;
             let listener = tokio::net::TcpListener::bind(&args.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", args.listen))?;
             let address = listener.local_addr()?;
-            let client = RpcClient::start(&broker, "gateway").await?;
-            let app = warren_gateway::router(client, args.config());
-            println!(
-                "warren: gateway on http://{address} over AMQP {}{}",
-                broker.config().redacted_url(),
-                if names.is_empty() {
-                    String::new()
-                } else {
-                    format!("; services: {}", names.join(", "))
-                }
-            );
+            let app = gateway.router();
+            println!("warren: gateway on http://{address} over {transport}{services_note}");
             warren_gateway::serve(listener, app, mesh::terminate_signal()).await?;
+            gateway.stop().await;
         }
-        None => {
-            println!(
-                "warren: serving {} over AMQP {}",
-                names.join(", "),
-                broker.config().redacted_url()
-            );
+        Serve::Services { ops_listen } => {
+            let ops = match ops_listen {
+                Some(address) => {
+                    let listener = tokio::net::TcpListener::bind(address)
+                        .await
+                        .with_context(|| format!("cannot listen on {address}"))?;
+                    let bound = listener.local_addr()?;
+                    let app = ops::router(mesh.clone(), running.clone());
+                    println!(
+                        "warren: serving {} over {transport}; ops on http://{bound}",
+                        names.join(", ")
+                    );
+                    Some(tokio::spawn(async move {
+                        let _ = warren_gateway::serve(listener, app, std::future::pending()).await;
+                    }))
+                }
+                None => {
+                    println!("warren: serving {} over {transport}", names.join(", "));
+                    None
+                }
+            };
             mesh::terminate_signal().await;
+            if let Some(ops) = ops {
+                // Awaited so the task, and its handle on the services, is gone before they stop.
+                ops.abort();
+                let _ = ops.await;
+            }
         }
     }
     tracing::info!("shutting down");
-    for service in running {
-        service.stop().await;
+    if let Ok(running) = std::sync::Arc::try_unwrap(running) {
+        for service in running {
+            service.stop().await;
+        }
     }
-    broker.close().await;
+    mesh.close().await;
     Ok(())
 }
 

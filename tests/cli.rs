@@ -2,62 +2,13 @@
 
 mod common;
 
+use common::process::{run, spawn, terminate, warren};
 use common::{Harness, unique, wait_until};
 use mesh::{Payload, RpcError, Service, State, Subscription};
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-fn warren() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_warren"));
-    command.env("RUST_LOG", "warn");
-    command
-}
-
-/// Runs `warren` to completion on a blocking thread.
-async fn run(args: &[&str]) -> Output {
-    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-    tokio::task::spawn_blocking(move || warren().args(args).output())
-        .await
-        .expect("task")
-        .expect("run warren")
-}
-
-/// Starts a long-running `warren` and returns it with the first line it printed.
-fn spawn(args: &[&str]) -> (Child, String) {
-    let mut child = warren()
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn warren");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut first = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut first)
-        .expect("first line");
-    (child, first)
-}
-
-/// Sends SIGTERM and waits for the exit, at most `limit`.
-fn terminate(mut child: Child, limit: Duration) -> std::process::ExitStatus {
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return status;
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            panic!("warren did not exit within {limit:?} of SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 #[tokio::test]
 async fn an_unreachable_broker_is_one_clear_line_not_a_hang() {
@@ -127,11 +78,13 @@ async fn run_refuses_unknown_services() {
     );
 }
 
-#[tokio::test]
-async fn dev_serves_http_and_stops_on_sigterm() {
-    let (child, first) = tokio::task::spawn_blocking(|| spawn(&["dev", "--listen", "127.0.0.1:0"]))
+/// `warren dev` with `args`: checks its first line names `transport`, calls greeter over HTTP,
+/// then stops it with SIGTERM.
+async fn dev_round_trip(args: &'static [&'static str], transport: &str) {
+    let (child, first) = tokio::task::spawn_blocking(move || spawn(args))
         .await
         .expect("task");
+    assert!(first.contains(transport), "{first}");
     let address = first
         .split("http://")
         .nth(1)
@@ -158,6 +111,46 @@ async fn dev_serves_http_and_stops_on_sigterm() {
         .await
         .expect("task");
     assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn dev_runs_in_process_by_default_and_stops_on_sigterm() {
+    dev_round_trip(
+        &["dev", "--listen", "127.0.0.1:0"],
+        "over the in-process transport",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn dev_uses_rabbitmq_when_given_a_url() {
+    dev_round_trip(
+        &[
+            "dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--amqp",
+            "amqp://guest:guest@127.0.0.1:5672/%2f",
+        ],
+        "over AMQP amqp://guest:***@127.0.0.1:5672/%2f",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn gateway_never_falls_back_to_in_process() {
+    let started = Instant::now();
+    let output = run(&[
+        "gateway",
+        "--listen",
+        "127.0.0.1:0",
+        "--amqp",
+        "amqp://guest:guest@127.0.0.1:1/%2f",
+    ])
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot reach RabbitMQ"));
 }
 
 #[tokio::test]
@@ -226,4 +219,132 @@ async fn dispatch_publishes_an_event_subscribers_receive() {
     let output = run(&["dispatch", "bad.name", "poked"]).await;
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("invalid name `bad.name`"));
+}
+
+#[tokio::test]
+async fn the_benchmark_runs_and_writes_its_table() {
+    let out = std::env::temp_dir().join(format!("warren-bench-{}", unique("smoke")));
+    let out_arg = out.to_string_lossy().into_owned();
+    let output = run(&[
+        "bench",
+        "--seconds",
+        "1",
+        "--warmup-seconds",
+        "0",
+        "--connections",
+        "2",
+        "--out",
+        &out_arg,
+    ])
+    .await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("bench.json")).expect("bench.json"))
+            .expect("json");
+    let rows = report["rows"].as_array().cloned().unwrap_or_default();
+    let targets: Vec<&str> = rows.iter().filter_map(|r| r["target"].as_str()).collect();
+    assert_eq!(targets, ["ceiling", "gateway"]);
+    for row in &rows {
+        assert_eq!(row["errors"], 0, "{row}");
+        assert!(row["rps"].as_f64().unwrap_or(0.0) > 0.0, "{row}");
+    }
+    assert!(rows[1]["gateway_peak_rss_mb"].as_f64().unwrap_or(0.0) > 0.0);
+    assert!(rows[1]["ratio_to_ceiling"].is_number());
+    let markdown = std::fs::read_to_string(out.join("bench.md")).expect("bench.md");
+    assert!(markdown.starts_with("| target |"), "{markdown}");
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[tokio::test]
+async fn run_serves_probes_and_metrics_on_its_ops_port_and_logs_json() {
+    let mut child = warren()
+        .env("RUST_LOG", "info")
+        .args([
+            "run",
+            "kv",
+            "--ops-listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut first = String::new();
+    let stdout = child.stdout.take().expect("stdout");
+    let stderr = child.stderr.take().expect("stderr");
+    let first = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout).read_line(&mut first).expect("line");
+        first
+    })
+    .await
+    .expect("task");
+    let ops = first
+        .split("ops on http://")
+        .nth(1)
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("{first}"))
+        .to_owned();
+    let http = reqwest::Client::new();
+    for path in ["/healthz", "/readyz"] {
+        let r = http
+            .get(format!("http://{ops}{path}"))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status(), 200, "{path}");
+    }
+    // `kv` is a bundled name other tests may serve at the same time: of 50 calls, this instance
+    // gets its share.
+    let mesh = mesh::Mesh::amqp(common::mesh_config())
+        .await
+        .expect("broker");
+    let client = mesh.client("test").await.expect("client");
+    for _ in 0..50 {
+        let inc = client
+            .rpc("kv")
+            .call("inc", serde_json::json!({"key": "ops"}))
+            .await;
+        assert!(inc.is_ok(), "{inc:?}");
+    }
+    let text = http
+        .get(format!("http://{ops}/metrics"))
+        .send()
+        .await
+        .expect("send")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        text.contains(
+            "warren_service_requests_total{service=\"kv\",method=\"inc\",outcome=\"ok\"}"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("warren_service_busy_workers{service=\"kv\"} 0"),
+        "{text}"
+    );
+    let status = tokio::task::spawn_blocking(move || terminate(child, Duration::from_secs(15)))
+        .await
+        .expect("task");
+    assert!(status.success());
+    let logs = tokio::task::spawn_blocking(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut text);
+        text
+    })
+    .await
+    .expect("task");
+    let line = logs
+        .lines()
+        .find(|l| l.contains("serving"))
+        .unwrap_or_else(|| panic!("{logs}"));
+    let parsed: serde_json::Value = serde_json::from_str(line).expect("a JSON log line");
+    assert_eq!(parsed["level"], "INFO", "{line}");
 }

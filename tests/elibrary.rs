@@ -617,6 +617,20 @@ async fn a_restarted_library_keeps_every_acknowledged_book() {
     assert_eq!(store.catalog_id(), e.store.catalog_id());
     e.store = store.clone();
     e.h.serve(library::service_named(&e.library, store)).await;
+    // The old instance said `down`; calls are 503 until the gateway hears the new one's `up`.
+    let registry = e.h.gateway.registry().clone();
+    let library_name = e.library.clone();
+    assert!(
+        common::wait_until(Duration::from_secs(10), || {
+            let live = matches!(
+                registry.liveness(&library_name),
+                warren_gateway::Liveness::Live(_)
+            );
+            async move { live }
+        })
+        .await,
+        "the restarted library never showed up"
+    );
 
     for (id, (version, text)) in &acked {
         let book = e.lib("get_book", json!({"id": id})).await;

@@ -228,7 +228,7 @@ async fn a_nameko_event_reaches_a_warren_handler() {
     // nameko's EventDispatcher, inside a nameko RPC handler.
     let args = kwargs(json!({"event_type": "greeted", "payload": {"name": "py"}}));
     h.client
-        .call(&nameko, "emit", &args, CallContext::rooted_at("req-py-evt"))
+        .call(&nameko, "emit", args, CallContext::rooted_at("req-py-evt"))
         .await
         .expect("emit");
     let seen2 = seen.clone();
@@ -272,7 +272,7 @@ async fn a_warren_event_reaches_a_nameko_handler() {
     let _service = NamekoService::start_with(&nameko, &[("WARREN_EVENT_SOURCE", &source)]);
     let h = Harness::start().await;
 
-    h.broker
+    h.broker()
         .dispatch(&source, "greeted", &json!({"name": "rs"}))
         .await
         .expect("dispatch");
@@ -284,7 +284,7 @@ async fn a_warren_event_reaches_a_nameko_handler() {
                 .call(
                     &nameko,
                     "received",
-                    &RequestBody::default(),
+                    RequestBody::default(),
                     CallContext::default(),
                 )
                 .await;
@@ -306,7 +306,7 @@ async fn warren_stack(ctx: Ctx) -> Result<Vec<String>, RpcError> {
     Ok(ctx.call_id_stack().to_vec())
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 struct Key {
     key: String,
 }
@@ -341,7 +341,7 @@ async fn a_nameko_service_calls_warren_through_its_rpc_proxy() {
         .call(
             &nameko,
             "relay_stack",
-            &RequestBody::default(),
+            RequestBody::default(),
             CallContext::rooted_at("req-relay"),
         )
         .await
@@ -373,7 +373,7 @@ async fn a_nameko_service_calls_warren_through_its_rpc_proxy() {
         .call(
             &nameko,
             "relay_inc",
-            &kwargs(json!({"key": "k"})),
+            kwargs(json!({"key": "k"})),
             CallContext::default(),
         )
         .await;

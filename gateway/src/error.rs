@@ -58,6 +58,15 @@ pub enum GatewayError {
     /// No queue is bound for the service.
     #[error("unknown service `{0}`")]
     UnknownService(String),
+    /// The exposure policy does not serve this method.
+    #[error("`{0}.{1}` is not exposed by this gateway")]
+    NotExposed(String, String),
+    /// The gateway is at its in-flight limit.
+    #[error("the gateway is at its limit of {0} calls in flight; retry shortly")]
+    Overloaded(usize),
+    /// The service is known, but no instance of it is live.
+    #[error("no live instance of service `{0}`")]
+    NoLiveInstance(String),
     /// The service answered with an error.
     #[error("{}: {}", .0.exc_type, .0.message())]
     Remote(WireError),
@@ -151,6 +160,8 @@ impl GatewayError {
         match self {
             Self::InvalidName { .. } => (S::BAD_REQUEST, "invalid-name", "Invalid name"),
             Self::BadRpcPath => (S::BAD_REQUEST, "invalid-path", "Invalid RPC path"),
+            Self::NotExposed(..) => (S::FORBIDDEN, "not-exposed", "Not exposed"),
+            Self::Overloaded(_) => (S::SERVICE_UNAVAILABLE, "overloaded", "Overloaded"),
             Self::MalformedJson(_) => (S::BAD_REQUEST, "malformed-json", "Malformed JSON"),
             Self::NotArguments(_) => (S::BAD_REQUEST, "invalid-arguments", "Invalid arguments"),
             Self::InvalidHeader { .. } => (S::BAD_REQUEST, "invalid-header", "Invalid header"),
@@ -172,6 +183,11 @@ impl GatewayError {
             ),
             Self::NoRoute(_) => (S::NOT_FOUND, "no-route", "Not found"),
             Self::UnknownService(_) => (S::NOT_FOUND, "unknown-service", "Unknown service"),
+            Self::NoLiveInstance(_) => (
+                S::SERVICE_UNAVAILABLE,
+                "no-live-instance",
+                "No live instance",
+            ),
             Self::Remote(wire) => {
                 let status = map.status(&wire.exc_type);
                 let (slug, title) = match status {
@@ -212,7 +228,7 @@ impl GatewayError {
             },
             request_id: call.request_id.clone(),
             retry_after: match self {
-                Self::Unavailable(_) => Some(1),
+                Self::Unavailable(_) | Self::NoLiveInstance(_) | Self::Overloaded(_) => Some(1),
                 _ => None,
             },
             allow: match self {

@@ -1,15 +1,15 @@
 //! # warren-gateway
 //!
 //! The HTTP/JSON front of a Warren mesh: `POST /rpc/{service}/{method}` with a JSON body becomes a
-//! nameko-compatible AMQP request through one shared [`mesh::RpcClient`], and the outcome comes back
-//! as the method's JSON result or an RFC 9457 problem document (see [`GatewayError`] for the
-//! status of each failure).
+//! call through one shared [`mesh::Client`] (over AMQP: a nameko-compatible request on one
+//! callback queue), and the outcome comes back as the method's JSON result or an RFC 9457 problem
+//! document (see [`GatewayError`] for the status of each failure).
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
-//! let broker = mesh::Broker::connect(mesh::MeshConfig::from_env()).await?;
-//! let client = mesh::RpcClient::start(&broker, "gateway").await?;
-//! let app = warren_gateway::router(client, warren_gateway::GatewayConfig::default());
+//! let mesh = mesh::Mesh::amqp(mesh::MeshConfig::from_env()).await?;
+//! let gateway = warren_gateway::Gateway::start(&mesh, warren_gateway::GatewayConfig::default()).await?;
+//! let app = gateway.router();
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! warren_gateway::serve(listener, app, mesh::terminate_signal()).await?;
 //! # Ok(()) }
@@ -17,22 +17,35 @@
 
 mod error;
 mod health;
+mod metrics;
+mod openapi;
+mod policy;
 mod problem;
+mod registry;
 mod request;
 mod rpc;
 
 pub use axum::http::StatusCode;
 pub use error::{CallInfo, ErrorMap, GatewayError};
+pub use openapi::{DocumentInfo, document};
+pub use policy::Exposure;
 pub use problem::{PROBLEM_JSON, Problem};
+pub use registry::{InstanceOverview, Liveness, Registry, ServiceOverview};
 pub use request::{REQUEST_ID, TIMEOUT_MS};
 
 use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderName, HeaderValue, Method};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use mesh::RpcClient;
+use mesh::describe::{DESCRIPTOR_EVENT, DESCRIPTOR_SOURCE};
+use mesh::{Client, ConnectError, Mesh, RunningService, Service, Subscription};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use utoipa_swagger_ui::{Config, SwaggerUi};
 
 /// The default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -48,6 +61,14 @@ pub struct GatewayConfig {
     pub max_body_bytes: usize,
     /// Statuses of remote errors by `exc_type`.
     pub error_map: ErrorMap,
+    /// Browser origins allowed to call (CORS); none by default.
+    pub cors_origins: Vec<String>,
+    /// How the OpenAPI document presents the gateway.
+    pub document: DocumentInfo,
+    /// Which methods the gateway serves.
+    pub exposure: Exposure,
+    /// Calls in flight above which the gateway answers 503 at once.
+    pub max_in_flight: usize,
 }
 
 impl Default for GatewayConfig {
@@ -57,6 +78,10 @@ impl Default for GatewayConfig {
             max_timeout: Duration::from_secs(300),
             max_body_bytes: 16 * 1024 * 1024,
             error_map: ErrorMap::default(),
+            cors_origins: Vec::new(),
+            document: DocumentInfo::default(),
+            exposure: Exposure::default(),
+            max_in_flight: 10_000,
         }
     }
 }
@@ -64,25 +89,129 @@ impl Default for GatewayConfig {
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
-    client: RpcClient,
+    client: Client,
+    registry: Arc<Registry>,
     config: Arc<GatewayConfig>,
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
-/// The gateway's routes.
-pub fn router(client: RpcClient, config: GatewayConfig) -> Router {
-    let state = AppState {
-        client,
-        config: Arc::new(config),
-    };
-    Router::new()
+/// A gateway on a mesh: its client, its registry of services (fed by their descriptors) and
+/// its configuration.
+pub struct Gateway {
+    state: AppState,
+    registry_feed: RunningService,
+}
+
+impl Gateway {
+    /// Starts a gateway on `mesh`: a client for calls, and a transient broadcast subscription
+    /// to service descriptors for the registry.
+    pub async fn start(mesh: &Mesh, config: GatewayConfig) -> Result<Self, ConnectError> {
+        // Install the process's Prometheus recorder before the first measurement.
+        let _ = mesh::telemetry::prometheus();
+        let registry = Arc::new(Registry::default());
+        let client = mesh.client("gateway").await?;
+        let feed = Service::new("gateway")
+            .with_state(registry.clone())
+            .subscribe(
+                Subscription::new(DESCRIPTOR_SOURCE, DESCRIPTOR_EVENT)
+                    .method("on_descriptor")
+                    .transient(),
+                registry::on_descriptor,
+            );
+        let registry_feed = mesh.serve(feed).await?;
+        Ok(Self {
+            state: AppState {
+                client,
+                registry,
+                in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight)),
+                config: Arc::new(config),
+            },
+            registry_feed,
+        })
+    }
+
+    /// The client the gateway calls through (its counters: pending calls, timeouts...).
+    pub fn client(&self) -> &Client {
+        &self.state.client
+    }
+
+    /// The registry of services.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.state.registry
+    }
+
+    /// The gateway's routes.
+    pub fn router(&self) -> Router {
+        router(self.state.clone())
+    }
+
+    /// Stops following descriptors.
+    pub async fn stop(self) {
+        self.registry_feed.stop().await;
+    }
+}
+
+fn router(state: AppState) -> Router {
+    let cors = cors(&state.config.cors_origins);
+    let docs: Router<AppState> = SwaggerUi::new("/docs")
+        // No external validator badge: the page loads nothing from outside the gateway.
+        .config(Config::from("/openapi.json").validator_url("none"))
+        .into();
+    let router = Router::new()
         .route(
             "/rpc/{service}/{method}",
             post(rpc::call).fallback(rpc::method_not_allowed),
         )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/services", get(registry::services))
+        .route("/metrics", get(metrics::metrics))
+        .route("/openapi.json", get(openapi_json))
+        .merge(docs)
         .fallback(rpc::no_route)
-        .with_state(state)
+        .with_state(state);
+    match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    }
+}
+
+/// `GET /openapi.json`: the document of every service with a live instance, built now.
+async fn openapi_json(State(app): State<AppState>) -> Response {
+    // Only what the policy exposes is documented.
+    let exposure = &app.config.exposure;
+    let mut services = app.registry.live_descriptors();
+    for service in &mut services {
+        let name = service.service.clone();
+        service.methods.retain(|m| exposure.allows(&name, &m.name));
+    }
+    let document = document(&services, &app.config.document);
+    axum::Json(document).into_response()
+}
+
+/// CORS for the configured origins (`*` allows any); none when no origin is configured.
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+            .allow_headers([
+                axum::http::header::CONTENT_TYPE,
+                axum::http::header::AUTHORIZATION,
+                REQUEST_ID,
+                TIMEOUT_MS,
+            ])
+            .expose_headers([REQUEST_ID, HeaderName::from_static("retry-after")])
+            .max_age(Duration::from_secs(600)),
+    )
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then stops accepting connections and

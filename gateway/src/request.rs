@@ -46,11 +46,12 @@ pub fn timeout(
         header: "X-Timeout-Ms",
         reason: reason.to_owned(),
     };
-    let ms: u64 = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| invalid("expected a whole number of milliseconds"))?;
+    let text = value.to_str().unwrap_or("").trim();
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid("expected a whole number of milliseconds"));
+    }
+    // More digits than a u64 holds is still a number: longer than any cap.
+    let ms: u64 = text.parse().unwrap_or(u64::MAX);
     if ms == 0 {
         return Err(invalid("must be at least 1"));
     }
@@ -156,7 +157,11 @@ mod tests {
             Ok(Duration::from_millis(250))
         );
         assert_eq!(timeout(&with(TIMEOUT_MS, "999999999"), d, max), Ok(max));
-        for bad in ["0", "-5", "soon", "1.5"] {
+        assert_eq!(
+            timeout(&with(TIMEOUT_MS, "18446744073709551616"), d, max),
+            Ok(max)
+        );
+        for bad in ["0", "-5", "soon", "1.5", "", "+5"] {
             assert!(timeout(&with(TIMEOUT_MS, bad), d, max).is_err(), "{bad}");
         }
     }

@@ -2,6 +2,8 @@
 
 use crate::AppState;
 use crate::error::{CallInfo, GatewayError};
+use crate::metrics::CallTimer;
+use crate::registry::Liveness;
 use crate::request::{self, REQUEST_ID};
 use axum::Json;
 use axum::body::Body;
@@ -23,6 +25,7 @@ pub async fn call(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let timer = CallTimer::start();
     let request_id = request::request_id(&headers);
     let mut info = CallInfo {
         request_id: Some(request_id.clone()),
@@ -39,21 +42,67 @@ pub async fn call(
                 reason,
             })?;
         }
+        if !app.config.exposure.allows(&service, &method) {
+            return Err(GatewayError::NotExposed(service.clone(), method.clone()));
+        }
+        // Bounded work: above the limit, refuse at once rather than queue without end.
+        let _permit = app
+            .in_flight
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| GatewayError::Overloaded(app.config.max_in_flight))?;
+        // A service whose instances all stopped would only queue the call until its deadline.
+        if app.registry.liveness(&service) == Liveness::NoLiveInstance {
+            return Err(GatewayError::NoLiveInstance(service.clone()));
+        }
         let config = &app.config;
         let timeout = request::timeout(&headers, config.default_timeout, config.max_timeout)?;
         let deadline = Deadline::after(timeout);
         request::check_content_type(&headers)?;
         let bytes = request::read_body(&headers, body, config.max_body_bytes).await?;
         let arguments = request::arguments(&bytes)?;
-        let context = CallContext::rooted_at(request_id.clone()).with_deadline(deadline);
+        let mut context = CallContext::rooted_at(request_id.clone()).with_deadline(deadline);
+        // The caller's trace, when it sent one; the service's span then joins it.
+        context.traceparent = headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(mesh::trace::TraceParent::parse)
+            .map(|t| t.to_string());
+        let requested_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
         let result = app
             .client
-            .call(&service, &method, &arguments, context)
-            .await?;
+            .call(&service, &method, arguments, context)
+            .await
+            .map_err(|e| match e {
+                mesh::CallError::DeadlineExceeded(_) => {
+                    GatewayError::DeadlineExceeded(requested_ms)
+                }
+                other => other.into(),
+            })?;
         Ok::<_, GatewayError>(result)
     }
     .await;
 
+    // Label with names only once they proved real: no client can grow the label set.
+    let (service_label, method_label) = match &outcome {
+        Err(GatewayError::InvalidName { .. } | GatewayError::BadRpcPath) => {
+            ("_invalid", "_invalid")
+        }
+        Err(GatewayError::UnknownService(_)) => ("_unknown", "_unknown"),
+        _ => (
+            info.service.as_deref().unwrap_or("_invalid"),
+            info.method.as_deref().unwrap_or("_invalid"),
+        ),
+    };
+    let method_label = match &outcome {
+        Err(GatewayError::Remote(wire)) if wire.exc_type == "MethodNotFound" => "_unknown",
+        _ => method_label,
+    };
+    let status = match &outcome {
+        Ok(_) => 200,
+        Err(error) => error.classify(&app.config.error_map).0.as_u16(),
+    };
+    timer.finish(service_label, method_label, status);
     match outcome {
         Ok(result) => {
             let mut response = Json(result).into_response();

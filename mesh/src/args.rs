@@ -18,7 +18,12 @@ use serde_json::{Map, Value};
 /// unknown keyword is refused before decoding. Other types (tuples, vectors, maps, `Value`) take
 /// the positional arguments as an array or the keyword arguments as an object, not both.
 pub fn bind<T: DeserializeOwned>(body: RequestBody) -> Result<T, RpcError> {
-    let RequestBody { args, kwargs } = body;
+    let RequestBody {
+        mut args,
+        mut kwargs,
+    } = body;
+    args.iter_mut().for_each(integral_floats_as_integers);
+    kwargs.values_mut().for_each(integral_floats_as_integers);
     let value = match struct_fields::<T>() {
         Some(fields) => Value::Object(merge(fields, args, kwargs)?),
         None if kwargs.is_empty() => Value::Array(args),
@@ -30,6 +35,25 @@ pub fn bind<T: DeserializeOwned>(body: RequestBody) -> Result<T, RpcError> {
         }
     };
     serde_json::from_value(value).map_err(|e| signature(e.to_string()))
+}
+
+/// JSON has one number type: `2.0` is the integer 2 to a JSON Schema validator and to a Python
+/// caller, so it must bind to an integer field too. Floats with no fractional part become
+/// integers (a float field still accepts them).
+fn integral_floats_as_integers(value: &mut Value) {
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            // Only below 2^53 is a float an exact integer: beyond, `-9223372036854775809` would
+            // round to i64::MIN and slip through as a number it is not.
+            const EXACT: f64 = 9_007_199_254_740_992.0;
+            if let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < EXACT) {
+                *value = Value::from(f as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_floats_as_integers),
+        Value::Object(map) => map.values_mut().for_each(integral_floats_as_integers),
+        _ => {}
+    }
 }
 
 fn merge(
@@ -167,6 +191,27 @@ mod tests {
                 .expect_err(&format!("{args} {kwargs}"));
             assert_eq!(err.kind(), ErrorKind::IncorrectSignature, "{err}");
         }
+    }
+
+    #[test]
+    fn integral_floats_bind_to_integers() {
+        assert_eq!(
+            bind::<Inc>(body(json!([]), json!({"key": "a", "by": 2.0}))),
+            Ok(inc("a", 2))
+        );
+        let err = bind::<Inc>(body(json!([]), json!({"key": "a", "by": 2.5})));
+        assert_eq!(
+            err.map_err(|e| e.kind()),
+            Err(ErrorKind::IncorrectSignature)
+        );
+        #[derive(Debug, Deserialize, PartialEq)]
+        struct Ratio {
+            r: f64,
+        }
+        assert_eq!(
+            bind::<Ratio>(body(json!([1.0]), json!({}))),
+            Ok(Ratio { r: 1.0 })
+        );
     }
 
     #[test]

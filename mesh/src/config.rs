@@ -23,6 +23,8 @@ pub struct MeshConfig {
     /// This process's instance id; it names broadcast event queues. Give a stable one (a pod
     /// name, say) for an instance to get the broadcasts it missed while restarting.
     pub instance_id: String,
+    /// How often each service instance announces its descriptor.
+    pub heartbeat: Duration,
 }
 
 impl Default for MeshConfig {
@@ -35,6 +37,7 @@ impl Default for MeshConfig {
             shutdown_grace: Duration::from_secs(10),
             default_timeout: Duration::from_secs(30),
             instance_id: uuid::Uuid::new_v4().simple().to_string(),
+            heartbeat: Duration::from_secs(5),
         }
     }
 }

@@ -5,6 +5,7 @@ use crate::deadline::Deadline;
 use crate::error::CallError;
 use crate::outbound::{ServiceProxy, SharedOutbound};
 use crate::protocol::CALL_ID_STACK_LIMIT;
+use crate::trace::TraceParent;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -19,6 +20,8 @@ pub struct CallContext {
     pub data: BTreeMap<String, String>,
     /// When the caller stops waiting.
     pub deadline: Option<Deadline>,
+    /// The W3C `traceparent` of the caller's span.
+    pub traceparent: Option<String>,
 }
 
 impl CallContext {
@@ -87,8 +90,15 @@ impl Ctx {
     /// (`<service>.<method>.<uuid>`).
     pub fn new(service: &str, method: &str, incoming: CallContext) -> Self {
         let call_id = format!("{service}.{method}.{}", uuid::Uuid::new_v4());
+        // This call is a span of the caller's trace (or starts one).
+        let span = incoming
+            .traceparent
+            .as_deref()
+            .and_then(TraceParent::parse)
+            .map_or_else(TraceParent::new_root, |parent| parent.child());
         let context = CallContext {
             call_id_stack: incoming.stack_with(&call_id),
+            traceparent: Some(span.to_string()),
             ..incoming
         };
         Self {
@@ -154,6 +164,11 @@ impl Ctx {
     /// The caller's deadline, if it set one.
     pub fn deadline(&self) -> Option<Deadline> {
         self.context.deadline
+    }
+
+    /// This call's W3C `traceparent` (its trace id is the caller's).
+    pub fn traceparent(&self) -> Option<&str> {
+        self.context.traceparent.as_deref()
     }
 
     /// A context value such as `user_id` or `auth_token`.

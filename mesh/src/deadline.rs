@@ -57,7 +57,8 @@ impl Deadline {
     }
 }
 
-fn epoch_ms_now() -> u64 {
+/// Now, as unix epoch milliseconds.
+pub(crate) fn epoch_ms_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

@@ -33,6 +33,9 @@ pub struct Subscription {
     pub handler_type: HandlerType,
     /// The handler's method name; `on_<event_type>` unless set.
     pub method: String,
+    /// A broadcast queue that lives only as long as its consumer (exclusive, auto-deleted):
+    /// for instances that only care about events while they run, like a gateway's registry.
+    pub transient: bool,
 }
 
 impl Subscription {
@@ -44,7 +47,15 @@ impl Subscription {
             method: format!("on_{event_type}"),
             event_type,
             handler_type: HandlerType::ServicePool,
+            transient: false,
         }
+    }
+
+    /// A broadcast subscription whose queue goes away with its instance.
+    pub fn transient(mut self) -> Self {
+        self.handler_type = HandlerType::Broadcast;
+        self.transient = true;
+        self
     }
 
     /// Every instance of the service gets each event.

@@ -9,8 +9,10 @@
 //! ```no_run
 //! use mesh::{Args, MeshConfig, RpcError, Service};
 //! use serde::Deserialize;
+//! use utoipa::ToSchema;
 //!
-//! #[derive(Deserialize)]
+//! /// Greets someone.
+//! #[derive(Deserialize, ToSchema)]
 //! struct Hello { name: String }
 //!
 //! async fn hello(Args(h): Args<Hello>) -> Result<String, RpcError> {
@@ -27,29 +29,40 @@
 //! [`Broker`] connection per process.
 
 pub mod amqp;
+mod announce;
 pub mod args;
 mod config;
 mod context;
 mod deadline;
+pub mod describe;
 mod error;
 pub mod events;
 mod handler;
+pub mod local;
 mod outbound;
 pub mod pending;
 pub mod protocol;
+mod running;
 mod service;
 mod shutdown;
+pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod trace;
+mod transport;
 
-pub use amqp::{Broker, ClientStats, Publisher, RpcClient, RunningService, ServiceStats, serve};
+pub use amqp::{Broker, Publisher, RpcClient, serve};
 pub use config::{DEFAULT_AMQP_URL, MeshConfig, redact_url};
 pub use context::{CallContext, Ctx};
 pub use deadline::Deadline;
 pub use error::{CallError, ConnectError, ErrorKind, RpcError};
 pub use events::{HandlerType, Subscription};
 pub use handler::{Args, BoxFuture, Call, FromCall, Handler, IntoReply, Payload, State};
-pub use outbound::{Client, Outbound, ServiceProxy, SharedOutbound};
+pub use outbound::{Client, ClientStats, Outbound, ServiceProxy, SharedOutbound};
+pub use running::{RunningService, ServiceStats};
 pub use service::{ErasedHandler, Routes, Service};
 pub use shutdown::{Shutdown, terminate_signal};
+pub use transport::{Mesh, Transport};
 
 /// Connects to the broker, serves `services` until SIGINT or SIGTERM, then shuts each down
 /// gracefully (stop consuming, finish in-flight work within the grace period).

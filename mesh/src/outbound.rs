@@ -24,7 +24,8 @@ pub trait Outbound: Send + Sync + 'static {
         context: CallContext,
     ) -> BoxFuture<Result<Value, CallError>>;
 
-    /// Publishes event `event_type` from `source` with `payload`; returns once the broker has it.
+    /// Publishes event `event_type` from `source` with `payload`; returns once the transport
+    /// has it (for AMQP: the broker confirmed it).
     fn dispatch(
         &self,
         source: &str,
@@ -32,6 +33,29 @@ pub trait Outbound: Send + Sync + 'static {
         payload: Value,
         context: CallContext,
     ) -> BoxFuture<Result<(), CallError>>;
+
+    /// Whether calls can be made now.
+    fn is_ready(&self) -> bool;
+
+    /// Counters since start.
+    fn stats(&self) -> ClientStats;
+}
+
+/// Counters of a client since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    /// Calls made.
+    pub calls: u64,
+    /// Calls waiting for a reply now.
+    pub pending: usize,
+    /// Calls that passed their deadline.
+    pub timeouts: u64,
+    /// Calls to a service with no bound queue.
+    pub unknown_service: u64,
+    /// Replies that found no waiting caller (late, duplicate or foreign).
+    pub unmatched_replies: u64,
+    /// Times the broker connection was lost (AMQP only).
+    pub broker_lost: u64,
 }
 
 /// A shared [`Outbound`].
@@ -104,6 +128,28 @@ impl Client {
             outbound,
             source: source.into(),
         }
+    }
+
+    /// Calls `service.method` with `body` and `context` (the default deadline applies when the
+    /// context has none). Dropping the future abandons the call.
+    pub async fn call(
+        &self,
+        service: &str,
+        method: &str,
+        body: RequestBody,
+        context: CallContext,
+    ) -> Result<Value, CallError> {
+        self.outbound.call(service, method, body, context).await
+    }
+
+    /// Whether calls can be made now (for AMQP: connected and consuming replies).
+    pub fn is_ready(&self) -> bool {
+        self.outbound.is_ready()
+    }
+
+    /// The client's counters.
+    pub fn stats(&self) -> ClientStats {
+        self.outbound.stats()
     }
 
     /// A proxy for calling `service` with a root context (the default deadline applies).

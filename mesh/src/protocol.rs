@@ -18,6 +18,9 @@ pub const CALL_ID_STACK_KEY: &str = "call_id_stack";
 /// Warren's own header: the caller's deadline as unix epoch milliseconds. nameko ignores it.
 pub const DEADLINE_HEADER: &str = "warren.deadline";
 
+/// The W3C trace context header, as AMQP applications carry it (an application header).
+pub const TRACEPARENT_HEADER: &str = "traceparent";
+
 /// How many entries a call id stack keeps: nameko's `parent_calls_tracked` (10) plus the call itself.
 pub const CALL_ID_STACK_LIMIT: usize = 11;
 

@@ -1,13 +1,17 @@
 //! [`Service`]: a name plus handlers, declared the way axum declares routes.
 
 use crate::context::Ctx;
+use crate::describe::{
+    Describe, HandlerSchemas, InstanceState, MethodDescriptor, ServiceDescriptor,
+    SubscriptionDescriptor,
+};
 use crate::error::{ErrorKind, RpcError};
-use crate::events::Subscription;
+use crate::events::{HandlerType, Subscription};
 use crate::handler::{BoxFuture, Call, Handler};
 use crate::outbound::SharedOutbound;
 use crate::protocol::{NameError, validate_name};
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 /// A handler with its state bound and its types erased.
@@ -19,8 +23,9 @@ pub type ErasedHandler = Arc<dyn Fn(Call) -> BoxFuture<Result<Value, RpcError>> 
 /// use mesh::{Args, RpcError, Service, State};
 /// use serde::Deserialize;
 /// use std::sync::Arc;
+/// use utoipa::ToSchema;
 ///
-/// #[derive(Deserialize)]
+/// #[derive(Deserialize, ToSchema)]
 /// struct Hello { name: String }
 ///
 /// async fn hello(Args(h): Args<Hello>) -> Result<String, RpcError> {
@@ -43,7 +48,16 @@ pub struct Service<S = ()> {
     name: String,
     routes: HashMap<String, ErasedHandler>,
     subscriptions: Vec<(Subscription, ErasedHandler)>,
+    docs: Docs,
     state: S,
+}
+
+/// What a service says about itself in its descriptor.
+#[derive(Debug, Clone, Default)]
+struct Docs {
+    version: Option<String>,
+    schemas: BTreeMap<String, HandlerSchemas>,
+    descriptions: BTreeMap<String, String>,
 }
 
 impl Service<()> {
@@ -54,6 +68,7 @@ impl Service<()> {
             name: name.into(),
             routes: HashMap::new(),
             subscriptions: Vec::new(),
+            docs: Docs::default(),
             state: (),
         }
     }
@@ -66,18 +81,37 @@ impl<S: Clone + Send + Sync + 'static> Service<S> {
             name: self.name,
             routes: self.routes,
             subscriptions: self.subscriptions,
+            docs: self.docs,
             state,
         }
     }
 
     /// Registers `handler` as the RPC method `method`. A later registration of the same name
-    /// replaces the earlier one.
+    /// replaces the earlier one. The method's argument and result schemas, for the service's
+    /// descriptor and the gateway's OpenAPI document, come from the handler's types: its
+    /// `Args<T>` and `Result<R, _>` need `T, R: utoipa::ToSchema`.
     pub fn rpc<H, T>(mut self, method: impl Into<String>, handler: H) -> Self
     where
-        H: Handler<T, S>,
+        H: Handler<T, S> + Describe<T, S>,
     {
+        let method = method.into();
+        self.docs.schemas.insert(method.clone(), H::schemas());
         let erased = self.erase(handler);
-        self.routes.insert(method.into(), erased);
+        self.routes.insert(method, erased);
+        self
+    }
+
+    /// Describes `method` for readers of the API (otherwise its argument type's doc comment).
+    pub fn doc(mut self, method: impl Into<String>, description: impl Into<String>) -> Self {
+        self.docs
+            .descriptions
+            .insert(method.into(), description.into());
+        self
+    }
+
+    /// Sets the version the service announces (default `0.0.0`).
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.docs.version = Some(version.into());
         self
     }
 
@@ -145,8 +179,19 @@ impl<S: Clone + Send + Sync + 'static> Service<S> {
             service: Arc::from(self.name.as_str()),
             handlers: Arc::new(self.routes.clone()),
             subscriptions: Arc::new(self.subscriptions.clone()),
+            docs: Arc::new(self.docs.clone()),
             outbound: None,
         }
+    }
+
+    /// The descriptor an instance `instance` of this service sends.
+    pub fn descriptor(
+        &self,
+        instance: &str,
+        heartbeat_ms: u64,
+        state: InstanceState,
+    ) -> ServiceDescriptor {
+        self.routes().descriptor(instance, heartbeat_ms, state)
     }
 }
 
@@ -156,6 +201,7 @@ pub struct Routes {
     service: Arc<str>,
     handlers: Arc<HashMap<String, ErasedHandler>>,
     subscriptions: Arc<Vec<(Subscription, ErasedHandler)>>,
+    docs: Arc<Docs>,
     outbound: Option<SharedOutbound>,
 }
 
@@ -179,6 +225,16 @@ impl Routes {
         }
     }
 
+    /// Whether the service has RPC methods (a service with only event handlers has no queue).
+    pub fn has_methods(&self) -> bool {
+        !self.handlers.is_empty()
+    }
+
+    /// How many RPC methods the service has.
+    pub fn method_count(&self) -> usize {
+        self.handlers.len()
+    }
+
     /// The event subscriptions with their handlers.
     pub fn subscriptions(&self) -> &[(Subscription, ErasedHandler)] {
         &self.subscriptions
@@ -188,6 +244,71 @@ impl Routes {
     pub fn with_outbound(mut self, outbound: SharedOutbound) -> Self {
         self.outbound = Some(outbound);
         self
+    }
+
+    /// The transport handle handlers reach the mesh through, once the runtime has set it.
+    pub fn outbound(&self) -> Option<&SharedOutbound> {
+        self.outbound.as_ref()
+    }
+
+    /// The descriptor instance `instance` sends: methods sorted by name, schemas, subscriptions.
+    pub fn descriptor(
+        &self,
+        instance: &str,
+        heartbeat_ms: u64,
+        state: InstanceState,
+    ) -> ServiceDescriptor {
+        let docs = &self.docs;
+        let mut components = BTreeMap::new();
+        let mut names: Vec<&String> = self.handlers.keys().collect();
+        names.sort_unstable();
+        let methods = names
+            .into_iter()
+            .map(|name| {
+                let schemas = docs.schemas.get(name).cloned().unwrap_or_default();
+                components.extend(schemas.components.clone());
+                let description = docs.descriptions.get(name).cloned().or_else(|| {
+                    schemas
+                        .request
+                        .as_ref()
+                        .and_then(|r| r.get("description"))
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                });
+                MethodDescriptor {
+                    name: name.clone(),
+                    description,
+                    request: schemas.request.unwrap_or(Value::Null),
+                    response: schemas.response,
+                }
+            })
+            .collect();
+        let subscriptions = self
+            .subscriptions
+            .iter()
+            .map(|(s, _)| SubscriptionDescriptor {
+                source: s.source.clone(),
+                event_type: s.event_type.clone(),
+                handler_type: match s.handler_type {
+                    HandlerType::ServicePool => "service_pool",
+                    HandlerType::Singleton => "singleton",
+                    HandlerType::Broadcast => "broadcast",
+                }
+                .to_owned(),
+            })
+            .collect();
+        ServiceDescriptor {
+            service: self.service.to_string(),
+            instance: instance.to_owned(),
+            version: docs.version.clone().unwrap_or_else(|| "0.0.0".to_owned()),
+            sent_at_ms: crate::deadline::epoch_ms_now(),
+            started_at_ms: 0,
+            heartbeat_ms,
+            state,
+            methods,
+            components,
+            subscriptions,
+        }
     }
 
     /// Builds the [`Ctx`] for a call to `method` on this service.
@@ -206,7 +327,7 @@ mod tests {
     use serde_json::json;
     use std::sync::atomic::{AtomicU64, Ordering};
 
-    #[derive(Deserialize)]
+    #[derive(Deserialize, utoipa::ToSchema)]
     struct Add {
         a: i64,
         b: i64,

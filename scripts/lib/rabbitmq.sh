@@ -34,12 +34,14 @@ ensure_rabbitmq() {
     echo "rabbitmq: up on 127.0.0.1:5672"
 }
 
-# remove_test_queues: delete the `rpc-t_*` service queues a crashed test run may have left behind
-# (tests name their services t_<what>_<random>; their queues are durable, as nameko's are).
+# remove_test_queues: delete the queues a crashed test run may have left behind: service and
+# event queues of test services (tests name them t_<what>_<random>; they are durable, as
+# nameko's are), and dead-letter queues of gateways' registry subscriptions from older runs.
 remove_test_queues() {
     local queue
     local leftovers
-    leftovers=$(rabbitmqctl -q list_queues name 2>/dev/null | grep -E '^rpc-t_[a-z]+_[0-9a-f]{8}$' || true)
+    leftovers=$(rabbitmqctl -q list_queues name 2>/dev/null \
+        | grep -E '^(rpc|evt)-.*t_[a-z]+_[0-9a-f]{8}|^evt-warren-service_descriptor--gateway\.on_descriptor-.*\.dead-letter$' || true)
     for queue in $leftovers; do
         rabbitmqctl -q delete_queue "$queue" >/dev/null 2>&1 || true
     done

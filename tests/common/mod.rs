@@ -3,7 +3,9 @@
 
 #![allow(dead_code)]
 
-use mesh::{Broker, MeshConfig, RpcClient, RunningService, Service};
+pub mod process;
+
+use mesh::{Broker, Client, Mesh, MeshConfig, RunningService, Service};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -79,16 +81,25 @@ pub async fn declare_rpc_queue(
         .expect("bind");
 }
 
-/// Deletes the queues and exchanges a test declared, when dropped (also when the test panics).
+/// Deletes the queues and exchanges a test declared on the broker, when dropped (also when the
+/// test panics). In-process tests leave nothing behind and skip it.
 #[derive(Default)]
 pub struct QueueCleanup {
     queues: Vec<String>,
     exchanges: Vec<String>,
+    disabled: bool,
 }
 
 impl QueueCleanup {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A cleanup that only acts for AMQP.
+    pub fn for_kind(kind: Kind) -> Self {
+        let mut cleanup = Self::default();
+        cleanup.disabled = kind == Kind::InProcess;
+        cleanup
     }
 
     /// The service's RPC queue.
@@ -110,6 +121,9 @@ impl QueueCleanup {
 
 impl Drop for QueueCleanup {
     fn drop(&mut self) {
+        if self.disabled {
+            return;
+        }
         let queues = std::mem::take(&mut self.queues);
         let exchanges = std::mem::take(&mut self.exchanges);
         let url = mesh_config().amqp_url;
@@ -146,33 +160,54 @@ impl Drop for QueueCleanup {
     }
 }
 
-/// A gateway on a real socket, its client, and the services started for the test.
+/// The transport a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// RabbitMQ on `AMQP_URL` (default 127.0.0.1:5672).
+    Amqp,
+    /// The in-process transport.
+    InProcess,
+}
+
+/// A gateway on a real socket over a mesh of `Kind`, its client, and the services started for
+/// the test.
 pub struct Harness {
+    pub kind: Kind,
     pub base: String,
     pub addr: SocketAddr,
-    pub broker: Broker,
-    pub client: RpcClient,
+    pub mesh: Mesh,
+    pub client: Client,
     pub http: reqwest::Client,
     pub services: Vec<RunningService>,
     pub cleanup: QueueCleanup,
+    pub gateway: warren_gateway::Gateway,
     server: tokio::task::JoinHandle<()>,
 }
 
 impl Harness {
-    /// A gateway with default settings and no services yet.
+    /// A gateway over RabbitMQ with default settings and no services yet.
     pub async fn start() -> Self {
-        Self::with_config(GatewayConfig::default()).await
+        Self::on(Kind::Amqp, GatewayConfig::default()).await
     }
 
-    /// A gateway with `config` and no services yet.
+    /// A gateway over RabbitMQ with `config`.
     pub async fn with_config(config: GatewayConfig) -> Self {
-        let broker = Broker::connect(mesh_config())
+        Self::on(Kind::Amqp, config).await
+    }
+
+    /// A gateway over a mesh of `kind` with `config` and no services yet.
+    pub async fn on(kind: Kind, config: GatewayConfig) -> Self {
+        let mesh = match kind {
+            Kind::Amqp => Mesh::amqp(mesh_config())
+                .await
+                .expect("RabbitMQ must be running"),
+            Kind::InProcess => Mesh::in_process(mesh_config()),
+        };
+        let gateway = warren_gateway::Gateway::start(&mesh, config)
             .await
-            .expect("RabbitMQ must be running");
-        let client = RpcClient::start(&broker, "gateway")
-            .await
-            .expect("callback queue");
-        let app = warren_gateway::router(client.clone(), config);
+            .expect("gateway");
+        let client = gateway.client().clone();
+        let app = gateway.router();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -181,22 +216,46 @@ impl Harness {
             let _ = warren_gateway::serve(listener, app, std::future::pending()).await;
         });
         Self {
+            kind,
             base: format!("http://{addr}"),
             addr,
-            broker,
+            mesh,
             client,
             http: reqwest::Client::new(),
             services: Vec::new(),
-            cleanup: QueueCleanup::new(),
+            cleanup: QueueCleanup::for_kind(kind),
+            gateway,
             server,
         }
     }
 
-    /// Serves `service` on this harness's broker connection.
+    /// The broker (AMQP-only tests).
+    pub fn broker(&self) -> &Broker {
+        self.mesh.broker().expect("an AMQP harness")
+    }
+
+    /// Serves `service` on this harness's mesh.
     pub async fn serve<S: Clone + Send + Sync + 'static>(&mut self, service: Service<S>) {
-        self.cleanup.service(service.name());
-        let running = mesh::serve(&self.broker, service).await.expect("serve");
+        let running = self.serve_on(&self.mesh.clone(), service).await;
         self.services.push(running);
+    }
+
+    /// Serves `service` on `mesh` (another instance), cleaned up with the harness.
+    pub async fn serve_on<S: Clone + Send + Sync + 'static>(
+        &mut self,
+        mesh: &Mesh,
+        service: Service<S>,
+    ) -> RunningService {
+        self.cleanup.service(service.name());
+        mesh.serve(service).await.expect("serve")
+    }
+
+    /// Another instance on the same mesh, as another process would be.
+    pub async fn instance(&self, config: MeshConfig) -> Mesh {
+        self.mesh
+            .another_instance(config)
+            .await
+            .expect("another instance")
     }
 
     /// `POST /rpc/{service}/{method}` with a JSON body.
@@ -219,6 +278,11 @@ impl Drop for Harness {
     fn drop(&mut self) {
         self.server.abort();
     }
+}
+
+/// Keyword arguments from a JSON object.
+pub fn kwargs(value: serde_json::Value) -> mesh::protocol::RequestBody {
+    mesh::protocol::RequestBody::kwargs(value.as_object().cloned().unwrap_or_default())
 }
 
 /// Asserts a problem+json response: status, and that the body names `kind` and has the RFC 9457

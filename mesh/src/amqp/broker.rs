@@ -3,10 +3,10 @@
 
 use super::outbound::AmqpOutbound;
 use super::publisher::Publisher;
-use crate::outbound::Client;
 use crate::config::MeshConfig;
 use crate::context::CallContext;
 use crate::error::{CallError, ConnectError};
+use crate::outbound::Client;
 use lapin::options::ExchangeDeclareOptions;
 use lapin::types::FieldTable;
 use lapin::uri::AMQPUri;

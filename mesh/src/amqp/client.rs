@@ -11,6 +11,8 @@ use super::headers;
 use crate::context::CallContext;
 use crate::deadline::Deadline;
 use crate::error::{CallError, ConnectError};
+use crate::handler::BoxFuture;
+use crate::outbound::{ClientStats, Outbound};
 use crate::pending::PendingCalls;
 use crate::protocol::{ReplyBody, RequestBody, request_routing_key, validate_name};
 use futures_util::StreamExt;
@@ -60,23 +62,6 @@ struct Shared {
     timeouts: AtomicU64,
     unknown_service: AtomicU64,
     broker_lost: AtomicU64,
-}
-
-/// Counters of an [`RpcClient`] since it started.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientStats {
-    /// Calls made.
-    pub calls: u64,
-    /// Calls waiting for a reply now.
-    pub pending: usize,
-    /// Calls that passed their deadline.
-    pub timeouts: u64,
-    /// Calls to a service with no bound queue.
-    pub unknown_service: u64,
-    /// Replies that found no waiting caller (late, duplicate or foreign).
-    pub unmatched_replies: u64,
-    /// Times the broker connection was lost.
-    pub broker_lost: u64,
 }
 
 impl RpcClient {
@@ -314,5 +299,45 @@ fn fail_pending(shared: &Shared) {
     ));
     if failed > 0 {
         tracing::warn!(failed, "failed pending calls after losing the broker");
+    }
+}
+
+impl Outbound for RpcClient {
+    fn call(
+        &self,
+        service: &str,
+        method: &str,
+        body: RequestBody,
+        context: CallContext,
+    ) -> BoxFuture<Result<Value, CallError>> {
+        let client = self.clone();
+        let (service, method) = (service.to_owned(), method.to_owned());
+        Box::pin(async move { client.call(&service, &method, &body, context).await })
+    }
+
+    fn dispatch(
+        &self,
+        source: &str,
+        event_type: &str,
+        payload: Value,
+        context: CallContext,
+    ) -> BoxFuture<Result<(), CallError>> {
+        let broker = self.inner.broker.clone();
+        let (source, event_type) = (source.to_owned(), event_type.to_owned());
+        Box::pin(async move {
+            broker
+                .publisher()
+                .await?
+                .dispatch(&source, &event_type, &payload, &context)
+                .await
+        })
+    }
+
+    fn is_ready(&self) -> bool {
+        RpcClient::is_ready(self)
+    }
+
+    fn stats(&self) -> ClientStats {
+        RpcClient::stats(self)
     }
 }

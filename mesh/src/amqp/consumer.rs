@@ -1,8 +1,8 @@
 //! The consume loop every queue of a service runs, RPC or events: bounded concurrency, recovery
 //! after a broker restart, and a graceful stop.
 
-use super::server::ServiceStats;
 use crate::handler::BoxFuture;
+use crate::running::ServiceStats;
 use crate::shutdown::Shutdown;
 use futures_util::StreamExt;
 use lapin::message::Delivery;

@@ -6,21 +6,18 @@ use super::broker::{Broker, declare_topic_exchange};
 use super::consumer::{DeliveryHandler, HandleDelivery, into_handler};
 use super::headers;
 use super::rpc::ack;
-use super::server::ServiceStats;
-use crate::error::{ConnectError, RpcError};
+use crate::error::ConnectError;
 use crate::events::{BROADCAST_QUEUE_EXPIRES_MS, HandlerType, Subscription, dead_letter_queue};
-use crate::handler::Call;
 use crate::protocol::events_exchange;
+use crate::running::ServiceStats;
 use crate::service::{ErasedHandler, Routes};
-use futures_util::FutureExt;
+use crate::telemetry::{self, EventOutcome};
 use lapin::Channel;
 use lapin::message::Delivery;
 use lapin::options::{BasicNackOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use serde_json::Value;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 /// A subscription's channel and queues, declared.
 pub(crate) struct Declared {
@@ -56,8 +53,20 @@ pub(crate) async fn declare(
         durable: true,
         ..QueueDeclareOptions::default()
     };
+    // A transient queue lives as long as its consumer's connection, like nameko's broadcast
+    // queues; lapin redeclares it after a reconnect.
+    let options = if subscription.transient {
+        arguments = FieldTable::default();
+        QueueDeclareOptions {
+            exclusive: true,
+            auto_delete: true,
+            ..QueueDeclareOptions::default()
+        }
+    } else {
+        durable
+    };
     channel
-        .queue_declare(queue.as_str().into(), durable, arguments)
+        .queue_declare(queue.as_str().into(), options, arguments)
         .await
         .map_err(setup)?;
     channel
@@ -70,12 +79,21 @@ pub(crate) async fn declare(
         )
         .await
         .map_err(setup)?;
+    // The dead-letter queue lives as long as its queue: forever for a shared queue, until
+    // expiry for a broadcast one, with the connection for a transient one.
     let dead_letter_queue = dead_letter_queue(&queue);
+    let mut dead_letter_arguments = FieldTable::default();
+    if subscription.handler_type == HandlerType::Broadcast && !subscription.transient {
+        dead_letter_arguments.insert(
+            "x-expires".into(),
+            AMQPValue::LongLongInt(BROADCAST_QUEUE_EXPIRES_MS),
+        );
+    }
     channel
         .queue_declare(
             dead_letter_queue.as_str().into(),
-            durable,
-            FieldTable::default(),
+            options,
+            dead_letter_arguments,
         )
         .await
         .map_err(setup)?;
@@ -126,18 +144,16 @@ impl HandleDelivery for EventWorker {
             }
         };
         let context = headers::read(delivery.properties.headers().as_ref());
-        let ctx = self.routes.ctx(&self.subscription.method, context);
-        let outcome = AssertUnwindSafe((self.handler)(Call::event(ctx, payload)))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|_| Err(RpcError::internal("the handler panicked")));
+        let method = &self.subscription.method;
+        let outcome =
+            telemetry::run_event(&self.routes, &self.handler, method, context, payload).await;
         match outcome {
             Ok(_) => {
-                self.stats.events_handled.fetch_add(1, Ordering::Relaxed);
+                self.count(EventOutcome::Handled);
                 ack(&delivery, label).await;
             }
             Err(error) if !delivery.redelivered => {
-                self.stats.events_retried.fetch_add(1, Ordering::Relaxed);
+                self.count(EventOutcome::Retried);
                 tracing::warn!(queue = %label, %error, "event handler failed; retrying once");
                 requeue(&delivery, label).await;
             }
@@ -147,6 +163,15 @@ impl HandleDelivery for EventWorker {
 }
 
 impl EventWorker {
+    fn count(&self, outcome: EventOutcome) {
+        telemetry::event(
+            &self.routes,
+            &self.stats,
+            &self.subscription.event_type,
+            outcome,
+        );
+    }
+
     /// Moves the event to the dead-letter queue (confirmed), then acks it. If the broker does not
     /// take the copy, the event goes back to its queue instead: it is never dropped.
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) {
@@ -161,9 +186,7 @@ impl EventWorker {
         };
         match copied {
             Ok(()) => {
-                self.stats
-                    .events_dead_lettered
-                    .fetch_add(1, Ordering::Relaxed);
+                self.count(EventOutcome::DeadLettered);
                 tracing::error!(%queue, %reason, "event moved to its dead-letter queue");
                 ack(delivery, queue).await;
             }

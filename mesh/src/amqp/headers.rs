@@ -3,7 +3,9 @@
 
 use crate::context::CallContext;
 use crate::deadline::Deadline;
-use crate::protocol::{CALL_ID_STACK_KEY, CONTEXT_HEADER_PREFIX, DEADLINE_HEADER};
+use crate::protocol::{
+    CALL_ID_STACK_KEY, CONTEXT_HEADER_PREFIX, DEADLINE_HEADER, TRACEPARENT_HEADER,
+};
 use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString};
 
 /// The headers carrying `context`.
@@ -24,6 +26,12 @@ pub(crate) fn write(context: &CallContext) -> FieldTable {
             AMQPValue::LongString(LongString::from(value.as_str())),
         );
     }
+    if let Some(traceparent) = &context.traceparent {
+        table.insert(
+            TRACEPARENT_HEADER.into(),
+            AMQPValue::LongString(LongString::from(traceparent.as_str())),
+        );
+    }
     if let Some(deadline) = context.deadline {
         let epoch_ms = i64::try_from(deadline.to_epoch_ms()).unwrap_or(i64::MAX);
         table.insert(DEADLINE_HEADER.into(), AMQPValue::LongLongInt(epoch_ms));
@@ -42,6 +50,8 @@ pub(crate) fn read(headers: Option<&FieldTable>) -> CallContext {
         let key = key.as_str();
         if key == DEADLINE_HEADER {
             context.deadline = as_u64(value).map(Deadline::from_epoch_ms);
+        } else if key == TRACEPARENT_HEADER {
+            context.traceparent = as_string(value);
         } else if let Some(name) = key.strip_prefix(CONTEXT_HEADER_PREFIX) {
             if name == CALL_ID_STACK_KEY {
                 if let AMQPValue::FieldArray(items) = value {

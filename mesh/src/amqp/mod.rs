@@ -12,6 +12,7 @@ mod rpc;
 mod server;
 
 pub use broker::Broker;
-pub use client::{ClientStats, RpcClient};
+pub use client::RpcClient;
 pub use publisher::Publisher;
-pub use server::{RunningService, ServiceStats, serve};
+pub use server::serve;
+pub(crate) use server::serve_routes;

@@ -5,7 +5,7 @@ use super::client::RpcClient;
 use crate::context::CallContext;
 use crate::error::CallError;
 use crate::handler::BoxFuture;
-use crate::outbound::Outbound;
+use crate::outbound::{ClientStats, Outbound};
 use crate::protocol::RequestBody;
 use serde_json::Value;
 use std::sync::Arc;
@@ -80,5 +80,20 @@ impl Outbound for AmqpOutbound {
                 .dispatch(&source, &event_type, &payload, &context)
                 .await
         })
+    }
+
+    fn is_ready(&self) -> bool {
+        match self.inner.client.get() {
+            Some(client) => client.is_ready(),
+            None => self.inner.broker.is_connected(),
+        }
+    }
+
+    fn stats(&self) -> ClientStats {
+        self.inner
+            .client
+            .get()
+            .map(RpcClient::stats)
+            .unwrap_or_default()
     }
 }

@@ -10,21 +10,18 @@ use super::broker::Broker;
 use super::consumer::{DeliveryHandler, HandleDelivery, into_handler};
 use super::headers;
 use super::publisher::json_properties;
-use super::server::ServiceStats;
 use crate::error::{ConnectError, ErrorKind, RpcError};
-use crate::handler::Call;
 use crate::protocol::{
     ReplyBody, RequestBody, method_of_routing_key, service_binding, service_queue,
 };
+use crate::running::ServiceStats;
 use crate::service::Routes;
-use futures_util::FutureExt;
+use crate::telemetry;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicPublishOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel};
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 /// Opens a channel, declares `rpc-<service>` (durable, no x-arguments: exactly nameko's, or a
 /// nameko peer declaring it gets PRECONDITION_FAILED) and binds it with `<service>.*`.
@@ -89,33 +86,23 @@ impl HandleDelivery for Worker {
         let service = self.routes.service();
 
         if context.deadline.is_some_and(|d| d.expired()) {
-            self.stats.expired.fetch_add(1, Ordering::Relaxed);
+            telemetry::expired(&self.routes, &self.stats);
             tracing::debug!(%service, %method, "skipping an expired request");
             ack(&delivery, service).await;
             return;
         }
 
-        let outcome = match RequestBody::decode(&delivery.data) {
-            Err(message) => Err(RpcError::new(ErrorKind::MalformedRequest, message)),
-            Ok(body) => {
-                let ctx = self.routes.ctx(&method, context);
-                let handler = self.routes.dispatch(Call::rpc(ctx, body));
-                AssertUnwindSafe(handler)
-                    .catch_unwind()
-                    .await
-                    .unwrap_or_else(|_| Err(RpcError::internal("the handler panicked")))
-            }
-        };
+        let body = RequestBody::decode(&delivery.data)
+            .map_err(|message| RpcError::new(ErrorKind::MalformedRequest, message));
+        let outcome = telemetry::run_rpc(&self.routes, &self.stats, &method, context, body).await;
         let reply = match outcome {
             Ok(result) => ReplyBody::ok(result),
             Err(error) => {
-                self.stats.failed.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(%service, %method, %error, "handler failed");
                 ReplyBody::err(error.to_wire())
             }
         };
         self.reply(properties, reply).await;
-        self.stats.handled.fetch_add(1, Ordering::Relaxed);
         ack(&delivery, service).await;
     }
 }

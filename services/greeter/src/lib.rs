@@ -7,6 +7,7 @@
 use mesh::{Args, RpcError, Service};
 use serde::Deserialize;
 use std::time::Duration;
+use utoipa::ToSchema;
 
 /// The service's usual name.
 pub const NAME: &str = "greeting_service";
@@ -21,11 +22,15 @@ pub fn service() -> Service {
 
 /// The service under another name (tests run several meshes on one broker).
 pub fn service_named(name: &str) -> Service {
-    Service::new(name).rpc("hello", hello).rpc("slow", slow)
+    Service::new(name)
+        .version(env!("CARGO_PKG_VERSION"))
+        .rpc("hello", hello)
+        .rpc("fib", fib)
+        .rpc("slow", slow)
 }
 
-/// Arguments of `hello`.
-#[derive(Debug, Deserialize)]
+/// Greets someone: `"Hello, <name>!"`.
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct Hello {
     /// Who to greet.
     pub name: String,
@@ -36,10 +41,40 @@ pub async fn hello(Args(h): Args<Hello>) -> Result<String, RpcError> {
     Ok(format!("Hello, {}!", h.name))
 }
 
-/// Arguments of `slow`.
-#[derive(Debug, Deserialize)]
+/// Computes the `n`th Fibonacci number the slow way (recursively, as the RabbitMQ tutorial's
+/// RPC server does): a CPU-heavy method for scaling runs. `n` is at most 40.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct Fib {
+    /// Which Fibonacci number.
+    #[schema(maximum = 40)]
+    pub n: u32,
+}
+
+/// The largest `n` `fib` accepts.
+pub const MAX_FIB: u32 = 40;
+
+/// The `n`th Fibonacci number, recursively.
+pub async fn fib(Args(f): Args<Fib>) -> Result<u64, RpcError> {
+    if f.n > MAX_FIB {
+        return Err(RpcError::bad_request(format!(
+            "n must be at most {MAX_FIB}"
+        )));
+    }
+    fn slow(n: u32) -> u64 {
+        if n < 2 {
+            u64::from(n)
+        } else {
+            slow(n - 1) + slow(n - 2)
+        }
+    }
+    Ok(slow(f.n))
+}
+
+/// Sleeps `ms` milliseconds (at most ten minutes), then returns `ms`: for deadline tests.
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct Slow {
     /// How long to sleep, in milliseconds.
+    #[schema(maximum = 600000)]
     pub ms: u64,
 }
 
@@ -68,6 +103,12 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn fib_is_fibonacci() {
+        assert_eq!(fib(Args(Fib { n: 10 })).await, Ok(55));
+        assert!(fib(Args(Fib { n: MAX_FIB + 1 })).await.is_err());
+    }
+
+    #[tokio::test]
     async fn slow_refuses_absurd_sleeps() {
         assert_eq!(slow(Args(Slow { ms: 0 })).await, Ok(0));
         let err = slow(Args(Slow {
@@ -77,9 +118,47 @@ mod tests {
         assert_eq!(err.map_err(|e| e.kind()), Err(mesh::ErrorKind::BadRequest));
     }
 
+    #[tokio::test]
+    async fn handlers_called_directly() {
+        use mesh::testing::call_handler;
+        use serde_json::json;
+        assert_eq!(
+            call_handler(hello, (), json!({"name": "Ann"})).await,
+            Ok(json!("Hello, Ann!"))
+        );
+        assert_eq!(
+            call_handler(hello, (), json!(["Bo"])).await,
+            Ok(json!("Hello, Bo!"))
+        );
+        let wrong = call_handler(hello, (), json!({"nom": "x"})).await;
+        assert_eq!(
+            wrong.map_err(|e| e.kind()),
+            Err(mesh::ErrorKind::IncorrectSignature)
+        );
+    }
+
+    #[tokio::test]
+    async fn the_whole_service_in_process() {
+        use serde_json::json;
+        let mut mesh = mesh::testing::TestMesh::new();
+        mesh.serve(service()).await;
+        let hello = mesh.call(NAME, "hello", json!({"name": "Matt"})).await;
+        assert_eq!(hello, Ok(json!("Hello, Matt!")));
+        let missing = mesh.call(NAME, "nope", json!({})).await;
+        assert!(
+            matches!(missing, Err(mesh::CallError::Remote(ref e)) if e.exc_type == "MethodNotFound"),
+            "{missing:?}"
+        );
+        assert_eq!(
+            mesh.call(NAME, "slow", json!({"ms": 1})).await,
+            Ok(json!(1))
+        );
+        mesh.stop().await;
+    }
+
     #[test]
     fn declares_its_methods() {
-        assert_eq!(service().methods(), ["hello", "slow"]);
+        assert_eq!(service().methods(), ["fib", "hello", "slow"]);
         assert!(service().validate().is_ok());
     }
 }

@@ -117,7 +117,7 @@ pub enum Applied {
 }
 
 /// One search hit.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Hit {
     /// The book's id.
     pub id: i64,
@@ -134,7 +134,7 @@ pub struct Hit {
 }
 
 /// A page of search results.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SearchResults {
     /// The hits, best first.
     pub hits: Vec<Hit>,
@@ -143,7 +143,7 @@ pub struct SearchResults {
 }
 
 /// The index's size and progress.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct IndexStats {
     /// Books in the index (changes applied; searchable within [`COMMIT_DELAY`]).
     pub documents: u64,

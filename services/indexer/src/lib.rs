@@ -93,7 +93,7 @@ pub fn service_named(name: &str, library: &str, index: Index) -> Service<Indexer
 }
 
 /// Arguments of `search`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Search {
     /// The query, in tantivy's syntax.
@@ -133,7 +133,7 @@ impl Search {
 }
 
 /// The payload of the library's book events.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
 pub struct BookEvent {
     /// The book.
     pub id: i64,

@@ -43,7 +43,9 @@ impl From<SyncError> for mesh::RpcError {
 }
 
 /// What a catch-up did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 pub struct CatchUpReport {
     /// Books the library listed.
     pub listed: usize,

@@ -2,7 +2,8 @@
 //!
 //! - `get(key)` → the value, or `NotFound`
 //! - `put(key, value)` → `null`
-//! - `inc(key, by=1)` → the new value; a missing key counts from 0, a non-integer is `BadRequest`
+//! - `inc(key, by=1)` → the new value; a missing key counts from 0; a stored value that is not an
+//!   integer, or one that would overflow, is `Conflict` (the request is fine, the state is not)
 //! - `delete(key)` → whether the key existed
 //!
 //! Every operation takes one lock around one map operation, so concurrent increments are never
@@ -13,6 +14,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use utoipa::ToSchema;
 
 /// The service's usual name.
 pub const NAME: &str = "kv";
@@ -36,6 +38,7 @@ pub fn service() -> Service<Store> {
 /// The service under another name, on `store`.
 pub fn service_named(name: &str, store: Store) -> Service<Store> {
     Service::new(name)
+        .version(env!("CARGO_PKG_VERSION"))
         .with_state(store)
         .rpc("get", get)
         .rpc("put", put)
@@ -43,15 +46,15 @@ pub fn service_named(name: &str, store: Store) -> Service<Store> {
         .rpc("delete", delete)
 }
 
-/// Arguments naming a key.
-#[derive(Debug, Deserialize)]
+/// Names a key (`get`: its value or NotFound; `delete`: whether it existed).
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct Key {
     /// The key.
     pub key: String,
 }
 
-/// Arguments of `put`.
-#[derive(Debug, Deserialize)]
+/// Stores `value` at `key`.
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct Put {
     /// The key.
     pub key: String,
@@ -59,8 +62,8 @@ pub struct Put {
     pub value: Value,
 }
 
-/// Arguments of `inc`.
-#[derive(Debug, Deserialize)]
+/// Adds `by` (default 1) to the integer at `key` and returns the new value.
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct Inc {
     /// The key.
     pub key: String,
@@ -94,12 +97,12 @@ pub async fn inc(State(store): State<Store>, Args(i): Args<Inc>) -> Result<i64, 
     let current = match map.get(&i.key) {
         None => 0,
         Some(value) => value.as_i64().ok_or_else(|| {
-            RpcError::bad_request(format!("the value at `{}` is not an integer", i.key))
+            RpcError::conflict(format!("the value at `{}` is not an integer", i.key))
         })?,
     };
     let next = current
         .checked_add(i.by)
-        .ok_or_else(|| RpcError::bad_request(format!("`{}` would overflow", i.key)))?;
+        .ok_or_else(|| RpcError::conflict(format!("`{}` would overflow", i.key)))?;
     map.insert(i.key, Value::from(next));
     Ok(next)
 }
@@ -139,7 +142,7 @@ mod tests {
         });
         assert_eq!(put(State(s.clone()), put_s).await, Ok(()));
         let err = inc(State(s.clone()), by(1)).await;
-        assert_eq!(err.map_err(|e| e.kind()), Err(ErrorKind::BadRequest));
+        assert_eq!(err.map_err(|e| e.kind()), Err(ErrorKind::Conflict));
         assert_eq!(delete(State(s.clone()), key("a")).await, Ok(true));
         assert_eq!(delete(State(s.clone()), key("a")).await, Ok(false));
     }
@@ -160,7 +163,48 @@ mod tests {
             }),
         )
         .await;
-        assert_eq!(err.map_err(|e| e.kind()), Err(ErrorKind::BadRequest));
+        assert_eq!(err.map_err(|e| e.kind()), Err(ErrorKind::Conflict));
+    }
+
+    #[tokio::test]
+    async fn inc_called_directly_with_an_injected_store() {
+        use mesh::testing::call_handler;
+        let store = Store::default();
+        assert_eq!(
+            call_handler(inc, store.clone(), json!({"key": "a", "by": 2})).await,
+            Ok(json!(2))
+        );
+        assert_eq!(
+            call_handler(inc, store.clone(), json!(["a"])).await,
+            Ok(json!(3))
+        );
+        assert_eq!(store.lock().get("a"), Some(&json!(3)));
+    }
+
+    #[tokio::test]
+    async fn concurrent_increments_through_the_service_are_not_lost() {
+        let mut mesh = mesh::testing::TestMesh::new();
+        mesh.serve(service()).await;
+        let mesh = std::sync::Arc::new(mesh);
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let mesh = mesh.clone();
+                tokio::spawn(async move {
+                    for _ in 0..250 {
+                        mesh.call(NAME, "inc", json!({"key": "n"}))
+                            .await
+                            .expect("inc");
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("task");
+        }
+        assert_eq!(
+            mesh.call(NAME, "get", json!({"key": "n"})).await,
+            Ok(json!(2000))
+        );
     }
 
     #[tokio::test]

@@ -31,7 +31,7 @@ pub struct Limits {
 }
 
 /// A stored book, as `get_book` returns it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Book {
     /// The book's id; never reused, even after a delete.
     pub id: i64,
@@ -52,7 +52,7 @@ pub struct Book {
 }
 
 /// A book without its text, as `list_books` returns it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BookSummary {
     /// The book's id.
     pub id: i64,
@@ -71,7 +71,7 @@ pub struct BookSummary {
 }
 
 /// One page of `list_books`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Page {
     /// The books of this page, by ascending id.
     pub books: Vec<BookSummary>,
@@ -84,7 +84,7 @@ pub struct Page {
 
 /// The outcome of a write: the book and the version the write gave it. For a delete, the
 /// version is the delete's own, newer than any the book had.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Written {
     /// The book's id.
     pub id: i64,
@@ -96,7 +96,7 @@ pub struct Written {
 pub type BookEvent = Written;
 
 /// Arguments of `add_book`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddBook {
     /// The title (not blank).
@@ -115,7 +115,7 @@ pub struct AddBook {
 
 /// Arguments of `update_book`: the fields to change, any subset. For `year` and `language`,
 /// JSON `null` clears the field and leaving the key out keeps it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateBook {
     /// The book.
@@ -140,7 +140,7 @@ pub struct UpdateBook {
 }
 
 /// Arguments naming one book (`get_book`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BookId {
     /// The book.
@@ -148,7 +148,7 @@ pub struct BookId {
 }
 
 /// Arguments of `delete_book`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteBook {
     /// The book.
@@ -159,7 +159,7 @@ pub struct DeleteBook {
 }
 
 /// Arguments of `list_books`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListBooks {
     /// Where to go on: the `next_cursor` of the previous page; the first page when absent.

@@ -1,11 +1,6 @@
-//! The gateway's HTTP contract (DESIGN §3), row by row, over a real socket and the real RabbitMQ.
+//! The gateway's HTTP contract (DESIGN §3), row by row, over a real socket.
 
-mod common;
-
-use common::{Harness, assert_problem, unique, wait_until};
-use futures_util::StreamExt;
-use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
+use crate::common::{Harness, Kind, assert_problem, unique, wait_until};
 use mesh::{Args, Ctx, RpcError, Service};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -20,7 +15,7 @@ async fn stack(ctx: Ctx) -> Result<Vec<String>, RpcError> {
     Ok(ctx.call_id_stack().to_vec())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct Fail {
     exc_type: String,
 }
@@ -37,8 +32,8 @@ async fn fail(Args(f): Args<Fail>) -> Result<(), RpcError> {
 }
 
 /// A harness with a test service `t_contract_*` (ping, stack, fail), greeter and kv.
-async fn harness(config: GatewayConfig) -> (Harness, String, String) {
-    let mut h = Harness::with_config(config).await;
+async fn harness(kind: Kind, config: GatewayConfig) -> (Harness, String, String) {
+    let mut h = Harness::on(kind, config).await;
     let svc = unique("contract");
     let greeter = unique("greeter");
     h.serve(
@@ -52,9 +47,8 @@ async fn harness(config: GatewayConfig) -> (Harness, String, String) {
     (h, svc, greeter)
 }
 
-#[tokio::test]
-async fn ok_with_object_array_and_empty_bodies() {
-    let (h, svc, greeter) = harness(GatewayConfig::default()).await;
+pub async fn ok_with_object_array_and_empty_bodies(kind: Kind) {
+    let (h, svc, greeter) = harness(kind, GatewayConfig::default()).await;
     let r = h.post(&greeter, "hello", json!({"name": "Matt"})).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "application/json");
@@ -73,9 +67,8 @@ async fn ok_with_object_array_and_empty_bodies() {
     assert_eq!(r.json::<Value>().await.expect("json"), json!("pong"));
 }
 
-#[tokio::test]
-async fn request_id_is_echoed_and_roots_the_call_id_stack() {
-    let (h, svc, _) = harness(GatewayConfig::default()).await;
+pub async fn request_id_is_echoed_and_roots_the_call_id_stack(kind: Kind) {
+    let (h, svc, _) = harness(kind, GatewayConfig::default()).await;
     let r = h
         .http
         .post(format!("{}/rpc/{svc}/stack", h.base))
@@ -99,9 +92,8 @@ async fn request_id_is_echoed_and_roots_the_call_id_stack() {
     assert_eq!(body["request_id"], made);
 }
 
-#[tokio::test]
-async fn bad_requests_are_400() {
-    let (h, svc, greeter) = harness(GatewayConfig::default()).await;
+pub async fn bad_requests_are_400(kind: Kind) {
+    let (h, svc, greeter) = harness(kind, GatewayConfig::default()).await;
     let raw = |path: String, body: &'static str| {
         h.http
             .post(format!("{}{path}", h.base))
@@ -165,9 +157,8 @@ async fn bad_requests_are_400() {
     assert_problem(r, 400, "invalid-header").await;
 }
 
-#[tokio::test]
-async fn not_found_unknown_service_and_method() {
-    let (h, svc, _) = harness(GatewayConfig::default()).await;
+pub async fn not_found_unknown_service_and_method(kind: Kind) {
+    let (h, svc, _) = harness(kind, GatewayConfig::default()).await;
     let started = Instant::now();
     let r = h.post(&unique("nobody"), "x", json!({})).await;
     let elapsed = started.elapsed();
@@ -194,9 +185,8 @@ async fn not_found_unknown_service_and_method() {
     assert_problem(r, 404, "no-route").await;
 }
 
-#[tokio::test]
-async fn other_methods_are_405_with_allow() {
-    let (h, svc, _) = harness(GatewayConfig::default()).await;
+pub async fn other_methods_are_405_with_allow(kind: Kind) {
+    let (h, svc, _) = harness(kind, GatewayConfig::default()).await;
     let url = format!("{}/rpc/{svc}/ping", h.base);
     for method in [
         reqwest::Method::GET,
@@ -215,9 +205,8 @@ async fn other_methods_are_405_with_allow() {
     }
 }
 
-#[tokio::test]
-async fn conflict_is_409_and_other_remote_errors_500_or_503() {
-    let (h, svc, _) = harness(GatewayConfig::default()).await;
+pub async fn conflict_is_409_and_other_remote_errors_500_or_503(kind: Kind) {
+    let (h, svc, _) = harness(kind, GatewayConfig::default()).await;
     let r = h.post(&svc, "fail", json!({"exc_type": "Conflict"})).await;
     let body = assert_problem(r, 409, "conflict").await;
     assert_eq!(body["detail"], "Conflict: stale version");
@@ -235,13 +224,12 @@ async fn conflict_is_409_and_other_remote_errors_500_or_503() {
     assert_problem(r, 503, "unavailable").await;
 }
 
-#[tokio::test]
-async fn configured_error_statuses_extend_the_table() {
+pub async fn configured_error_statuses_extend_the_table(kind: Kind) {
     let mut config = GatewayConfig::default();
     config
         .error_map
         .insert("InsufficientFunds", StatusCode::PAYMENT_REQUIRED);
-    let (h, svc, _) = harness(config).await;
+    let (h, svc, _) = harness(kind, config).await;
     let r = h
         .post(&svc, "fail", json!({"exc_type": "InsufficientFunds"}))
         .await;
@@ -249,13 +237,12 @@ async fn configured_error_statuses_extend_the_table() {
     assert_eq!(body["exc_type"], "InsufficientFunds");
 }
 
-#[tokio::test]
-async fn body_limit_is_413_and_content_type_415() {
+pub async fn body_limit_is_413_and_content_type_415(kind: Kind) {
     let config = GatewayConfig {
         max_body_bytes: 1024,
         ..GatewayConfig::default()
     };
-    let (h, _, greeter) = harness(config).await;
+    let (h, _, greeter) = harness(kind, config).await;
     let r = h
         .post(&greeter, "hello", json!({"name": "x".repeat(2000)}))
         .await;
@@ -290,60 +277,8 @@ async fn body_limit_is_413_and_content_type_415() {
     }
 }
 
-#[tokio::test]
-async fn a_reply_that_is_not_reply_json_is_502() {
-    let mut h = Harness::start().await;
-    let svc = unique("garbage");
-    h.cleanup.service(&svc);
-    // A raw responder on `rpc-<svc>` that answers every request with bytes that are not JSON.
-    let channel = common::raw_channel().await;
-    let queue = mesh::protocol::service_queue(&svc);
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    common::declare_rpc_queue(&channel, &queue, durable, &format!("{svc}.*")).await;
-    let mut consumer = channel
-        .basic_consume(
-            queue.as_str().into(),
-            "garbage".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("consume");
-    let responder = tokio::spawn(async move {
-        while let Some(Ok(delivery)) = consumer.next().await {
-            let p = &delivery.properties;
-            let (Some(reply_to), Some(correlation_id)) =
-                (p.reply_to().clone(), p.correlation_id().clone())
-            else {
-                continue;
-            };
-            let properties = lapin::BasicProperties::default().with_correlation_id(correlation_id);
-            let _ = channel
-                .basic_publish(
-                    "nameko-rpc".into(),
-                    reply_to,
-                    BasicPublishOptions::default(),
-                    b"<html>not json",
-                    properties,
-                )
-                .await;
-        }
-    });
-    let r = h.post(&svc, "anything", json!({})).await;
-    let body = assert_problem(r, 502, "bad-reply").await;
-    assert_eq!(body["service"], svc.as_str());
-    responder.abort();
-}
-
-#[tokio::test]
-async fn broker_unreachable_is_503_and_not_ready() {
-    let (h, svc, _) = harness(GatewayConfig::default()).await;
+pub async fn transport_closed_is_503_and_not_ready(kind: Kind) {
+    let (h, svc, _) = harness(kind, GatewayConfig::default()).await;
     let ready = h
         .http
         .get(format!("{}/readyz", h.base))
@@ -351,7 +286,7 @@ async fn broker_unreachable_is_503_and_not_ready() {
         .await
         .expect("send");
     assert_eq!(ready.status(), 200);
-    h.broker.close().await;
+    h.mesh.close().await;
     let r = h.post(&svc, "ping", json!({})).await;
     let retry_after = r.headers().get("retry-after").cloned();
     assert_problem(r, 503, "broker-unavailable").await;
@@ -375,9 +310,8 @@ async fn broker_unreachable_is_503_and_not_ready() {
     assert_eq!(health.status(), 200);
 }
 
-#[tokio::test]
-async fn deadline_passed_is_504_and_the_late_reply_is_dropped() {
-    let (h, _, greeter) = harness(GatewayConfig::default()).await;
+pub async fn deadline_passed_is_504_and_the_late_reply_is_dropped(kind: Kind) {
+    let (h, _, greeter) = harness(kind, GatewayConfig::default()).await;
     let started = Instant::now();
     let r = h
         .http
@@ -409,13 +343,12 @@ async fn deadline_passed_is_504_and_the_late_reply_is_dropped() {
     );
 }
 
-#[tokio::test]
-async fn x_timeout_ms_is_capped_by_the_maximum() {
+pub async fn x_timeout_ms_is_capped_by_the_maximum(kind: Kind) {
     let config = GatewayConfig {
         max_timeout: Duration::from_millis(300),
         ..GatewayConfig::default()
     };
-    let (h, _, greeter) = harness(config).await;
+    let (h, _, greeter) = harness(kind, config).await;
     let started = Instant::now();
     let r = h
         .http
@@ -431,4 +364,130 @@ async fn x_timeout_ms_is_capped_by_the_maximum() {
         "{:?}",
         started.elapsed()
     );
+}
+
+async fn private() -> Result<&'static str, RpcError> {
+    Ok("secret")
+}
+
+pub async fn only_exposed_methods_are_served_and_documented(kind: Kind) {
+    let greeter = unique("greeter");
+    let config = GatewayConfig {
+        exposure: warren_gateway::Exposure::parse(&[
+            format!("{greeter}.hello"),
+            "*.ping".to_owned(),
+        ])
+        .expect("patterns"),
+        ..GatewayConfig::default()
+    };
+    let mut h = Harness::on(kind, config).await;
+    h.serve(greeter::service_named(&greeter)).await;
+    let svc = unique("private");
+    h.serve(
+        Service::new(svc.clone())
+            .rpc("ping", ping)
+            .rpc("_ping", private),
+    )
+    .await;
+
+    assert_eq!(
+        h.post(&greeter, "hello", json!({"name": "x"}))
+            .await
+            .status(),
+        200
+    );
+    let body = assert_problem(
+        h.post(&greeter, "slow", json!({"ms": 1})).await,
+        403,
+        "not-exposed",
+    )
+    .await;
+    assert_eq!(body["method"], "slow");
+    assert_eq!(h.post(&svc, "ping", json!({})).await.status(), 200);
+    // Names starting with `_` are never served, whatever the patterns.
+    assert_problem(h.post(&svc, "_ping", json!({})).await, 403, "not-exposed").await;
+
+    let client = h.client.clone();
+    let documented = wait_until(Duration::from_secs(5), || {
+        let (http, base, greeter) = (h.http.clone(), h.base.clone(), greeter.clone());
+        async move {
+            let doc: serde_json::Value = match http.get(format!("{base}/openapi.json")).send().await
+            {
+                Ok(r) => r.json().await.unwrap_or_default(),
+                Err(_) => return false,
+            };
+            doc["paths"][format!("/rpc/{greeter}/hello")].is_object()
+        }
+    })
+    .await;
+    assert!(documented, "{:?}", client.stats());
+    let doc: serde_json::Value = h
+        .http
+        .get(format!("{}/openapi.json", h.base))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert!(doc["paths"][format!("/rpc/{greeter}/slow")].is_null());
+    assert!(doc["paths"][format!("/rpc/{svc}/_ping")].is_null());
+}
+
+pub async fn above_max_in_flight_the_gateway_answers_503_at_once(kind: Kind) {
+    let config = GatewayConfig {
+        max_in_flight: 2,
+        ..GatewayConfig::default()
+    };
+    let (h, _, greeter) = harness(kind, config).await;
+    let url = format!("{}/rpc/{greeter}/slow", h.base);
+    let slow: Vec<_> = (0..2)
+        .map(|_| {
+            let (http, url) = (h.http.clone(), url.clone());
+            tokio::spawn(async move { http.post(url).json(&json!({"ms": 1000})).send().await })
+        })
+        .collect();
+    let client = h.client.clone();
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let c = client.clone();
+            async move { c.stats().pending == 2 }
+        })
+        .await
+    );
+    let started = Instant::now();
+    let r = h.post(&greeter, "hello", json!({"name": "x"})).await;
+    let retry_after = r.headers().get("retry-after").cloned();
+    assert_problem(r, 503, "overloaded").await;
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(retry_after.is_some());
+    for call in slow {
+        assert_eq!(call.await.expect("task").expect("send").status(), 200);
+    }
+    assert_eq!(
+        h.post(&greeter, "hello", json!({"name": "x"}))
+            .await
+            .status(),
+        200
+    );
+}
+
+pub async fn a_one_millisecond_deadline_is_504_not_an_outage(kind: Kind) {
+    let (h, _, greeter) = harness(kind, GatewayConfig::default()).await;
+    for _ in 0..20 {
+        let r = h
+            .http
+            .post(format!("{}/rpc/{greeter}/slow", h.base))
+            .header("x-timeout-ms", "1")
+            .json(&json!({"ms": 5}))
+            .send()
+            .await
+            .expect("send");
+        let body = assert_problem(r, 504, "deadline-exceeded").await;
+        assert_eq!(body["detail"], "no reply within the deadline of 1 ms");
+    }
 }

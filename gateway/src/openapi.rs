@@ -1,0 +1,366 @@
+//! The OpenAPI 3.1 document of a gateway, built from service descriptors: one path per
+//! `service.method` with its argument and result schemas, every error as problem+json with the
+//! statuses the path can return, and the gateway's own endpoints.
+//!
+//! The pieces arrive as JSON (descriptors travel over the mesh), so the document is assembled
+//! as JSON; the schemas inside were produced by utoipa in each service.
+
+use mesh::describe::ServiceDescriptor;
+use serde_json::{Map, Value, json};
+
+/// Where and how the document presents the gateway.
+#[derive(Debug, Clone)]
+pub struct DocumentInfo {
+    /// The server URL clients use (`/` for "this origin").
+    pub server_url: String,
+    /// The gateway's version.
+    pub version: String,
+}
+
+impl Default for DocumentInfo {
+    fn default() -> Self {
+        Self {
+            server_url: "/".to_owned(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        }
+    }
+}
+
+/// Error statuses every RPC path can answer, with the component naming each.
+const RPC_ERRORS: &[(&str, &str, &str)] = &[
+    (
+        "400",
+        "BadRequest",
+        "Malformed JSON, arguments that do not fit, an invalid name or header, or a remote BadRequest/ValidationError",
+    ),
+    (
+        "404",
+        "NotFound",
+        "Unknown service or method, or a remote NotFound",
+    ),
+    ("409", "Conflict", "A remote Conflict, e.g. a stale version"),
+    (
+        "413",
+        "PayloadTooLarge",
+        "The body is larger than the gateway's limit",
+    ),
+    (
+        "415",
+        "UnsupportedMediaType",
+        "The content type is not JSON",
+    ),
+    (
+        "500",
+        "RemoteError",
+        "The service failed with another error (type and message, never a traceback)",
+    ),
+    (
+        "502",
+        "BadReply",
+        "The service sent a reply that is not valid reply JSON",
+    ),
+    (
+        "503",
+        "Unavailable",
+        "No live instance, the broker is unreachable, or a remote Unavailable",
+    ),
+    ("504", "DeadlineExceeded", "No reply within the deadline"),
+];
+
+/// The document for `services` (sorted by name, methods by name).
+pub fn document(services: &[ServiceDescriptor], info: &DocumentInfo) -> Value {
+    let mut services: Vec<&ServiceDescriptor> = services.iter().collect();
+    services.sort_by(|a, b| a.service.cmp(&b.service));
+
+    let mut paths = Map::new();
+    let mut schemas = base_schemas();
+    let mut tags = Vec::new();
+    for service in &services {
+        tags.push(json!({
+            "name": service.service,
+            "description": format!("Service `{}`, version {}", service.service, service.version),
+        }));
+        for (name, schema) in &service.components {
+            schemas
+                .entry(name.clone())
+                .or_insert_with(|| schema.clone());
+        }
+        for method in &service.methods {
+            paths.insert(
+                format!("/rpc/{}/{}", service.service, method.name),
+                json!({"post": rpc_operation(&service.service, method)}),
+            );
+        }
+    }
+    paths.extend(gateway_paths());
+
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Warren gateway",
+            "version": info.version,
+            "description": "HTTP/JSON front of a Warren mesh. `POST /rpc/{service}/{method}` calls a method: the body is a JSON object of keyword arguments (a JSON array of positional arguments is accepted too); the answer is the method's result, or an RFC 9457 problem document.",
+            "license": {"name": "MIT OR Apache-2.0", "identifier": "MIT OR Apache-2.0"},
+        },
+        "servers": [{"url": info.server_url, "description": "this gateway"}],
+        "security": [],
+        "tags": tags,
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "parameters": parameters(),
+            "responses": responses(),
+            "headers": {
+                "X-Request-Id": {
+                    "description": "The request id (the client's, or one the gateway made)",
+                    "schema": {"type": "string"},
+                },
+            },
+        },
+    })
+}
+
+fn rpc_operation(service: &str, method: &mesh::describe::MethodDescriptor) -> Value {
+    let request = match &method.request {
+        Value::Null => json!({"type": "object", "additionalProperties": false, "maxProperties": 0}),
+        schema => closed_object(schema.clone()),
+    };
+    let takes_required = request
+        .get("required")
+        .and_then(Value::as_array)
+        .is_some_and(|r| !r.is_empty());
+    let mut responses = Map::new();
+    responses.insert(
+        "200".to_owned(),
+        json!({
+            "description": "The method's result",
+            "headers": {"X-Request-Id": {"$ref": "#/components/headers/X-Request-Id"}},
+            "content": {"application/json": {"schema": method.response}},
+        }),
+    );
+    for (status, component, _) in RPC_ERRORS {
+        responses.insert(
+            (*status).to_owned(),
+            json!({"$ref": format!("#/components/responses/{component}")}),
+        );
+    }
+    let summary = method
+        .description
+        .as_deref()
+        .and_then(|d| d.lines().next())
+        .unwrap_or(&method.name)
+        .to_owned();
+    json!({
+        "operationId": format!("{service}_{}", method.name),
+        "tags": [service],
+        "summary": summary,
+        "description": method.description.clone().unwrap_or_default(),
+        "parameters": [
+            {"$ref": "#/components/parameters/X-Request-Id"},
+            {"$ref": "#/components/parameters/X-Timeout-Ms"},
+        ],
+        "requestBody": {
+            "required": takes_required,
+            "content": {"application/json": {"schema": request}},
+        },
+        "responses": responses,
+    })
+}
+
+/// Keyword arguments the method does not take are refused (`IncorrectSignature`), so the
+/// schema says so.
+fn closed_object(mut schema: Value) -> Value {
+    let is_object = schema.get("type") == Some(&json!("object"));
+    if let Some(object) = schema.as_object_mut().filter(|_| is_object) {
+        object
+            .entry("additionalProperties")
+            .or_insert(Value::Bool(false));
+    }
+    schema
+}
+
+fn base_schemas() -> Map<String, Value> {
+    let mut schemas = Map::new();
+    schemas.insert(
+        "Problem".to_owned(),
+        json!({
+            "type": "object",
+            "description": "An RFC 9457 problem document",
+            "required": ["type", "title", "status", "detail"],
+            "properties": {
+                "type": {"type": "string", "description": "urn:warren:problem:<slug>"},
+                "title": {"type": "string"},
+                "status": {"type": "integer", "minimum": 400, "maximum": 599},
+                "detail": {"type": "string"},
+                "service": {"type": "string"},
+                "method": {"type": "string"},
+                "exc_type": {"type": "string", "description": "The remote error's type"},
+                "request_id": {"type": "string"},
+            },
+        }),
+    );
+    schemas.insert(
+        "ServiceOverview".to_owned(),
+        json!({
+            "type": "object",
+            "required": ["name", "methods", "instances"],
+            "properties": {
+                "name": {"type": "string"},
+                "version": {"type": ["string", "null"]},
+                "methods": {"type": "array", "items": {"type": "string"}},
+                "instances": {"type": "array", "items": {
+                    "type": "object",
+                    "required": ["id", "version"],
+                    "properties": {"id": {"type": "string"}, "version": {"type": "string"}},
+                }},
+            },
+        }),
+    );
+    schemas.insert(
+        "Status".to_owned(),
+        json!({
+            "type": "object",
+            "required": ["status"],
+            "properties": {"status": {"type": "string"}, "detail": {"type": "string"}},
+        }),
+    );
+    schemas
+}
+
+fn parameters() -> Value {
+    json!({
+        "X-Request-Id": {
+            "name": "X-Request-Id",
+            "in": "header",
+            "required": false,
+            "description": "Kept when it is 1-128 visible ASCII characters, replaced by a new id otherwise; echoed back and used as the root of the call id stack",
+            "schema": {"type": "string"},
+        },
+        "X-Timeout-Ms": {
+            "name": "X-Timeout-Ms",
+            "in": "header",
+            "required": false,
+            "description": "This call's deadline in milliseconds; larger values are capped at the gateway's maximum",
+            "schema": {"type": "integer", "minimum": 1},
+        },
+    })
+}
+
+fn responses() -> Value {
+    let mut responses = Map::new();
+    for (_, component, description) in RPC_ERRORS {
+        responses.insert(
+            (*component).to_owned(),
+            json!({
+                "description": description,
+                "headers": {"X-Request-Id": {"$ref": "#/components/headers/X-Request-Id"}},
+                "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+            }),
+        );
+    }
+    Value::Object(responses)
+}
+
+fn gateway_paths() -> Map<String, Value> {
+    let status = |description: &str, ok: &str| {
+        json!({
+            "description": description,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Status"}}},
+            "x-ok": ok,
+        })
+    };
+    let mut paths = Map::new();
+    paths.insert("/healthz".to_owned(), json!({"get": {
+        "operationId": "gateway_healthz", "tags": ["gateway"], "summary": "The process is alive",
+        "responses": {"200": strip_ok(status("Alive", "ok"))},
+    }}));
+    paths.insert(
+        "/readyz".to_owned(),
+        json!({"get": {
+            "operationId": "gateway_readyz", "tags": ["gateway"],
+            "summary": "Connected to the mesh and consuming replies",
+            "responses": {
+                "200": strip_ok(status("Ready", "ready")),
+                "503": strip_ok(status("Not ready", "not ready")),
+            },
+        }}),
+    );
+    paths.insert(
+        "/services".to_owned(),
+        json!({"get": {
+            "operationId": "gateway_services", "tags": ["gateway"],
+            "summary": "Known services, their methods and live instances",
+            "responses": {"200": {
+                "description": "The services",
+                "content": {"application/json": {"schema": {
+                    "type": "array", "items": {"$ref": "#/components/schemas/ServiceOverview"},
+                }}},
+            }},
+        }}),
+    );
+    paths.insert(
+        "/openapi.json".to_owned(),
+        json!({"get": {
+            "operationId": "gateway_openapi", "tags": ["gateway"], "summary": "This document",
+            "responses": {"200": {
+                "description": "The OpenAPI document",
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            }},
+        }}),
+    );
+    paths
+}
+
+fn strip_ok(mut response: Value) -> Value {
+    if let Some(object) = response.as_object_mut() {
+        object.remove("x-ok");
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mesh::describe::{InstanceState, MethodDescriptor};
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn one_path_per_method_with_problem_errors() {
+        let d = ServiceDescriptor {
+            service: "greeting_service".into(),
+            instance: "i".into(),
+            version: "0.1.0".into(),
+            sent_at_ms: 0,
+            started_at_ms: 0,
+            heartbeat_ms: 5000,
+            state: InstanceState::Up,
+            methods: vec![MethodDescriptor {
+                name: "hello".into(),
+                description: Some("Greets someone.".into()),
+                request: json!({"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}),
+                response: json!({"type": "string"}),
+            }],
+            components: BTreeMap::new(),
+            subscriptions: vec![],
+        };
+        let doc = document(&[d], &DocumentInfo::default());
+        assert_eq!(doc["openapi"], "3.1.0");
+        let op = &doc["paths"]["/rpc/greeting_service/hello"]["post"];
+        assert_eq!(op["operationId"], "greeting_service_hello");
+        assert_eq!(op["summary"], "Greets someone.");
+        assert_eq!(op["requestBody"]["required"], true);
+        let schema = &op["requestBody"]["content"]["application/json"]["schema"];
+        assert_eq!(schema["additionalProperties"], false);
+        assert_eq!(
+            op["responses"]["200"]["content"]["application/json"]["schema"]["type"],
+            "string"
+        );
+        for status in [
+            "400", "404", "409", "413", "415", "500", "502", "503", "504",
+        ] {
+            assert!(op["responses"][status]["$ref"].is_string(), "{status}");
+        }
+        assert!(doc["paths"]["/healthz"]["get"].is_object());
+        assert_eq!(doc["info"]["license"]["identifier"], "MIT OR Apache-2.0");
+    }
+}

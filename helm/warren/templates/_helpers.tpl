@@ -1,0 +1,161 @@
+{{/* Chart name, truncated to 63 characters (a DNS label). */}}
+{{- define "warren.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name: <release>-<chart>, or the release name when it already contains the chart name. */}}
+{{- define "warren.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "warren.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels on every resource. */}}
+{{- define "warren.labels" -}}
+helm.sh/chart: {{ include "warren.chart" . }}
+{{ include "warren.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: warren
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "warren.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "warren.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Labels of one component: (dict "root" $ "component" "gateway"). */}}
+{{- define "warren.componentLabels" -}}
+{{ include "warren.labels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "warren.componentSelectorLabels" -}}
+{{ include "warren.selectorLabels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* Resource names. */}}
+{{- define "warren.gateway.fullname" -}}
+{{- printf "%s-gateway" (include "warren.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* A bundled service's component name: its name with "_" as "-" (greeting_service -> greeting-service). */}}
+{{- define "warren.service.component" -}}
+{{- .name | replace "_" "-" | lower | trunc 40 | trimSuffix "-" }}
+{{- end }}
+
+{{/* A bundled service's resource name: (dict "root" $ "name" "kv"). */}}
+{{- define "warren.service.fullname" -}}
+{{- printf "%s-%s" (include "warren.fullname" .root) (include "warren.service.component" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "warren.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "warren.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "warren.configMapName" -}}
+{{- printf "%s-config" (include "warren.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The Secret holding AMQP_URL: the existing one, or the one the chart makes. */}}
+{{- define "warren.amqpSecretName" -}}
+{{- if .Values.amqp.existingSecret }}
+{{- .Values.amqp.existingSecret }}
+{{- else }}
+{{- printf "%s-amqp" (include "warren.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{- define "warren.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* WARREN_PUBLIC_URL: config.publicUrl, else the first ingress host, else "/". */}}
+{{- define "warren.publicUrl" -}}
+{{- if .Values.config.publicUrl }}
+{{- .Values.config.publicUrl }}
+{{- else if and .Values.ingress.enabled .Values.ingress.hosts }}
+{{- $host := (first .Values.ingress.hosts).host }}
+{{- $tls := false }}
+{{- range .Values.ingress.tls }}
+{{- if has $host (.hosts | default list) }}{{ $tls = true }}{{ end }}
+{{- end }}
+{{- printf "%s://%s/" (ternary "https" "http" $tls) $host }}
+{{- else }}
+{{- "/" }}
+{{- end }}
+{{- end }}
+
+{{/* terminationGracePeriodSeconds: explicit, or the shutdown grace rounded up plus 15 s. */}}
+{{- define "warren.terminationGrace" -}}
+{{- if not (kindIs "invalid" .explicit) }}
+{{- .explicit }}
+{{- else }}
+{{- add (div (add (int .graceMs) 999) 1000) 15 }}
+{{- end }}
+{{- end }}
+
+{{/* Rolls the pods when the configuration or the chart-made Secret changes. */}}
+{{- define "warren.configChecksums" -}}
+checksum/config: {{ include (print .Template.BasePath "/configmap.yaml") . | sha256sum }}
+{{- if not .Values.amqp.existingSecret }}
+checksum/amqp: {{ include (print .Template.BasePath "/secret.yaml") . | sha256sum }}
+{{- end }}
+{{- end }}
+
+{{/* Environment every container gets besides the ConfigMap: AMQP_URL and the instance id. */}}
+{{- define "warren.commonEnv" -}}
+- name: AMQP_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "warren.amqpSecretName" . }}
+      key: {{ .Values.amqp.existingSecretKey }}
+- name: WARREN_INSTANCE_ID
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+{{- end }}
+
+{{/* NetworkPolicy egress every Warren pod needs: DNS, the broker, and networkPolicy.extraEgress. */}}
+{{- define "warren.networkPolicy.egress" -}}
+- ports:
+    - port: 53
+      protocol: UDP
+    - port: 53
+      protocol: TCP
+- ports:
+    {{- range .Values.networkPolicy.broker.ports }}
+    - port: {{ . }}
+      protocol: TCP
+    {{- end }}
+  {{- with .Values.networkPolicy.broker.to }}
+  to:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- with .Values.networkPolicy.extraEgress }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}

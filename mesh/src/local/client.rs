@@ -1,0 +1,166 @@
+//! [`LocalOutbound`]: calls and dispatches over the in-process queues, with the AMQP client's
+//! semantics (deadlines, `UnknownService`, late replies counted).
+
+use super::{EventMessage, Registry, Request};
+use crate::context::CallContext;
+use crate::deadline::Deadline;
+use crate::error::CallError;
+use crate::handler::BoxFuture;
+use crate::outbound::{ClientStats, Outbound};
+use crate::protocol::{RequestBody, validate_name};
+use serde_json::Value;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// A client's counters, shared with the requests it sent (a late reply counts against it).
+#[derive(Default)]
+pub(crate) struct ClientCounters {
+    calls: AtomicU64,
+    pending: AtomicUsize,
+    timeouts: AtomicU64,
+    unknown_service: AtomicU64,
+    pub(crate) unmatched: AtomicU64,
+}
+
+pub(crate) struct LocalOutbound {
+    registry: Arc<Registry>,
+    default_timeout: Duration,
+    counters: Arc<ClientCounters>,
+}
+
+impl LocalOutbound {
+    pub(crate) fn new(registry: Arc<Registry>, default_timeout: Duration) -> Self {
+        Self {
+            registry,
+            default_timeout,
+            counters: Arc::default(),
+        }
+    }
+}
+
+/// Counts a call as pending for as long as it lives, however it ends.
+struct PendingGuard(Arc<ClientCounters>);
+
+impl PendingGuard {
+    fn new(counters: &Arc<ClientCounters>) -> Self {
+        counters.pending.fetch_add(1, Ordering::Relaxed);
+        Self(counters.clone())
+    }
+}
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        self.0.pending.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn closed() -> CallError {
+    CallError::Unavailable("the in-process mesh is closed".into())
+}
+
+impl Outbound for LocalOutbound {
+    fn call(
+        &self,
+        service: &str,
+        method: &str,
+        body: RequestBody,
+        context: CallContext,
+    ) -> BoxFuture<Result<Value, CallError>> {
+        let registry = self.registry.clone();
+        let counters = self.counters.clone();
+        let default_timeout = self.default_timeout;
+        let (service, method) = (service.to_owned(), method.to_owned());
+        Box::pin(async move {
+            for name in [&service, &method] {
+                validate_name(name).map_err(|reason| CallError::InvalidName {
+                    name: name.clone(),
+                    reason,
+                })?;
+            }
+            counters.calls.fetch_add(1, Ordering::Relaxed);
+            if registry.is_closed() {
+                return Err(closed());
+            }
+            let deadline = context
+                .deadline
+                .unwrap_or_else(|| Deadline::after(default_timeout));
+            let budget_ms = deadline.remaining_ms();
+            if deadline.expired() {
+                counters.timeouts.fetch_add(1, Ordering::Relaxed);
+                return Err(CallError::DeadlineExceeded(budget_ms));
+            }
+            let Some(queue) = registry.rpc_queue(&service) else {
+                counters.unknown_service.fetch_add(1, Ordering::Relaxed);
+                return Err(CallError::UnknownService(service));
+            };
+            let _pending = PendingGuard::new(&counters);
+            let (reply, answer) = oneshot::channel();
+            let request = Request {
+                method,
+                body,
+                context: context.with_deadline(deadline),
+                reply,
+                caller: counters.clone(),
+            };
+            queue.tx.send(request).map_err(|_| closed())?;
+            match tokio::time::timeout_at(deadline.instant(), answer).await {
+                Err(_elapsed) => {
+                    counters.timeouts.fetch_add(1, Ordering::Relaxed);
+                    Err(CallError::DeadlineExceeded(budget_ms))
+                }
+                // A service drops a request whose deadline passed while it waited (as over AMQP,
+                // where the caller then times out): that is the deadline, not an outage.
+                Ok(Err(_dropped)) if deadline.expired() => {
+                    counters.timeouts.fetch_add(1, Ordering::Relaxed);
+                    Err(CallError::DeadlineExceeded(budget_ms))
+                }
+                Ok(Err(_dropped)) => Err(CallError::Unavailable(
+                    "the service dropped the request".into(),
+                )),
+                Ok(Ok(reply)) => reply.map_err(CallError::Remote),
+            }
+        })
+    }
+
+    fn dispatch(
+        &self,
+        source: &str,
+        event_type: &str,
+        payload: Value,
+        context: CallContext,
+    ) -> BoxFuture<Result<(), CallError>> {
+        let result = if self.registry.is_closed() {
+            Err(closed())
+        } else {
+            for queue in self.registry.bound_queues(source, event_type) {
+                let message = EventMessage {
+                    payload: payload.clone(),
+                    context: context.clone(),
+                    redelivered: false,
+                };
+                // The registry holds every queue's receiver, so a send cannot fail.
+                let _ = queue.tx.send(message);
+            }
+            Ok(())
+        };
+        Box::pin(std::future::ready(result))
+    }
+
+    fn is_ready(&self) -> bool {
+        !self.registry.is_closed()
+    }
+
+    fn stats(&self) -> ClientStats {
+        let c = &self.counters;
+        ClientStats {
+            calls: c.calls.load(Ordering::Relaxed),
+            pending: c.pending.load(Ordering::Relaxed),
+            timeouts: c.timeouts.load(Ordering::Relaxed),
+            unknown_service: c.unknown_service.load(Ordering::Relaxed),
+            unmatched_replies: c.unmatched.load(Ordering::Relaxed),
+            broker_lost: 0,
+        }
+    }
+}

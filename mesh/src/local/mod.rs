@@ -1,0 +1,306 @@
+//! The in-process transport: services of one process talking over channels, with the same
+//! observable behaviour as AMQP (checked by one conformance suite run against both).
+//!
+//! The model follows the broker's. A service's RPC queue is a multi-consumer channel created
+//! when the service is first served and kept afterwards, as `rpc-<service>` is durable: calls
+//! to a stopped service wait in it until their deadline, calls to a service never served fail
+//! at once with `UnknownService`. Every instance of a service competes for the queue, taking a
+//! request only when it has a free worker (prefetch = `max_workers`). Event queues are named and
+//! bound exactly as the AMQP ones, so the three handler types, delivery after a restart, the one
+//! retry and dead-lettering behave the same.
+
+mod client;
+mod consume;
+mod events;
+mod rpc;
+
+use crate::config::MeshConfig;
+use crate::context::CallContext;
+use crate::error::ConnectError;
+use crate::handler::BoxFuture;
+use crate::outbound::Client;
+use crate::protocol::RequestBody;
+use crate::running::{RunningService, ServiceStats};
+use crate::service::Routes;
+use crate::shutdown::Shutdown;
+use crate::transport::Transport;
+use client::{ClientCounters, LocalOutbound};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::oneshot;
+
+/// An RPC request waiting in a service's queue.
+pub(crate) struct Request {
+    method: String,
+    body: RequestBody,
+    context: CallContext,
+    reply: oneshot::Sender<Result<Value, crate::protocol::WireError>>,
+    caller: Arc<ClientCounters>,
+}
+
+/// An event waiting in a subscription's queue.
+#[derive(Clone)]
+pub(crate) struct EventMessage {
+    payload: Value,
+    context: CallContext,
+    redelivered: bool,
+}
+
+/// An event whose handler failed twice.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    /// The event's payload.
+    pub payload: Value,
+    /// The handler's last error.
+    pub reason: String,
+}
+
+/// Both ends of a queue; the registry keeps them so a queue outlives its consumers.
+pub(crate) struct Queue<T> {
+    tx: flume::Sender<T>,
+    rx: flume::Receiver<T>,
+}
+
+impl<T> Clone for Queue<T> {
+    fn clone(&self) -> Self {
+        Self {
+            tx: self.tx.clone(),
+            rx: self.rx.clone(),
+        }
+    }
+}
+
+impl<T> Queue<T> {
+    fn new() -> Self {
+        let (tx, rx) = flume::unbounded();
+        Self { tx, rx }
+    }
+}
+
+/// Every queue and binding of one in-process mesh, shared by all its instances.
+#[derive(Default)]
+pub(crate) struct Registry {
+    rpc_queues: Mutex<HashMap<String, Queue<Request>>>,
+    event_queues: Mutex<HashMap<String, Queue<EventMessage>>>,
+    /// (source, event type) -> the names of the queues bound to it.
+    bindings: Mutex<HashMap<(String, String), Vec<String>>>,
+    dead_letters: Mutex<HashMap<String, Vec<DeadLetter>>>,
+    closed: AtomicBool,
+}
+
+/// Locks a registry map. Each operation on them is a single insert or lookup, so a panic
+/// cannot leave one half-updated and a poisoned lock is safe to keep using.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Registry {
+    fn rpc_queue(&self, service: &str) -> Option<Queue<Request>> {
+        lock(&self.rpc_queues).get(service).cloned()
+    }
+
+    fn declare_rpc_queue(&self, service: &str) -> Queue<Request> {
+        lock(&self.rpc_queues)
+            .entry(service.to_owned())
+            .or_insert_with(Queue::new)
+            .clone()
+    }
+
+    fn declare_event_queue(
+        &self,
+        name: &str,
+        source: &str,
+        event_type: &str,
+    ) -> Queue<EventMessage> {
+        let queue = lock(&self.event_queues)
+            .entry(name.to_owned())
+            .or_insert_with(Queue::new)
+            .clone();
+        let mut bindings = lock(&self.bindings);
+        let bound = bindings
+            .entry((source.to_owned(), event_type.to_owned()))
+            .or_default();
+        if !bound.iter().any(|q| q == name) {
+            bound.push(name.to_owned());
+        }
+        queue
+    }
+
+    fn bound_queues(&self, source: &str, event_type: &str) -> Vec<Queue<EventMessage>> {
+        let names = lock(&self.bindings)
+            .get(&(source.to_owned(), event_type.to_owned()))
+            .cloned()
+            .unwrap_or_default();
+        let queues = lock(&self.event_queues);
+        names
+            .iter()
+            .filter_map(|n| queues.get(n).cloned())
+            .collect()
+    }
+
+    fn dead_letter(&self, queue: &str, letter: DeadLetter) {
+        lock(&self.dead_letters)
+            .entry(queue.to_owned())
+            .or_default()
+            .push(letter);
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}
+
+/// An [`crate::Outbound`] on `local`'s queues (for test clients).
+#[cfg(feature = "testing")]
+pub(crate) fn client_for(local: &InProcess) -> crate::outbound::SharedOutbound {
+    Arc::new(LocalOutbound::new(
+        local.registry.clone(),
+        local.config.default_timeout,
+    ))
+}
+
+/// The in-process [`Transport`]: one instance's handle on a shared [`Registry`].
+#[derive(Clone)]
+pub struct InProcess {
+    registry: Arc<Registry>,
+    config: MeshConfig,
+}
+
+impl InProcess {
+    /// An empty mesh; this instance runs with `config` (its `max_workers`, grace period,
+    /// default timeout and instance id apply as on AMQP; its URL is unused).
+    pub fn new(config: MeshConfig) -> Self {
+        Self {
+            registry: Arc::default(),
+            config,
+        }
+    }
+
+    /// Another instance on the same mesh, with its own `config`, as another process joining
+    /// the same broker would be.
+    pub fn another_instance(&self, config: MeshConfig) -> Self {
+        Self {
+            registry: self.registry.clone(),
+            config,
+        }
+    }
+
+    /// The events moved to `queue`'s dead-letter list, oldest first.
+    pub fn dead_letters(&self, queue: &str) -> Vec<DeadLetter> {
+        lock(&self.registry.dead_letters)
+            .get(queue)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Messages waiting in the named event queue, or in `rpc-<service>` for `service`.
+    pub fn queued(&self, queue: &str) -> usize {
+        if let Some(q) = lock(&self.registry.event_queues).get(queue) {
+            return q.rx.len();
+        }
+        queue
+            .strip_prefix("rpc-")
+            .and_then(|service| self.registry.rpc_queue(service))
+            .map_or(0, |q| q.rx.len())
+    }
+
+    /// How many event queues are bound to `source`'s `event_type`: the deliveries one dispatch
+    /// makes.
+    pub fn bound_queue_count(&self, source: &str, event_type: &str) -> usize {
+        self.registry.bound_queues(source, event_type).len()
+    }
+
+    fn serve_routes(&self, routes: Routes) -> RunningService {
+        let registry = &self.registry;
+        let config = &self.config;
+        let name = routes.service().to_owned();
+        let outbound = LocalOutbound::new(registry.clone(), config.default_timeout);
+        let routes = routes.with_outbound(Arc::new(outbound));
+        let stop = Shutdown::new();
+        let stats = Arc::new(ServiceStats::default());
+        let limits = consume::Limits {
+            max_workers: usize::from(config.max_workers.max(1)),
+            grace: config.shutdown_grace,
+        };
+        let mut tasks = Vec::new();
+        if routes.has_methods() {
+            let queue = registry.declare_rpc_queue(&name);
+            let worker = rpc::RpcWorker::new(routes.clone(), stats.clone());
+            tasks.push(tokio::spawn(consume::run(
+                queue.rx,
+                worker,
+                limits,
+                stats.clone(),
+                stop.clone(),
+            )));
+        }
+        for (subscription, handler) in routes.subscriptions() {
+            let queue_name = subscription.queue(&name, &config.instance_id);
+            let queue = registry.declare_event_queue(
+                &queue_name,
+                &subscription.source,
+                &subscription.event_type,
+            );
+            let worker = events::EventWorker::new(
+                registry.clone(),
+                routes.clone(),
+                subscription.clone(),
+                handler.clone(),
+                queue_name,
+                queue.tx.clone(),
+                stats.clone(),
+            );
+            tasks.push(tokio::spawn(consume::run(
+                queue.rx,
+                worker,
+                limits,
+                stats.clone(),
+                stop.clone(),
+            )));
+        }
+        tasks.push(crate::announce::spawn(
+            routes.clone(),
+            config.instance_id.clone(),
+            config.heartbeat,
+            stop.clone(),
+        ));
+        tracing::info!(service = %name, transport = "in-process", "serving");
+        RunningService::new(name, stop, stats, tasks)
+    }
+}
+
+impl Transport for InProcess {
+    fn serve(&self, routes: Routes) -> BoxFuture<Result<RunningService, ConnectError>> {
+        let running = self.serve_routes(routes);
+        Box::pin(std::future::ready(Ok(running)))
+    }
+
+    fn client(&self, owner: &str) -> BoxFuture<Result<Client, ConnectError>> {
+        let outbound = LocalOutbound::new(self.registry.clone(), self.config.default_timeout);
+        let client = Client::new(Arc::new(outbound), owner);
+        Box::pin(std::future::ready(Ok(client)))
+    }
+
+    fn is_ready(&self) -> bool {
+        !self.registry.is_closed()
+    }
+
+    fn describe(&self) -> String {
+        "in-process".to_owned()
+    }
+
+    fn close(&self) -> BoxFuture<()> {
+        self.registry.closed.store(true, Ordering::Release);
+        Box::pin(std::future::ready(()))
+    }
+
+    fn another_instance(
+        &self,
+        config: MeshConfig,
+    ) -> BoxFuture<Result<Arc<dyn Transport>, ConnectError>> {
+        let sibling: Arc<dyn Transport> = Arc::new(InProcess::another_instance(self, config));
+        Box::pin(std::future::ready(Ok(sibling)))
+    }
+}

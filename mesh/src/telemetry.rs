@@ -1,0 +1,158 @@
+//! Metrics: the process-wide Prometheus recorder, and the service runtime's measurements, taken
+//! in one place whatever the transport.
+//!
+//! Names: `warren_service_requests_total{service,method,outcome}`,
+//! `warren_service_request_duration_seconds{service,method}`, `warren_service_busy_workers{service}`,
+//! `warren_service_expired_total{service}`, `warren_service_events_total{service,event,outcome}`.
+
+use crate::context::CallContext;
+use crate::error::RpcError;
+use crate::handler::Call;
+use crate::running::ServiceStats;
+use crate::service::{ErasedHandler, Routes};
+use futures_util::FutureExt;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde_json::Value;
+use std::panic::AssertUnwindSafe;
+use std::sync::OnceLock;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+use tracing::Instrument;
+
+/// Latency buckets, seconds: 100 µs to 30 s.
+const BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
+];
+
+/// The process's Prometheus handle, installing the recorder on first use. `None` when the
+/// application installed another `metrics` recorder first.
+pub fn prometheus() -> Option<&'static PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .set_buckets(BUCKETS)
+                .ok()?
+                .install_recorder()
+                .ok()
+        })
+        .as_ref()
+}
+
+/// The Prometheus text of every metric of this process.
+pub fn render() -> String {
+    prometheus()
+        .map(PrometheusHandle::render)
+        .unwrap_or_default()
+}
+
+/// Runs an RPC handler for `method` with `body` (or answers `error` without running it, for a
+/// request that could not be decoded): catches a panic, counts and times it.
+pub(crate) async fn run_rpc(
+    routes: &Routes,
+    stats: &ServiceStats,
+    method: &str,
+    context: CallContext,
+    body: Result<crate::protocol::RequestBody, RpcError>,
+) -> Result<Value, RpcError> {
+    let service = routes.service().to_owned();
+    let started = Instant::now();
+    let outcome = match body {
+        Err(error) => Err(error),
+        Ok(body) => {
+            let ctx = routes.ctx(method, context);
+            let span = call_span(&ctx);
+            AssertUnwindSafe(routes.dispatch(Call::rpc(ctx, body)))
+                .catch_unwind()
+                .instrument(span)
+                .await
+                .unwrap_or_else(|_| Err(RpcError::internal("the handler panicked")))
+        }
+    };
+    stats.handled.fetch_add(1, Ordering::Relaxed);
+    if outcome.is_err() {
+        stats.failed.fetch_add(1, Ordering::Relaxed);
+    }
+    let result = if outcome.is_ok() { "ok" } else { "error" };
+    let labels = [("service", service.clone()), ("method", method.to_owned())];
+    metrics::histogram!("warren_service_request_duration_seconds", &labels)
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!("warren_service_requests_total", "service" => service, "method" => method.to_owned(), "outcome" => result)
+        .increment(1);
+    outcome
+}
+
+/// The span of one call: service, method, the request id (the root of the call id stack), the
+/// whole stack, and the trace context.
+fn call_span(ctx: &crate::Ctx) -> tracing::Span {
+    let stack = ctx.call_id_stack();
+    tracing::info_span!(
+        "call",
+        service = %ctx.service(),
+        method = %ctx.method(),
+        request_id = %stack.first().map(String::as_str).unwrap_or(""),
+        call_id_stack = %stack.join(" > "),
+        traceparent = %ctx.traceparent().unwrap_or(""),
+    )
+}
+
+/// Counts a request skipped because its deadline passed while it waited.
+pub(crate) fn expired(routes: &Routes, stats: &ServiceStats) {
+    stats.expired.fetch_add(1, Ordering::Relaxed);
+    metrics::counter!("warren_service_expired_total", "service" => routes.service().to_owned())
+        .increment(1);
+}
+
+/// What became of an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EventOutcome {
+    Handled,
+    Retried,
+    DeadLettered,
+}
+
+/// Runs an event handler with `payload`, catching a panic.
+pub(crate) async fn run_event(
+    routes: &Routes,
+    handler: &ErasedHandler,
+    method: &str,
+    context: CallContext,
+    payload: Value,
+) -> Result<Value, RpcError> {
+    let ctx = routes.ctx(method, context);
+    let span = call_span(&ctx);
+    AssertUnwindSafe(handler(Call::event(ctx, payload)))
+        .catch_unwind()
+        .instrument(span)
+        .await
+        .unwrap_or_else(|_| Err(RpcError::internal("the handler panicked")))
+}
+
+/// Counts what became of an event of `event_type`.
+pub(crate) fn event(
+    routes: &Routes,
+    stats: &ServiceStats,
+    event_type: &str,
+    outcome: EventOutcome,
+) {
+    let (counter, name) = match outcome {
+        EventOutcome::Handled => (&stats.events_handled, "handled"),
+        EventOutcome::Retried => (&stats.events_retried, "retried"),
+        EventOutcome::DeadLettered => (&stats.events_dead_lettered, "dead_lettered"),
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    metrics::counter!(
+        "warren_service_events_total",
+        "service" => routes.service().to_owned(),
+        "event" => event_type.to_owned(),
+        "outcome" => name
+    )
+    .increment(1);
+}
+
+/// Publishes the busy-workers gauge of `service`.
+pub(crate) fn busy(service: &str, busy: u64) {
+    metrics::gauge!("warren_service_busy_workers", "service" => service.to_owned())
+        .set(busy as f64);
+}

@@ -1,0 +1,226 @@
+//! `warren bench`: the broker's own RPC ceiling and the gateway on top of it, measured in one
+//! run against the same RabbitMQ and the same greeter service, with the ratio between them.
+//!
+//! Process layout, the same for both: the greeter runs in its own process (`warren run`); the
+//! ceiling is mesh's RPC client in this process calling it over AMQP; the gateway runs in its own
+//! process (`warren gateway`) and this process loads it over HTTP/1.1 keep-alive connections.
+
+mod http;
+mod load;
+mod procs;
+mod report;
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use clap::Args;
+use load::closed_loop;
+use mesh::protocol::RequestBody;
+use mesh::{CallContext, Mesh, MeshConfig};
+use procs::{RssPeak, Warren, cpu_seconds};
+use report::{Report, Row};
+use serde_json::json;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Options of `warren bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// The RabbitMQ URL.
+    #[arg(long = "amqp", env = "AMQP_URL", default_value = mesh::DEFAULT_AMQP_URL, hide_env_values = true)]
+    amqp_url: String,
+    /// Measured seconds per load level.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Unmeasured warm-up seconds before each level.
+    #[arg(long, default_value_t = 1)]
+    warmup_seconds: u64,
+    /// Concurrency levels: calls in flight (ceiling) and HTTP connections (gateway).
+    #[arg(long, value_delimiter = ',', default_value = "8,64,256")]
+    connections: Vec<usize>,
+    /// The greeter's max_workers (its prefetch).
+    #[arg(long, default_value_t = 64)]
+    service_workers: u16,
+    /// Also run the scaling runs (kv.inc and fib with 1 and 2 instances).
+    #[arg(long)]
+    scaling: bool,
+    /// Where the JSON and Markdown tables go.
+    #[arg(long, default_value = "target/bench")]
+    out: PathBuf,
+}
+
+/// Runs the benchmark and writes its report.
+pub async fn run(args: BenchArgs) -> Result<()> {
+    let warmup = Duration::from_secs(args.warmup_seconds);
+    let measured = Duration::from_secs(args.seconds.max(1));
+    let workers = args.service_workers.to_string();
+    let amqp = args.amqp_url.as_str();
+    let mut report = Report::new(&args);
+
+    let _service = Warren::start(&[
+        "run",
+        "greeting_service",
+        "--amqp",
+        amqp,
+        "--max-workers",
+        &workers,
+    ])?;
+    let mesh = Mesh::amqp(MeshConfig::with_url(amqp)).await?;
+    let client = mesh.client("bench").await?;
+    wait_for_greeter(&client).await?;
+
+    println!("ceiling: mesh's RPC client -> RabbitMQ -> greeter (no HTTP)");
+    for &n in &args.connections {
+        let client = client.clone();
+        let sample = closed_loop(n, warmup, measured, move |_| {
+            let client = client.clone();
+            async move {
+                let body = RequestBody::kwargs(hello_args());
+                client
+                    .call("greeting_service", "hello", body, CallContext::default())
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+        })
+        .await;
+        report.push(Row::measured("ceiling", n, &sample, None, None));
+    }
+
+    println!("gateway: HTTP keep-alive -> warren gateway -> RabbitMQ -> greeter");
+    let gateway = Warren::start(&["gateway", "--listen", "127.0.0.1:0", "--amqp", amqp])?;
+    let address = gateway
+        .http_address()
+        .with_context(|| format!("no address in {:?}", gateway.first_line))?;
+    for &n in &args.connections {
+        let mut connections = Vec::with_capacity(n);
+        for _ in 0..n {
+            connections.push(
+                http::Connection::open(address)
+                    .await
+                    .map_err(anyhow::Error::msg)?,
+            );
+        }
+        let connections = Arc::new(connections);
+        let body = Bytes::from(serde_json::to_vec(&hello_args())?);
+        let rss = RssPeak::start(gateway.pid());
+        let cpu_before = cpu_seconds(gateway.pid());
+        let sample = closed_loop(n, warmup, measured, move |worker| {
+            let (connections, body) = (connections.clone(), body.clone());
+            async move {
+                connections[worker]
+                    .post_json("/rpc/greeting_service/hello", body)
+                    .await
+            }
+        })
+        .await;
+        // CPU over warm-up and measurement; requests over the same span are estimated from the
+        // measured rate.
+        let cpu = cpu_seconds(gateway.pid()) - cpu_before;
+        let requests = sample.rate() * (warmup + measured).as_secs_f64();
+        let cpu_per_10k = if requests > 0.0 {
+            cpu / requests * 10_000.0
+        } else {
+            0.0
+        };
+        report.push(Row::measured(
+            "gateway",
+            n,
+            &sample,
+            Some(rss.stop()),
+            Some(cpu_per_10k),
+        ));
+    }
+    drop(gateway);
+
+    if args.scaling {
+        scaling(&args, &mut report, warmup, measured).await?;
+    }
+    report.print();
+    report.write(&args.out)?;
+    println!("wrote {}", args.out.display());
+    mesh.close().await;
+    Ok(())
+}
+
+fn hello_args() -> serde_json::Map<String, serde_json::Value> {
+    json!({"name": "Matt"})
+        .as_object()
+        .cloned()
+        .unwrap_or_default()
+}
+
+async fn wait_for_greeter(client: &mesh::Client) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let body = RequestBody::kwargs(hello_args());
+        match client
+            .call("greeting_service", "hello", body, CallContext::default())
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() > deadline => bail!("the greeter never answered: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// Throughput of `kv.inc` and `greeting_service.fib` through the gateway at 64 connections,
+/// with one and with two service processes.
+async fn scaling(
+    args: &BenchArgs,
+    report: &mut Report,
+    warmup: Duration,
+    measured: Duration,
+) -> Result<()> {
+    let amqp = args.amqp_url.as_str();
+    let workers = args.service_workers.to_string();
+    let gateway = Warren::start(&["gateway", "--listen", "127.0.0.1:0", "--amqp", amqp])?;
+    let address = gateway.http_address().context("no gateway address")?;
+    let cases: [(&str, &str, &str, serde_json::Value); 2] = [
+        ("kv.inc", "kv", "/rpc/kv/inc", json!({"key": "bench"})),
+        (
+            "greeting_service.fib(22)",
+            "greeting_service",
+            "/rpc/greeting_service/fib",
+            json!({"n": 22}),
+        ),
+    ];
+    for (label, service, path, args_json) in cases {
+        let mut instances = Vec::new();
+        for count in 1..=2 {
+            instances.push(Warren::start(&[
+                "run",
+                service,
+                "--amqp",
+                amqp,
+                "--max-workers",
+                &workers,
+            ])?);
+            let n = 64;
+            let mut connections = Vec::with_capacity(n);
+            for _ in 0..n {
+                connections.push(
+                    http::Connection::open(address)
+                        .await
+                        .map_err(anyhow::Error::msg)?,
+                );
+            }
+            let connections = Arc::new(connections);
+            let body = Bytes::from(serde_json::to_vec(&args_json)?);
+            let sample = closed_loop(n, warmup, measured, move |worker| {
+                let (connections, body) = (connections.clone(), body.clone());
+                async move { connections[worker].post_json(path, body).await }
+            })
+            .await;
+            report.push(Row::measured(
+                &format!("{label} x{count}"),
+                n,
+                &sample,
+                None,
+                None,
+            ));
+        }
+    }
+    Ok(())
+}

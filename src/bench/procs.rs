@@ -1,0 +1,136 @@
+//! Child `warren` processes for the benchmark, and what `/proc` says of them: resident memory
+//! and CPU time.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// A child `warren` process, stopped with SIGTERM when dropped.
+pub struct Warren {
+    child: Child,
+    /// The first line it printed.
+    pub first_line: String,
+}
+
+impl Warren {
+    /// Starts `warren ARGS...` and waits for its first line.
+    pub fn start(args: &[&str]) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe()?;
+        let mut child = Command::new(exe)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("cannot start warren {args:?}: {e}"))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+        let mut first_line = String::new();
+        BufReader::new(stdout).read_line(&mut first_line)?;
+        if first_line.is_empty() {
+            anyhow::bail!("warren {args:?} exited before starting");
+        }
+        Ok(Self { child, first_line })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The `http://ADDR` the first line names.
+    pub fn http_address(&self) -> Option<std::net::SocketAddr> {
+        self.first_line
+            .split("http://")
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    }
+}
+
+impl Drop for Warren {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// CPU seconds (user + system) the process has used.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the file: 11 and 12 after the ')'.
+    (ticks(11) + ticks(12)) / clock_ticks_per_second()
+}
+
+fn clock_ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// Resident memory of the process, bytes.
+pub fn rss_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Samples a process's RSS every 50 ms until stopped; keeps the peak.
+pub struct RssPeak {
+    peak: Arc<AtomicU64>,
+    running: Arc<AtomicBool>,
+}
+
+impl RssPeak {
+    /// Starts sampling `pid`.
+    pub fn start(pid: u32) -> Self {
+        let peak = Arc::new(AtomicU64::new(rss_bytes(pid)));
+        let running = Arc::new(AtomicBool::new(true));
+        let (p, r) = (peak.clone(), running.clone());
+        tokio::spawn(async move {
+            while r.load(Ordering::Relaxed) {
+                p.fetch_max(rss_bytes(pid), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        Self { peak, running }
+    }
+
+    /// Stops sampling; the peak in bytes.
+    pub fn stop(self) -> u64 {
+        self.running.store(false, Ordering::Relaxed);
+        self.peak.load(Ordering::Relaxed)
+    }
+}

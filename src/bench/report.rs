@@ -1,0 +1,155 @@
+//! The benchmark's table: printed, and written as JSON and Markdown.
+
+use super::BenchArgs;
+use super::load::Sample;
+use anyhow::Result;
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// One measured line.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// `ceiling`, `gateway`, or a scaling case.
+    pub target: String,
+    /// Calls in flight (ceiling) or HTTP connections.
+    pub concurrency: usize,
+    /// Successful requests per second.
+    pub rps: f64,
+    /// Latency percentiles, ms.
+    pub p50_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+    /// 99.9th percentile, ms.
+    pub p999_ms: f64,
+    /// Failed requests.
+    pub errors: u64,
+    /// The first error, if any.
+    pub first_error: Option<String>,
+    /// The gateway process's peak RSS, MB.
+    pub gateway_peak_rss_mb: Option<f64>,
+    /// The gateway process's CPU seconds per 10,000 requests.
+    pub gateway_cpu_s_per_10k: Option<f64>,
+    /// Gateway rate / ceiling rate at the same concurrency.
+    pub ratio_to_ceiling: Option<f64>,
+    /// Gateway p99 / ceiling p99 at the same concurrency.
+    pub p99_ratio_to_ceiling: Option<f64>,
+}
+
+impl Row {
+    /// A row from a sample.
+    pub fn measured(
+        target: &str,
+        concurrency: usize,
+        sample: &Sample,
+        rss: Option<u64>,
+        cpu_per_10k: Option<f64>,
+    ) -> Self {
+        Self {
+            target: target.to_owned(),
+            concurrency,
+            rps: sample.rate(),
+            p50_ms: sample.quantile_ms(0.50),
+            p99_ms: sample.quantile_ms(0.99),
+            p999_ms: sample.quantile_ms(0.999),
+            errors: sample.errors,
+            first_error: sample.first_error.clone(),
+            gateway_peak_rss_mb: rss.map(|b| b as f64 / (1024.0 * 1024.0)),
+            gateway_cpu_s_per_10k: cpu_per_10k,
+            ratio_to_ceiling: None,
+            p99_ratio_to_ceiling: None,
+        }
+    }
+}
+
+/// All rows of a run and how it was made.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    seconds_per_level: u64,
+    service_workers: u16,
+    cores: usize,
+    rows: Vec<Row>,
+}
+
+impl Report {
+    /// An empty report for `args`.
+    pub fn new(args: &BenchArgs) -> Self {
+        Self {
+            seconds_per_level: args.seconds,
+            service_workers: args.service_workers,
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            rows: Vec::new(),
+        }
+    }
+
+    /// Adds a row, filling the gateway's ratios from the ceiling row at the same concurrency.
+    pub fn push(&mut self, mut row: Row) {
+        let ceiling = self
+            .rows
+            .iter()
+            .find(|r| r.target == "ceiling" && r.concurrency == row.concurrency);
+        if let Some(ceiling) = ceiling.filter(|_| row.target == "gateway") {
+            row.ratio_to_ceiling = Some(row.rps / ceiling.rps.max(1e-9));
+            row.p99_ratio_to_ceiling = Some(row.p99_ms / ceiling.p99_ms.max(1e-9));
+        }
+        println!("  {}", line(&row));
+        self.rows.push(row);
+    }
+
+    /// Prints the whole table.
+    pub fn print(&self) {
+        println!("{}", self.markdown());
+    }
+
+    /// The table as Markdown.
+    pub fn markdown(&self) -> String {
+        let mut md = String::from(
+            "| target | conc. | req/s | p50 ms | p99 ms | p99.9 ms | errors | gateway peak RSS MB | gateway CPU s / 10k req | gateway/ceiling req/s | gateway/ceiling p99 |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+        );
+        let opt =
+            |v: Option<f64>, digits: usize| v.map_or("-".to_owned(), |v| format!("{v:.digits$}"));
+        for r in &self.rows {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {} |",
+                r.target,
+                r.concurrency,
+                r.rps,
+                r.p50_ms,
+                r.p99_ms,
+                r.p999_ms,
+                r.errors,
+                opt(r.gateway_peak_rss_mb, 1),
+                opt(r.gateway_cpu_s_per_10k, 3),
+                opt(r.ratio_to_ceiling, 3),
+                opt(r.p99_ratio_to_ceiling, 2),
+            );
+        }
+        md
+    }
+
+    /// Writes `bench.json` and `bench.md` into `dir`.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join("bench.json"), serde_json::to_vec_pretty(self)?)?;
+        std::fs::write(dir.join("bench.md"), self.markdown())?;
+        Ok(())
+    }
+}
+
+fn line(r: &Row) -> String {
+    format!(
+        "{:<28} {:>4}  {:>8.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  p99.9 {:>6.2} ms  errors {}{}",
+        r.target,
+        r.concurrency,
+        r.rps,
+        r.p50_ms,
+        r.p99_ms,
+        r.p999_ms,
+        r.errors,
+        r.first_error
+            .as_deref()
+            .map(|e| format!(" (first: {e})"))
+            .unwrap_or_default()
+    )
+}

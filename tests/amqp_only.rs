@@ -1,0 +1,320 @@
+//! What only the AMQP transport has: a broker between the parts. Peers played by hand with raw
+//! AMQP (a responder sending garbage, a request published with an expired deadline, garbage
+//! requests), and the dead-letter queue on the broker.
+
+mod common;
+
+use common::{Harness, QueueCleanup, assert_problem, mesh_config, unique, wait_until};
+use futures_util::StreamExt;
+use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use mesh::protocol::RequestBody;
+use mesh::{
+    Broker, CallContext, Deadline, MeshConfig, RpcClient, RpcError, Service, State, Subscription,
+};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+#[tokio::test]
+async fn a_reply_that_is_not_reply_json_is_502() {
+    let mut h = Harness::start().await;
+    let svc = unique("garbage");
+    h.cleanup.service(&svc);
+    // A raw responder on `rpc-<svc>` that answers every request with bytes that are not JSON.
+    let channel = common::raw_channel().await;
+    let queue = mesh::protocol::service_queue(&svc);
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    common::declare_rpc_queue(&channel, &queue, durable, &format!("{svc}.*")).await;
+    let mut consumer = channel
+        .basic_consume(
+            queue.as_str().into(),
+            "garbage".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    let responder = tokio::spawn(async move {
+        while let Some(Ok(delivery)) = consumer.next().await {
+            let p = &delivery.properties;
+            let (Some(reply_to), Some(correlation_id)) =
+                (p.reply_to().clone(), p.correlation_id().clone())
+            else {
+                continue;
+            };
+            let properties = lapin::BasicProperties::default().with_correlation_id(correlation_id);
+            let _ = channel
+                .basic_publish(
+                    "nameko-rpc".into(),
+                    reply_to,
+                    BasicPublishOptions::default(),
+                    b"<html>not json",
+                    properties,
+                )
+                .await;
+        }
+    });
+    let r = h.post(&svc, "anything", json!({})).await;
+    let body = assert_problem(r, 502, "bad-reply").await;
+    assert_eq!(body["service"], svc.as_str());
+    responder.abort();
+}
+
+#[derive(Clone, Default)]
+struct Gauge {
+    current: Arc<AtomicUsize>,
+    peak: Arc<AtomicUsize>,
+    started: Arc<AtomicUsize>,
+}
+
+async fn busy(State(g): State<Gauge>) -> Result<(), mesh::RpcError> {
+    g.started.fetch_add(1, Ordering::SeqCst);
+    let now = g.current.fetch_add(1, Ordering::SeqCst) + 1;
+    g.peak.fetch_max(now, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    g.current.fetch_sub(1, Ordering::SeqCst);
+    Ok(())
+}
+
+/// Serves a `busy` service named `name` with `config`; returns its gauge, broker and handle.
+async fn serve_busy(name: &str, config: MeshConfig) -> (Gauge, Broker, mesh::RunningService) {
+    let gauge = Gauge::default();
+    let broker = Broker::connect(config).await.expect("broker");
+    let service = Service::new(name.to_owned())
+        .with_state(gauge.clone())
+        .rpc("busy", busy);
+    let running = mesh::serve(&broker, service).await.expect("serve");
+    (gauge, broker, running)
+}
+
+#[tokio::test]
+async fn a_request_that_expired_in_the_queue_is_never_executed() {
+    let name = unique("busy");
+    let mut cleanup = QueueCleanup::new();
+    cleanup.service(&name);
+    let (gauge, broker, running) = serve_busy(&name, mesh_config()).await;
+    // Publish by hand a request whose warren.deadline passed a second ago.
+    let channel = common::raw_channel().await;
+    let past = Deadline::after(Duration::ZERO).to_epoch_ms() - 1000;
+    let mut headers = FieldTable::default();
+    headers.insert(
+        "warren.deadline".into(),
+        AMQPValue::LongLongInt(past as i64),
+    );
+    let properties = lapin::BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_headers(headers);
+    channel
+        .basic_publish(
+            "nameko-rpc".into(),
+            format!("{name}.busy").into(),
+            BasicPublishOptions::default(),
+            br#"{"args":[],"kwargs":{}}"#,
+            properties,
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("confirm");
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let expired = running.stats().expired();
+            async move { expired == 1 }
+        })
+        .await
+    );
+    assert_eq!(gauge.started.load(Ordering::SeqCst), 0);
+    // A live request still runs.
+    let client = RpcClient::start(&broker, "test").await.expect("client");
+    let ok = client
+        .call(
+            &name,
+            "busy",
+            &RequestBody::default(),
+            CallContext::default(),
+        )
+        .await;
+    assert_eq!(ok, Ok(Value::Null));
+    assert_eq!(gauge.started.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn garbage_from_the_broker_is_answered_acked_and_survived() {
+    let mut h = Harness::start().await;
+    let greeter = unique("greeter");
+    h.serve(greeter::service_named(&greeter)).await;
+    // A reply queue of our own, bound to the RPC exchange under its own name, as nameko's are.
+    let channel = common::raw_channel().await;
+    let reply_queue = unique("replies");
+    let exclusive = lapin::options::QueueDeclareOptions {
+        exclusive: true,
+        ..Default::default()
+    };
+    common::declare_rpc_queue(&channel, &reply_queue, exclusive, &reply_queue).await;
+    let cases: [&[u8]; 4] = [b"not json", br#"{"args": []}"#, br#"[1, 2]"#, b"\xff\xfe"];
+    for (i, body) in cases.iter().enumerate() {
+        let properties = lapin::BasicProperties::default()
+            .with_reply_to(reply_queue.as_str().into())
+            .with_correlation_id(format!("c{i}").into());
+        channel
+            .basic_publish(
+                "nameko-rpc".into(),
+                format!("{greeter}.hello").into(),
+                BasicPublishOptions::default(),
+                body,
+                properties,
+            )
+            .await
+            .expect("publish");
+    }
+    // A request without reply_to is handled and acked too; nobody can be answered.
+    channel
+        .basic_publish(
+            "nameko-rpc".into(),
+            format!("{greeter}.hello").into(),
+            BasicPublishOptions::default(),
+            b"junk",
+            lapin::BasicProperties::default(),
+        )
+        .await
+        .expect("publish");
+    // Poll the reply queue until all four replies are in, or five seconds pass.
+    let mut replies = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while replies.len() < 4 && tokio::time::Instant::now() < deadline {
+        let options = lapin::options::BasicGetOptions { no_ack: true };
+        match channel
+            .basic_get(reply_queue.as_str().into(), options)
+            .await
+            .expect("get")
+        {
+            Some(message) => replies
+                .push(serde_json::from_slice::<Value>(&message.delivery.data).unwrap_or_default()),
+            None => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+    let got_all = replies.len() == 4;
+    assert!(got_all, "replies: {replies:?}");
+    for reply in &replies {
+        assert_eq!(reply["error"]["exc_type"], "MalformedRequest", "{reply}");
+        assert_eq!(
+            reply["error"]["exc_path"], "nameko.exceptions.MalformedRequest",
+            "{reply}"
+        );
+    }
+    let running = &h.services[0];
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let handled = running.stats().handled();
+            async move { handled == 5 }
+        })
+        .await
+    );
+    // The queue is not poisoned: the service keeps serving.
+    let ok = h
+        .client
+        .call(
+            &greeter,
+            "hello",
+            RequestBody::args(vec![json!("x")]),
+            CallContext::default(),
+        )
+        .await;
+    assert_eq!(ok, Ok(json!("Hello, x!")));
+}
+
+/// Ready messages in `queue` (a passive declare).
+async fn ready_in(channel: &lapin::Channel, queue: &str) -> u32 {
+    let options = lapin::options::QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    channel
+        .queue_declare(queue.into(), options, Default::default())
+        .await
+        .map(|q| q.message_count())
+        .unwrap_or(u32::MAX)
+}
+
+#[derive(Clone, Default)]
+struct Attempts(Arc<AtomicUsize>);
+
+async fn always_fails(State(a): State<Attempts>) -> Result<(), RpcError> {
+    a.0.fetch_add(1, Ordering::SeqCst);
+    Err(RpcError::internal("cannot index this"))
+}
+
+#[tokio::test]
+async fn a_failing_handler_is_retried_once_then_dead_lettered() {
+    let source = unique("src");
+    let name = unique("sink");
+    let subscription = Subscription::new(&source, "doomed");
+    let queue = subscription.queue(&name, "");
+    let mut cleanup = QueueCleanup::new();
+    cleanup.events_of(&source);
+    cleanup.queue(&queue);
+    let attempts = Attempts::default();
+    let broker = Broker::connect(mesh_config()).await.expect("broker");
+    let service = Service::new(name.clone())
+        .with_state(attempts.clone())
+        .subscribe(subscription, always_fails);
+    let running = mesh::serve(&broker, service).await.expect("serve");
+
+    broker
+        .dispatch(&source, "doomed", &json!({"id": 7}))
+        .await
+        .expect("dispatch");
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let n = running.stats().events_dead_lettered();
+            async move { n == 1 }
+        })
+        .await
+    );
+    assert_eq!(
+        attempts.0.load(Ordering::SeqCst),
+        2,
+        "one try and one retry"
+    );
+    assert_eq!(running.stats().events_retried(), 1);
+
+    let channel = common::raw_channel().await;
+    assert_eq!(
+        ready_in(&channel, &queue).await,
+        0,
+        "nothing left to loop on"
+    );
+    let dead = channel
+        .basic_get(
+            mesh::events::dead_letter_queue(&queue).as_str().into(),
+            Default::default(),
+        )
+        .await
+        .expect("get")
+        .expect("the dead letter");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&dead.delivery.data).expect("json"),
+        json!({"id": 7})
+    );
+    let headers = dead
+        .delivery
+        .properties
+        .headers()
+        .clone()
+        .unwrap_or_default();
+    let reason = match headers.inner().get("x-warren-error") {
+        Some(lapin::types::AMQPValue::LongString(s)) => {
+            String::from_utf8_lossy(s.as_bytes()).into_owned()
+        }
+        other => panic!("no x-warren-error header: {other:?}"),
+    };
+    assert!(reason.contains("cannot index this"), "{reason}");
+}

@@ -1,0 +1,63 @@
+//! The `warren` binary as a child process: run to completion, or start and stop with SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The binary without `AMQP_URL` in its environment: `dev` runs in process unless a test passes
+/// `--amqp`, and the other commands use the default broker, as the harness does.
+pub fn warren() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_warren"));
+    command.env("RUST_LOG", "warn").env_remove("AMQP_URL");
+    command
+}
+
+/// Runs `warren` to completion on a blocking thread.
+pub async fn run(args: &[&str]) -> Output {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::task::spawn_blocking(move || warren().args(args).output())
+        .await
+        .expect("task")
+        .expect("run warren")
+}
+
+/// Starts a long-running `warren` and returns it with the first line it printed.
+pub fn spawn(args: &[&str]) -> (Child, String) {
+    let mut child = warren()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn warren");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut first = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut first)
+        .expect("first line");
+    (child, first)
+}
+
+/// Sends SIGTERM and waits for the exit, at most `limit`.
+pub fn terminate(mut child: Child, limit: Duration) -> std::process::ExitStatus {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("warren did not exit within {limit:?} of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends SIGKILL: the process gets no chance to clean up.
+pub fn kill(mut child: Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}

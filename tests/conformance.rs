@@ -1,0 +1,82 @@
+//! One conformance suite, written once and run against both transports (DESIGN §5): every
+//! scenario runs as `<scenario>::amqp` (the real RabbitMQ) and `<scenario>::in_process`. A
+//! behaviour that differs between them is a bug in one of them.
+
+mod common;
+
+#[path = "conformance/describe.rs"]
+mod describe_scenarios;
+#[path = "conformance/events.rs"]
+mod event_scenarios;
+#[path = "conformance/http.rs"]
+mod http_scenarios;
+#[path = "conformance/rpc.rs"]
+mod rpc_scenarios;
+
+/// Runs each named scenario of a scenario module on both transports, as tests named
+/// `<group>::<scenario>::{amqp, in_process}`.
+macro_rules! on_both_transports {
+    ($group:ident = $module:ident: $($scenario:ident),* $(,)?) => {
+        mod $group {
+            $(
+                mod $scenario {
+                    use crate::common::Kind;
+
+                    #[tokio::test]
+                    async fn amqp() {
+                        crate::$module::$scenario(Kind::Amqp).await
+                    }
+
+                    #[tokio::test]
+                    async fn in_process() {
+                        crate::$module::$scenario(Kind::InProcess).await
+                    }
+                }
+            )*
+        }
+    };
+}
+
+on_both_transports!(http = http_scenarios:
+    ok_with_object_array_and_empty_bodies,
+    request_id_is_echoed_and_roots_the_call_id_stack,
+    bad_requests_are_400,
+    not_found_unknown_service_and_method,
+    other_methods_are_405_with_allow,
+    conflict_is_409_and_other_remote_errors_500_or_503,
+    configured_error_statuses_extend_the_table,
+    body_limit_is_413_and_content_type_415,
+    transport_closed_is_503_and_not_ready,
+    deadline_passed_is_504_and_the_late_reply_is_dropped,
+    x_timeout_ms_is_capped_by_the_maximum,
+    only_exposed_methods_are_served_and_documented,
+    above_max_in_flight_the_gateway_answers_503_at_once,
+    a_one_millisecond_deadline_is_504_not_an_outage,
+);
+
+on_both_transports!(rpc = rpc_scenarios:
+    five_clients_times_1000_increments_end_at_5000,
+    two_instances_share_the_load,
+    at_most_max_workers_handlers_run_at_once,
+    a_caller_that_disconnects_leaves_no_pending_entry,
+    stopping_a_service_finishes_in_flight_work_and_requeues_the_rest,
+);
+
+on_both_transports!(events = event_scenarios:
+    pool_once_broadcast_per_instance_singleton_once,
+    events_dispatched_while_a_service_is_down_arrive_after_restart,
+    a_failing_handler_is_retried_once_then_dead_lettered,
+    a_call_through_two_services_carries_the_request_id_stack,
+    the_deadline_travels_down_the_chain,
+    a_handler_dispatches_and_the_context_follows_the_event,
+    the_w3c_trace_crosses_the_gateway_and_services,
+);
+
+on_both_transports!(describe = describe_scenarios:
+    services_are_listed_with_methods_and_live_instances,
+    a_known_service_with_no_live_instance_is_503_at_once,
+    the_openapi_document_is_built_live_from_descriptors,
+    the_docs_page_is_served_from_the_binary,
+    cors_allows_only_configured_origins,
+    metrics_count_calls_by_service_method_and_status,
+);
