@@ -53,11 +53,13 @@ work="$(mktemp -d "${TMPDIR:-/tmp}/warren-image-checks.XXXXXX")"
 # The sandboxed runs get their own dir outside /tmp (the sandbox mounts a fresh tmpfs on /tmp).
 run="$(mktemp -d /var/tmp/warren-image-run.XXXXXX)"
 pids=()
+vhost_made=""
 cleanup() {
     local pid
     for pid in "${pids[@]}"; do
         if kill -KILL "$pid" 2>/dev/null; then wait "$pid" 2>/dev/null || true; fi
     done
+    if [[ -n $vhost_made ]]; then rabbitmqctl -q delete_vhost "$vhost_made" >/dev/null 2>&1 || true; fi
     rm -rf "$work" "$run"
 }
 trap cleanup EXIT
@@ -480,7 +482,7 @@ sandboxed() {
     exec unshare --mount --propagation private -- bash -c "$sandbox_script" sandbox "$data" \
         env -i PATH="$run/bin:/usr/local/bin:/usr/bin:/bin" HOME="$data" \
         WARREN_DATA_DIR="$data" WARREN_LISTEN=0.0.0.0:8080 WARREN_LOG_FORMAT=json \
-        "${envs[@]}" "$@"
+        "${envs[@]}" "$@" 8>&- # the lock stays with this script
 }
 new_data_dir() { # a fresh data dir owned by the image user, like the image's /data
     local d="$run/$1"
@@ -533,8 +535,11 @@ sandbox_works() {
     local out
     out="$(sandboxed "$d" -- bash -c "$probe")" || { echo "$out"; return 1; }
     echo "$out"
-    [[ $out == "$IMAGE_UID"$'\n'"data dir writable"$'\n'"/tmp writable"$'\n'"/usr read-only" ]] &&
-        (sandboxed "$d" -- test -x "$run/bin/warren") || { echo "uid $IMAGE_UID cannot run $run/bin/warren"; return 1; }
+    [[ $out == "$IMAGE_UID"$'\n'"data dir writable"$'\n'"/tmp writable"$'\n'"/usr read-only" ]] || return 1
+    if ! (sandboxed "$d" -- test -x "$run/bin/warren"); then
+        echo "uid $IMAGE_UID cannot run $run/bin/warren"
+        return 1
+    fi
 }
 if [[ -z $skip_reason ]]; then
     check "sandbox: uid 10001, read-only root FS, writable data dir and /tmp" "$work/sandbox.log" sandbox_works
@@ -582,46 +587,61 @@ broker_mode() {
     local vhost=warren-image-checks
     local url="$amqp_base/$vhost"
     local sd gd ops http spid gpid
-    if ! rabbitmqctl -q list_vhosts name 2>/dev/null | grep -qx "$vhost"; then
-        rabbitmqctl -q add_vhost "$vhost" && rabbitmqctl -q set_permissions -p "$vhost" guest '.*' '.*' '.*' || return 1
-    fi
+    # A fresh vhost each run: nothing left from earlier runs (or older builds) in the way. The
+    # broker may be restarting (fault tests of a concurrent run): give it up to 60 s.
+    timeout 60 rabbitmqctl -q await_startup >/dev/null 2>&1 || true
+    rabbitmqctl -q delete_vhost "$vhost" >/dev/null 2>&1 || true
+    rabbitmqctl -q add_vhost "$vhost" || return 1
+    rabbitmqctl -q set_permissions -p "$vhost" guest '.*' '.*' '.*' || return 1
+    vhost_made=$vhost
     sd="$(new_data_dir svc-data)"
     gd="$(new_data_dir gw-data)"
     ops="$(free_port)"
     http="$(free_port)"
     sandboxed "$sd" AMQP_URL="$url" WARREN_INSTANCE_ID=warren-greeting-service-0 \
         WARREN_OPS_LISTEN="127.0.0.1:$ops" WARREN_SHUTDOWN_GRACE_MS=3000 RUST_LOG=info \
-        -- warren run greeting_service kv >"$work/svc.out" 2>&1 &
+        -- warren run greeting_service kv >"$work/svc.out" 2>"$work/svc.err" &
     spid=$!
     pids+=("$spid")
     sandboxed "$gd" AMQP_URL="$url" WARREN_INSTANCE_ID=warren-gateway-abc12 \
-        WARREN_LISTEN="127.0.0.1:$http" RUST_LOG=info -- warren gateway >"$work/gw.out" 2>&1 &
+        WARREN_LISTEN="127.0.0.1:$http" RUST_LOG=info -- warren gateway >"$work/gw.out" 2>"$work/gw.err" &
     gpid=$!
     pids+=("$gpid")
     echo "services pid $spid (ops :$ops), gateway pid $gpid (:$http), broker vhost $vhost"
-    wait_http "http://127.0.0.1:$ops/healthz" 60 "$spid" || { echo "services never live"; cat "$work/svc.out"; return 1; }
-    wait_http "http://127.0.0.1:$ops/readyz" 30 "$spid" || { echo "services never ready"; cat "$work/svc.out"; return 1; }
-    wait_http "http://127.0.0.1:$http/readyz" 60 "$gpid" || { echo "gateway never ready"; cat "$work/gw.out"; return 1; }
+    wait_http "http://127.0.0.1:$ops/healthz" 60 "$spid" || { echo "services never live"; cat "$work/svc.out" "$work/svc.err"; return 1; }
+    wait_http "http://127.0.0.1:$ops/readyz" 30 "$spid" || { echo "services never ready"; cat "$work/svc.out" "$work/svc.err"; return 1; }
+    wait_http "http://127.0.0.1:$http/readyz" 60 "$gpid" || { echo "gateway never ready"; cat "$work/gw.out" "$work/gw.err"; return 1; }
     echo "services ops /healthz /readyz: 200; gateway /readyz: 200"
-    proc_is_confined "$spid" >/dev/null && proc_is_confined "$gpid" >/dev/null || { echo "not confined"; return 1; }
+    if ! proc_is_confined "$spid" >/dev/null || ! proc_is_confined "$gpid" >/dev/null; then
+        echo "not confined"
+        return 1
+    fi
     expect_http 200 "http://127.0.0.1:$ops/metrics" >/dev/null || return 1
     local body
     body="$(expect_http 200 "http://127.0.0.1:$http/rpc/greeting_service/hello" --json '{"name": "Matt"}')" ||
-        { echo "$body"; cat "$work/gw.out" "$work/svc.out"; return 1; }
+        { echo "$body"; cat "$work/gw.out" "$work/gw.err" "$work/svc.out" "$work/svc.err"; return 1; }
     [[ "$(head -n1 <<<"$body")" == '"Hello, Matt!"' ]] || { echo "hello answered: $body"; return 1; }
     echo "POST /rpc/greeting_service/hello through the broker -> $(head -n1 <<<"$body")"
-    # JSON logs (WARREN_LOG_FORMAT=json, as in the image and the chart): every line is an object.
-    python3 - "$work/svc.out" "$work/gw.out" <<'PY' || return 1
+    # JSON logs (WARREN_LOG_FORMAT=json, as in the image and the chart): every stderr line is an
+    # object (stdout carries only the one-line "warren: serving ..." banner).
+    python3 - "$work/svc.err" "$work/gw.err" <<'PY' || return 1
 import json, sys
 for path in sys.argv[1:]:
     lines = [l for l in open(path) if l.strip()]
     assert lines, f"{path}: no log lines"
+    bad = []
     for l in lines:
-        assert isinstance(json.loads(l), dict), l
-print("logs: every line a JSON object")
+        try:
+            ok = isinstance(json.loads(l), dict)
+        except ValueError:
+            ok = False
+        if not ok:
+            bad.append(l.rstrip())
+    assert not bad, f"{path}: lines that are not JSON objects:\n" + "\n".join(bad[:5])
+print("logs (stderr): every line a JSON object")
 PY
-    stop_gracefully "$gpid" 15 || { cat "$work/gw.out"; return 1; }
-    stop_gracefully "$spid" 15 || { cat "$work/svc.out"; return 1; }
+    stop_gracefully "$gpid" 15 || { cat "$work/gw.out" "$work/gw.err"; return 1; }
+    stop_gracefully "$spid" 15 || { cat "$work/svc.out" "$work/svc.err"; return 1; }
 }
 start=$EPOCHREALTIME
 if [[ -n $skip_reason ]]; then

@@ -29,6 +29,7 @@ cargo fmt --all -- --check
 
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+step "image (no Docker engine here) and Helm chart checks"; scripts/image-checks.sh; scripts/helm-checks.sh
 
 step "openapi/openapi.json is current"
 if ! cargo run --quiet --locked -- openapi | diff -u openapi/openapi.json - >/tmp/warren-openapi.diff; then
