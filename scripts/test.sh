@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Warren's whole test suite, as CI runs it:
-#   1. RabbitMQ up on 127.0.0.1:5672 (installed and started when needed),
+#   1. RabbitMQ up on 127.0.0.1:5672 (installed and started when needed), PostgreSQL up,
 #   2. the nameko venv for the interop tests (scripts/nameko-venv.sh, reused when current),
-#   3. cargo fmt --check, cargo clippy --all-targets -D warnings, openapi/openapi.json current,
-#   4. every unit, doc and end-to-end test (cargo nextest when installed, cargo test otherwise),
-#   5. the OpenAPI tooling checks (scripts/api-checks.sh),
-#   6. the fault tests, alone, since they restart the broker.
+#   3. cargo fmt --check, cargo clippy --all-targets -D warnings,
+#   4. the container image and Helm chart checks (no Docker engine or cluster needed),
+#   5. openapi/openapi.json current, then every unit, doc and end-to-end test (cargo nextest
+#      when installed, cargo test otherwise),
+#   6. the OpenAPI tooling checks (validators, generated clients, Chromium, schemathesis),
+#   7. the fault tests, alone, since they restart the broker.
 # Environment: AMQP_URL (default amqp://guest:guest@127.0.0.1:5672/%2f), CARGO_TARGET_DIR,
-# WARREN_VENV (where the nameko venv lives; default .venv/nameko).
+# WARREN_VENV (the nameko venv; default .venv/nameko), WARREN_TOOLS_DIR (helm, linters, npm
+# and PyPI tools; default .venv/tools and .venv/api-tools).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=/dev/null
@@ -16,9 +19,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "RabbitMQ"
+. scripts/lib/postgres.sh
+
+step "RabbitMQ and PostgreSQL"
 ensure_rabbitmq
-. scripts/lib/postgres.sh && ensure_postgres
+ensure_postgres
 remove_test_queues
 
 step "nameko venv"
@@ -29,7 +34,10 @@ cargo fmt --all -- --check
 
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-step "image (no Docker engine here) and Helm chart checks"; scripts/image-checks.sh; scripts/helm-checks.sh
+
+step "container image (no Docker engine here) and Helm chart"
+scripts/image-checks.sh
+scripts/helm-checks.sh
 
 step "openapi/openapi.json is current"
 if ! cargo run --quiet --locked -- openapi | diff -u openapi/openapi.json - >/tmp/warren-openapi.diff; then

@@ -348,3 +348,68 @@ async fn run_serves_probes_and_metrics_on_its_ops_port_and_logs_json() {
     let parsed: serde_json::Value = serde_json::from_str(line).expect("a JSON log line");
     assert_eq!(parsed["level"], "INFO", "{line}");
 }
+
+#[tokio::test]
+async fn dev_in_process_serves_the_elibrary_with_data_under_its_data_dir() {
+    let data = std::env::temp_dir().join(unique("dev-data"));
+    let data_arg = data.to_string_lossy().into_owned();
+    let args = ["dev", "--listen", "127.0.0.1:0", "--data-dir", &data_arg];
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let (child, first) = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        spawn(&args)
+    })
+    .await
+    .expect("task");
+    assert!(
+        first.contains("in-process") && first.contains("library, indexer"),
+        "{first}"
+    );
+    let address = first
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{first}"))
+        .to_owned();
+    let http = reqwest::Client::new();
+    let added: serde_json::Value = http
+        .post(format!("http://{address}/rpc/library/add_book"))
+        .json(&serde_json::json!({"title": "Moby-Dick", "author": "Herman Melville", "text": "Call me Ishmael. The whale!"}))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    let id = added["id"].clone();
+    let found = wait_until(Duration::from_secs(10), || {
+        let (http, address, id) = (http.clone(), address.clone(), id.clone());
+        async move {
+            let Ok(r) = http
+                .post(format!("http://{address}/rpc/indexer/search"))
+                .json(&serde_json::json!({"query": "whale"}))
+                .send()
+                .await
+            else {
+                return false;
+            };
+            let hits: serde_json::Value = r.json().await.unwrap_or_default();
+            hits["hits"]
+                .as_array()
+                .is_some_and(|h| h.iter().any(|hit| hit["id"] == id))
+        }
+    })
+    .await;
+    assert!(found, "the book never became searchable");
+    let status = tokio::task::spawn_blocking(move || terminate(child, Duration::from_secs(15)))
+        .await
+        .expect("task");
+    assert!(status.success());
+    assert!(
+        data.join("library.sqlite3").exists(),
+        "no SQLite file under {}",
+        data.display()
+    );
+    assert!(data.join("indexer").is_dir());
+    let _ = std::fs::remove_dir_all(&data);
+}
