@@ -12,6 +12,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 use warren_gateway::{ErrorMap, GatewayConfig, StatusCode};
 
+/// mimalloc: the gateway's hot path allocates per request (HTTP, JSON, AMQP frames), and glibc's
+/// malloc/free were a tenth of its CPU in a profile under load.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "warren",

@@ -278,6 +278,7 @@ async fn run_serves_probes_and_metrics_on_its_ops_port_and_logs_json() {
     let mut first = String::new();
     let stdout = child.stdout.take().expect("stdout");
     let stderr = child.stderr.take().expect("stderr");
+    let child = common::process::Spawned::new(child);
     let first = tokio::task::spawn_blocking(move || {
         BufReader::new(stdout).read_line(&mut first).expect("line");
         first

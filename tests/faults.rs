@@ -231,7 +231,7 @@ async fn the_broker_killed_under_load() {
 }
 
 /// A `warren run greeting_service` child with an ops port; returns it and its ops address.
-fn greeter_process(workers: &str) -> (std::process::Child, String) {
+fn greeter_process(workers: &str) -> (common::process::Spawned, String) {
     let (child, first) = spawn(&[
         "run",
         "greeting_service",

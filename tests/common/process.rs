@@ -22,7 +22,36 @@ pub async fn run(args: &[&str]) -> Output {
 }
 
 /// Starts a long-running `warren` and returns it with the first line it printed.
-pub fn spawn(args: &[&str]) -> (Child, String) {
+/// A child process that is killed when dropped, so a failing test leaves no process behind.
+pub struct Spawned(Option<Child>);
+
+impl Spawned {
+    /// Guards `child`.
+    pub fn new(child: Child) -> Self {
+        Self(Some(child))
+    }
+
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.0.as_ref().map_or(0, Child::id)
+    }
+
+    /// The child, no longer guarded.
+    fn take(mut self) -> Child {
+        self.0.take().expect("a guarded child")
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn spawn(args: &[&str]) -> (Spawned, String) {
     let mut child = warren()
         .args(args)
         .stdout(Stdio::piped())
@@ -34,11 +63,12 @@ pub fn spawn(args: &[&str]) -> (Child, String) {
     BufReader::new(stdout)
         .read_line(&mut first)
         .expect("first line");
-    (child, first)
+    (Spawned::new(child), first)
 }
 
 /// Sends SIGTERM and waits for the exit, at most `limit`.
-pub fn terminate(mut child: Child, limit: Duration) -> std::process::ExitStatus {
+pub fn terminate(child: Spawned, limit: Duration) -> std::process::ExitStatus {
+    let mut child = child.take();
     let _ = Command::new("kill")
         .arg("-TERM")
         .arg(child.id().to_string())
@@ -57,7 +87,8 @@ pub fn terminate(mut child: Child, limit: Duration) -> std::process::ExitStatus 
 }
 
 /// Sends SIGKILL: the process gets no chance to clean up.
-pub fn kill(mut child: Child) {
+pub fn kill(child: Spawned) {
+    let mut child = child.take();
     let _ = child.kill();
     let _ = child.wait();
 }
