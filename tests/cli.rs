@@ -327,10 +327,21 @@ async fn run_serves_probes_and_metrics_on_its_ops_port_and_logs_json() {
         ),
         "{text}"
     );
-    assert!(
-        text.contains("warren_service_busy_workers{service=\"kv\"} 0"),
-        "{text}"
-    );
+    // The busy gauge drops once each worker task has finished, a moment after its reply.
+    let idle = wait_until(Duration::from_secs(5), || {
+        let (http, ops) = (http.clone(), ops.clone());
+        async move {
+            let Ok(r) = http.get(format!("http://{ops}/metrics")).send().await else {
+                return false;
+            };
+            r.text()
+                .await
+                .unwrap_or_default()
+                .contains("warren_service_busy_workers{service=\"kv\"} 0")
+        }
+    })
+    .await;
+    assert!(idle, "busy workers never went back to 0");
     let status = tokio::task::spawn_blocking(move || terminate(child, Duration::from_secs(15)))
         .await
         .expect("task");
