@@ -216,9 +216,11 @@ start_gateway() { # in this shell: the trap must know the pid
     # A clean environment: no AMQP_URL (in-process), no WARREN_* settings from the caller.
     # Deadlines of 500 ms keep greeting_service.slow short under schemathesis (in-process calls
     # answer in well under a millisecond).
+    # The e-library keeps its data in a throwaway folder under the tool cache.
+    rm -rf "$out/dev-data"
     env -i PATH="$PATH" HOME="$HOME" RUST_LOG="${RUST_LOG:-info}" \
         "$bin" dev --listen 127.0.0.1:0 --cors-origin "http://127.0.0.1:$allowed_port" \
-        --timeout-ms 500 --max-timeout-ms 500 \
+        --timeout-ms 500 --max-timeout-ms 500 --data-dir "$out/dev-data" \
         >"$out/gateway.stdout" 2>"$logs/warren-dev.log" &
     gw_pid=$!
 }

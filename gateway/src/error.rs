@@ -115,6 +115,7 @@ impl Default for ErrorMap {
             ("NotFound", StatusCode::NOT_FOUND),
             ("Conflict", StatusCode::CONFLICT),
             ("Unavailable", StatusCode::SERVICE_UNAVAILABLE),
+            ("DeadlineExceeded", StatusCode::GATEWAY_TIMEOUT),
         ] {
             map.insert(exc_type.to_owned(), status);
         }
@@ -195,6 +196,7 @@ impl GatewayError {
                     S::NOT_FOUND => ("not-found", "Not found"),
                     S::CONFLICT => ("conflict", "Conflict"),
                     S::SERVICE_UNAVAILABLE => ("unavailable", "Service unavailable"),
+                    S::GATEWAY_TIMEOUT => ("deadline-exceeded", "Deadline exceeded"),
                     s if s.is_client_error() => ("remote-client-error", "Rejected by the service"),
                     _ => ("remote-error", "Remote error"),
                 };

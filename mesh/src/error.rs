@@ -168,6 +168,11 @@ impl From<CallError> for RpcError {
                 let message = wire.message().to_owned();
                 RpcError::new(kind, message).with_exc_type(wire.exc_type)
             }
+            // The caller's deadline passed further down: still a deadline, not an outage.
+            CallError::DeadlineExceeded(ms) => {
+                RpcError::unavailable(format!("deadline exceeded after {ms} ms"))
+                    .with_exc_type("DeadlineExceeded")
+            }
             other => RpcError::unavailable(other.to_string()),
         }
     }

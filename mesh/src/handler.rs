@@ -77,6 +77,8 @@ impl<S, T: DeserializeOwned> FromCall<S> for Payload<T> {
             .event
             .take()
             .ok_or_else(|| RpcError::internal("Payload is only available to event handlers"))?;
+        // The payload is consumed whole; its arguments view goes with it.
+        call.body = RequestBody::default();
         serde_json::from_value(payload)
             .map(Payload)
             .map_err(|e| RpcError::bad_request(format!("event payload does not fit: {e}")))
@@ -142,6 +144,14 @@ macro_rules! impl_handler {
                         Err(error) => return Box::pin(std::future::ready(Err(error))),
                     };
                 )*
+                // An RPC method without `Args` takes no arguments: stray ones are refused, as
+                // Python refuses them (an event handler may ignore its payload).
+                if call.event.is_none() && !(call.body.args.is_empty() && call.body.kwargs.is_empty()) {
+                    return Box::pin(std::future::ready(Err(RpcError::new(
+                        ErrorKind::IncorrectSignature,
+                        format!("{} takes no arguments", call.ctx.method()),
+                    ))));
+                }
                 Box::pin(async move { self($($ty,)*).await.into_reply() })
             }
         }

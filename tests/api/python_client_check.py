@@ -19,6 +19,7 @@ import argparse
 import importlib
 import json
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -64,7 +65,8 @@ def main() -> int:
     # --- discovery: the committed document, the generated client and the live gateway agree.
     operations = rpc_operations(document)
     services = sorted({service for _, service, _, _ in operations})
-    assert {"greeting_service", "kv"} <= set(services), f"greeter and kv missing from the document: {services}"
+    expected = {"greeting_service", "kv", "library", "indexer"}
+    assert expected <= set(services), f"bundled services missing from the document: {services}"
     for path, service, method, operation_id in operations:
         tag = document["paths"][path]["post"]["tags"][0]
         module = api(tag, operation_id)
@@ -134,6 +136,28 @@ def main() -> int:
     assert missing_key in problem.detail, problem.detail
     assert problem.request_id == response.headers["x-request-id"], (problem.request_id, response.headers)
     ok(f"kv.get(missing) -> 404 problem+json: {problem.title}: {problem.detail}")
+
+    # --- the e-library: a book added through library.add_book becomes findable by indexer.search
+    book = {"title": f"Moby-Dick {run}", "author": "Herman Melville",
+            "text": f"Call me Ishmael. The leviathan{run} rose from the sea."}
+    added = api("library", "library_add_book").sync_detailed(
+        client=client, body=model("LibraryAddBookBody")(**book))
+    assert added.status_code == 200, added
+    written = json.loads(added.content)
+    fetched = api("library", "library_get_book").sync_detailed(
+        client=client, body=model("LibraryGetBookBody")(id=written["id"]))
+    assert fetched.status_code == 200, fetched
+    assert json.loads(fetched.content)["title"] == book["title"], fetched.content
+    search = api("indexer", "indexer_search")
+    deadline = time.monotonic() + 10
+    while True:
+        found = search.sync_detailed(client=client, body=model("IndexerSearchBody")(query=f"leviathan{run}"))
+        hits = json.loads(found.content).get("hits", []) if found.status_code == 200 else []
+        if any(hit["id"] == written["id"] for hit in hits):
+            break
+        assert time.monotonic() < deadline, f"the book never became searchable: {found.content!r}"
+        time.sleep(0.05)
+    ok(f"library.add_book -> {written}; library.get_book agrees; indexer.search finds it")
 
     # An unknown keyword argument (the document says additionalProperties: false) is refused.
     raw = client.get_httpx_client().post("/rpc/greeting_service/hello", json={"name": "x", "extra": 1})

@@ -96,13 +96,16 @@ pub fn service_named(name: &str, library: &str, index: Index) -> Service<Indexer
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Search {
-    /// The query, in tantivy's syntax.
+    /// The query, in tantivy's syntax; a syntax error is a `BadRequest`.
+    #[schema(min_length = 1, pattern = "\\S")]
     pub query: String,
-    /// How many hits, 1 to [`MAX_LIMIT`].
+    /// How many hits, 1 to 100.
     #[serde(default = "default_limit")]
+    #[schema(minimum = 1, maximum = 100)]
     pub limit: usize,
-    /// How many hits to skip, at most [`MAX_OFFSET`].
+    /// How many hits to skip, at most 10000.
     #[serde(default)]
+    #[schema(maximum = 10000)]
     pub offset: usize,
 }
 

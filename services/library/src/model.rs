@@ -17,6 +17,9 @@ pub const MAX_LANGUAGE_CHARS: usize = 35;
 /// The earliest publication year accepted.
 pub const MIN_YEAR: i32 = -3000;
 
+/// The latest publication year accepted. A fixed bound, so the schema can state it.
+pub const MAX_YEAR: i32 = 2100;
+
 /// The page size of `list_books` when none is given.
 pub const DEFAULT_PAGE: u32 = 50;
 
@@ -100,14 +103,26 @@ pub type BookEvent = Written;
 #[serde(deny_unknown_fields)]
 pub struct AddBook {
     /// The title (not blank).
+    #[schema(
+        min_length = 1,
+        max_length = 1000,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\x00-\\x1f\\x7f-\\x9f\\s][^\\x00-\\x1f\\x7f-\\x9f]*$"
+    )]
     pub title: String,
     /// The author (not blank).
+    #[schema(
+        min_length = 1,
+        max_length = 1000,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\x00-\\x1f\\x7f-\\x9f\\s][^\\x00-\\x1f\\x7f-\\x9f]*$"
+    )]
     pub author: String,
-    /// The publication year, from -3000 to next year.
+    /// The publication year, from -3000 to 2100.
     #[serde(default)]
+    #[schema(minimum = -3000, maximum = 2100)]
     pub year: Option<i32>,
     /// A language tag such as `en` or `pt-BR`.
     #[serde(default)]
+    #[schema(max_length = 35, pattern = "^[A-Za-z0-9]{1,8}(-[A-Za-z0-9]{1,8})*$")]
     pub language: Option<String>,
     /// The full text, at most the configured size.
     pub text: String,
@@ -117,25 +132,43 @@ pub struct AddBook {
 /// JSON `null` clears the field and leaving the key out keeps it.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(min_properties = 3)]
 pub struct UpdateBook {
     /// The book.
+    #[schema(minimum = 1)]
     pub id: i64,
     /// The version the caller last read; a stale one is a `Conflict`.
+    #[schema(minimum = 1)]
     pub version: i64,
-    /// A new title.
-    #[serde(default)]
+    /// A new title (leave it out to keep the current one; `null` is refused).
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(nullable = false)]
+    #[schema(
+        min_length = 1,
+        max_length = 1000,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\x00-\\x1f\\x7f-\\x9f\\s][^\\x00-\\x1f\\x7f-\\x9f]*$"
+    )]
     pub title: Option<String>,
-    /// A new author.
-    #[serde(default)]
+    /// A new author (leave it out to keep the current one; `null` is refused).
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(nullable = false)]
+    #[schema(
+        min_length = 1,
+        max_length = 1000,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\x00-\\x1f\\x7f-\\x9f\\s][^\\x00-\\x1f\\x7f-\\x9f]*$"
+    )]
     pub author: Option<String>,
     /// A new year, or `null` to clear it.
     #[serde(default, deserialize_with = "present")]
+    #[schema(minimum = -3000, maximum = 2100)]
     pub year: Option<Option<i32>>,
     /// A new language, or `null` to clear it.
     #[serde(default, deserialize_with = "present")]
+    #[schema(max_length = 35, pattern = "^[A-Za-z0-9]{1,8}(-[A-Za-z0-9]{1,8})*$")]
     pub language: Option<Option<String>>,
-    /// A new text.
-    #[serde(default)]
+    /// A new text (leave it out to keep the current one; `null` is refused).
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(nullable = false)]
     pub text: Option<String>,
 }
 
@@ -144,6 +177,7 @@ pub struct UpdateBook {
 #[serde(deny_unknown_fields)]
 pub struct BookId {
     /// The book.
+    #[schema(minimum = 1)]
     pub id: i64,
 }
 
@@ -152,9 +186,11 @@ pub struct BookId {
 #[serde(deny_unknown_fields)]
 pub struct DeleteBook {
     /// The book.
+    #[schema(minimum = 1)]
     pub id: i64,
     /// When given, the delete happens only at this version (else `Conflict`).
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub version: Option<i64>,
 }
 
@@ -164,9 +200,11 @@ pub struct DeleteBook {
 pub struct ListBooks {
     /// Where to go on: the `next_cursor` of the previous page; the first page when absent.
     #[serde(default)]
+    #[schema(pattern = "^[0-7][0-9a-f]{15}$")]
     pub cursor: Option<String>,
     /// The page size, 1 to 500 (50 when absent).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
 }
 
@@ -178,6 +216,16 @@ where
     T: Deserialize<'de>,
 {
     Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// A field that may be left out (`#[serde(default)]` gives `None`) but not sent as `null`: for
+/// fields where leaving out already means "keep", a `null` would only be ambiguous.
+fn not_null<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
 }
 
 /// A book that passed the rules, ready to be stored.
@@ -309,17 +357,15 @@ fn name(field: &str, value: &str) -> Result<String, RpcError> {
 }
 
 fn year(year: i32) -> Result<i32, RpcError> {
-    let latest = current_year() + 1;
-    if !(MIN_YEAR..=latest).contains(&year) {
+    if !(MIN_YEAR..=MAX_YEAR).contains(&year) {
         return Err(RpcError::bad_request(format!(
-            "year must be from {MIN_YEAR} to {latest}, not {year}"
+            "year must be from {MIN_YEAR} to {MAX_YEAR}, not {year}"
         )));
     }
     Ok(year)
 }
 
 fn language(tag: &str) -> Result<String, RpcError> {
-    let tag = tag.trim();
     let well_formed = !tag.is_empty()
         && tag.len() <= MAX_LANGUAGE_CHARS
         && tag.split('-').all(|part| {
@@ -431,7 +477,7 @@ mod tests {
     fn a_good_book_is_trimmed_and_kept() {
         let book = AddBook {
             year: Some(1851),
-            language: Some(" en-GB ".into()),
+            language: Some("en-GB".into()),
             ..add("  Moby-Dick ", "Herman Melville")
         }
         .validate(&LIMITS)
@@ -439,6 +485,12 @@ mod tests {
         assert_eq!(book.title, "Moby-Dick");
         assert_eq!(book.language.as_deref(), Some("en-GB"));
         assert_eq!(book.year, Some(1851));
+        // A language tag is exact (the schema's pattern says so): no padding.
+        let padded = AddBook {
+            language: Some(" en-GB ".into()),
+            ..add("t", "a")
+        };
+        assert!(refused(padded.validate(&LIMITS)).contains("language must be a language tag"));
     }
 
     #[test]
@@ -471,14 +523,14 @@ mod tests {
 
     #[test]
     fn years_and_languages_are_checked() {
-        for good in [MIN_YEAR, 0, 1851, current_year() + 1] {
+        for good in [MIN_YEAR, 0, 1851, MAX_YEAR] {
             let book = AddBook {
                 year: Some(good),
                 ..add("t", "a")
             };
             assert!(book.validate(&LIMITS).is_ok(), "{good}");
         }
-        for bad in [MIN_YEAR - 1, current_year() + 2] {
+        for bad in [MIN_YEAR - 1, MAX_YEAR + 1] {
             let book = AddBook {
                 year: Some(bad),
                 ..add("t", "a")

@@ -6,7 +6,7 @@ import type { paths } from "./schema";
 type RpcPath = Extract<keyof paths, `/rpc/${string}/${string}`>;
 type Post<P extends RpcPath> = paths[P]["post"];
 /** The keyword arguments of a method: its request body. */
-export type Args<P extends RpcPath> = Post<P>["requestBody"]["content"]["application/json"];
+export type Args<P extends RpcPath> = NonNullable<Post<P>["requestBody"]>["content"]["application/json"];
 /** What a method returns: its 200 body. */
 export type Result<P extends RpcPath> = Post<P>["responses"][200]["content"]["application/json"];
 /** The problem document of an error (the same for every status). */
