@@ -27,8 +27,8 @@
 //!     Ok(ctx.rpc("kv").call("inc", json!({"key": "visits"})).await?)
 //! }
 //!
-//! // ...which the test replaces with a double.
-//! async fn fake_inc() -> Result<i64, RpcError> {
+//! // ...which the test replaces with a double (taking the same arguments, whatever they are).
+//! async fn fake_inc(Args(_): Args<Value>) -> Result<i64, RpcError> {
 //!     Ok(42)
 //! }
 //!
