@@ -266,6 +266,25 @@ async fn busy_workers(http: &reqwest::Client, ops: &str) -> u64 {
         .map_or(0, |v| v as u64)
 }
 
+/// Starts `count` calls of `greeting_service.slow(ms)`, each with a 30 s deadline.
+fn slow_calls(
+    client: &mesh::Client,
+    count: usize,
+    ms: u64,
+) -> Vec<tokio::task::JoinHandle<Result<serde_json::Value, mesh::CallError>>> {
+    (0..count)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let deadline = mesh::Deadline::after(Duration::from_secs(30));
+                let context = mesh::CallContext::default().with_deadline(deadline);
+                let args = common::kwargs(json!({"ms": ms}));
+                client.call("greeting_service", "slow", args, context).await
+            })
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn a_service_killed_mid_request_loses_nothing() {
     let mesh = mesh::Mesh::amqp(common::mesh_config())
@@ -275,22 +294,7 @@ async fn a_service_killed_mid_request_loses_nothing() {
     let (a, a_ops) = greeter_process("2");
     let (b, _) = greeter_process("2");
     let http = reqwest::Client::new();
-    let calls: Vec<_> = (0..6)
-        .map(|_| {
-            let client = client.clone();
-            tokio::spawn(async move {
-                let deadline = mesh::Deadline::after(Duration::from_secs(30));
-                client
-                    .call(
-                        "greeting_service",
-                        "slow",
-                        common::kwargs(json!({"ms": 1500})),
-                        mesh::CallContext::default().with_deadline(deadline),
-                    )
-                    .await
-            })
-        })
-        .collect();
+    let calls = slow_calls(&client, 6, 1500);
     assert!(
         wait_until(Duration::from_secs(10), || async {
             busy_workers(&http, &a_ops).await >= 1
@@ -316,22 +320,7 @@ async fn a_service_stopped_under_load_loses_nothing() {
     let client = mesh.client("faults").await.expect("client");
     let (a, a_ops) = greeter_process("4");
     let http = reqwest::Client::new();
-    let calls: Vec<_> = (0..40)
-        .map(|_| {
-            let client = client.clone();
-            tokio::spawn(async move {
-                let deadline = mesh::Deadline::after(Duration::from_secs(30));
-                client
-                    .call(
-                        "greeting_service",
-                        "slow",
-                        common::kwargs(json!({"ms": 200})),
-                        mesh::CallContext::default().with_deadline(deadline),
-                    )
-                    .await
-            })
-        })
-        .collect();
+    let calls = slow_calls(&client, 40, 200);
     assert!(
         wait_until(Duration::from_secs(10), || async {
             busy_workers(&http, &a_ops).await >= 1
