@@ -126,9 +126,22 @@ impl Broker {
         event_type: &str,
         payload: &Value,
     ) -> Result<(), CallError> {
+        self.dispatch_in(source, event_type, payload, &CallContext::default())
+            .await
+    }
+
+    /// Dispatches event `event_type` from `source` with `context` (the one path every AMQP
+    /// dispatch takes: clients, handlers and the announcer).
+    pub(crate) async fn dispatch_in(
+        &self,
+        source: &str,
+        event_type: &str,
+        payload: &Value,
+        context: &CallContext,
+    ) -> Result<(), CallError> {
         self.publisher()
             .await?
-            .dispatch(source, event_type, payload, &CallContext::default())
+            .dispatch(source, event_type, payload, context)
             .await
     }
 

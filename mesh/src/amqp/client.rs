@@ -326,9 +326,7 @@ impl Outbound for RpcClient {
         let (source, event_type) = (source.to_owned(), event_type.to_owned());
         Box::pin(async move {
             broker
-                .publisher()
-                .await?
-                .dispatch(&source, &event_type, &payload, &context)
+                .dispatch_in(&source, &event_type, &payload, &context)
                 .await
         })
     }

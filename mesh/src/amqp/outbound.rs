@@ -70,14 +70,11 @@ impl Outbound for AmqpOutbound {
         payload: Value,
         context: CallContext,
     ) -> BoxFuture<Result<(), CallError>> {
-        let inner = self.inner.clone();
+        let broker = self.inner.broker.clone();
         let (source, event_type) = (source.to_owned(), event_type.to_owned());
         Box::pin(async move {
-            inner
-                .broker
-                .publisher()
-                .await?
-                .dispatch(&source, &event_type, &payload, &context)
+            broker
+                .dispatch_in(&source, &event_type, &payload, &context)
                 .await
         })
     }
