@@ -8,8 +8,8 @@
 //! `warren_gateway_broker_lost_total`, `warren_gateway_live_instances{service}`. The service
 //! runtime's own metrics (same process in `warren dev`) come along.
 //!
-//! Labels carry only names that reached a service: a call refused for its name, or to a service
-//! nobody serves, is counted under `_invalid` or `_unknown`, so clients cannot grow the label set.
+//! Labels carry only names proven real (the method answered, or a descriptor lists it); every
+//! other call is counted under `_unknown`, so clients cannot grow the label set.
 
 use crate::AppState;
 use axum::extract::State;

@@ -104,6 +104,15 @@ impl Registry {
         }
     }
 
+    /// Whether a descriptor ever listed `service.method`.
+    pub fn describes(&self, service: &str, method: &str) -> bool {
+        let services = self.services.read().unwrap_or_else(|e| e.into_inner());
+        services
+            .get(service)
+            .and_then(|k| k.latest.as_ref())
+            .is_some_and(|d| d.methods.iter().any(|m| m.name == method))
+    }
+
     /// The latest descriptor of every service with a live instance, by name.
     pub fn live_descriptors(&self) -> Vec<ServiceDescriptor> {
         let services = self.services.read().unwrap_or_else(|e| e.into_inner());
@@ -206,6 +215,11 @@ mod tests {
         r.apply(descriptor("a", InstanceState::Up, now_ms()));
         r.apply(descriptor("b", InstanceState::Up, now_ms()));
         assert_eq!(r.liveness("s"), Liveness::Live(2));
+        assert!(
+            !r.describes("s", "m"),
+            "the test descriptor lists no method"
+        );
+        assert!(!r.describes("other", "m"));
         r.apply(descriptor("a", InstanceState::Down, now_ms()));
         assert_eq!(r.liveness("s"), Liveness::Live(1));
         // A restart under the same id: the new incarnation's `up` may arrive before the old

@@ -83,27 +83,29 @@ pub async fn call(
     }
     .await;
 
-    // Label with names only once they proved real: no client can grow the label set.
-    let (service_label, method_label) = match &outcome {
-        Err(GatewayError::InvalidName { .. } | GatewayError::BadRpcPath) => {
-            ("_invalid", "_invalid")
+    // Names become labels only once proven real (a reply came back from the method, or a
+    // descriptor lists it): any other failure with a made-up name must not grow the label set.
+    let (service, method) = (info.service.as_deref(), info.method.as_deref());
+    let proven = match (&outcome, service, method) {
+        (Err(GatewayError::Remote(w)), Some(s), _) if w.exc_type == "MethodNotFound" => {
+            Some((s, "_unknown"))
         }
-        Err(GatewayError::UnknownService(_)) => ("_unknown", "_unknown"),
-        _ => (
-            info.service.as_deref().unwrap_or("_invalid"),
-            info.method.as_deref().unwrap_or("_invalid"),
-        ),
+        (Ok(_) | Err(GatewayError::Remote(_)), Some(s), Some(m)) => Some((s, m)),
+        (_, Some(s), Some(m)) if app.registry.describes(s, m) => Some((s, m)),
+        _ => None,
     };
-    let method_label = match &outcome {
-        Err(GatewayError::Remote(wire)) if wire.exc_type == "MethodNotFound" => "_unknown",
-        _ => method_label,
-    };
-    let status = match &outcome {
-        Ok(_) => 200,
-        Err(error) => error.classify(&app.config.error_map).0.as_u16(),
-    };
-    timer.finish(service_label, method_label, status);
-    match outcome {
+    let (service_label, method_label) = proven.unwrap_or(("_unknown", "_unknown"));
+    // Each error's problem is built once: its status labels the metrics and answers the client.
+    let answer = outcome.map_err(|error| {
+        let problem = error.to_problem(&app.config.error_map, &info);
+        (error, problem)
+    });
+    timer.finish(
+        service_label,
+        method_label,
+        answer.as_ref().map_or_else(|(_, p)| p.status, |_| 200),
+    );
+    match answer {
         Ok(result) => {
             let mut response = Json(result).into_response();
             if let Ok(id) = HeaderValue::from_str(&request_id) {
@@ -111,8 +113,7 @@ pub async fn call(
             }
             response
         }
-        Err(error) => {
-            let problem = error.to_problem(&app.config.error_map, &info);
+        Err((error, problem)) => {
             if problem.status >= 500 {
                 tracing::warn!(request_id = %request_id, %error, "call failed");
             } else {

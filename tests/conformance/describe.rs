@@ -255,6 +255,17 @@ pub async fn metrics_count_calls_by_service_method_and_status(kind: Kind) {
         h.post(&unique("nobody"), "x", json!({})).await.status(),
         404
     );
+    // A made-up name refused before any service saw it (415 here) never becomes a label.
+    let made_up = unique("madeup");
+    let refused = h
+        .http
+        .post(format!("{}/rpc/{made_up}/x", h.base))
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(refused.status(), 415);
     let r = h
         .http
         .get(format!("{}/metrics", h.base))
@@ -277,6 +288,14 @@ pub async fn metrics_count_calls_by_service_method_and_status(kind: Kind) {
     );
     assert!(has("warren_gateway_request_duration_seconds_bucket"));
     assert!(has("warren_gateway_pending_calls 0"));
+    assert!(
+        !text.contains(&made_up),
+        "a made-up name became a label:\n{text}"
+    );
+    assert!(
+        has("service=\"_unknown\",method=\"_unknown\",status=\"415\""),
+        "{text}"
+    );
     // The service's own measurements (same process here).
     assert!(
         has(&format!(
