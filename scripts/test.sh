@@ -64,7 +64,7 @@ step "OpenAPI tools, generated clients, browser, schemathesis"
 scripts/api-checks.sh
 
 # Last, and alone: these restart the broker the other suites share.
-step "faults: services killed and stopped under load, gateway drained (broker-restart scenarios: issue 7)"
+step "faults: broker killed and stopped under load, services killed and stopped, gateway drained"
 if command -v cargo-nextest >/dev/null 2>&1; then
     cargo nextest run --locked --test faults --test-threads 1 --no-fail-fast
 else

@@ -1,8 +1,10 @@
 //! Faults against the real RabbitMQ (DESIGN §6): the broker killed under load,
 //! a service instance killed mid-request, graceful stops of a service and of the gateway.
 //!
-//! These restart the shared broker, so `scripts/test.sh` runs them on their own, one at a time,
-//! after the other suites (`cargo nextest run --test faults --test-threads 1`).
+//! These restart the broker, so `scripts/test.sh` runs them on their own, one at a time, after
+//! the other suites (`cargo nextest run --test faults --test-threads 1`). They act on the node
+//! `rabbitmqctl` reaches (RABBITMQ_NODENAME) and call through AMQP_URL: point both at a second
+//! node to run them while other suites use the first.
 
 mod common;
 
@@ -116,7 +118,10 @@ async fn ready(h: &Harness) -> bool {
 
 /// The whole outage story under load, with `outage` taking the broker down and `restore`
 /// bringing it back.
-async fn survive_broker_loss(outage: impl FnOnce(), restore: impl FnOnce()) {
+async fn survive_broker_loss(
+    outage: impl FnOnce() + Send + 'static,
+    restore: impl FnOnce() + Send + 'static,
+) {
     // Logs (RUST_LOG, warnings by default) explain a failure here.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
@@ -143,7 +148,9 @@ async fn survive_broker_loss(outage: impl FnOnce(), restore: impl FnOnce()) {
         .await
     );
 
-    outage();
+    // On a blocking thread: rabbitmqctl takes seconds, and the gateway under test shares this
+    // test's runtime.
+    tokio::task::spawn_blocking(outage).await.expect("outage");
     assert!(
         wait_until(Duration::from_secs(10), || async { !ready(&h).await }).await,
         "/readyz stayed ready"
@@ -156,11 +163,11 @@ async fn survive_broker_loss(outage: impl FnOnce(), restore: impl FnOnce()) {
         "no 503/504 during the outage"
     );
     let failures_before = count(&outcomes, |o| o.status != Some(200));
-    restore();
+    tokio::task::spawn_blocking(restore).await.expect("restore");
     broker_back().await;
     let restored = Instant::now();
 
-    // Recovered by itself: 100 successes in a row, within 10 s of the broker's return.
+    // Recovered by itself: 100 successes in a row, within 10 s of the broker's return (issue 7).
     let recovered = wait_until(Duration::from_secs(10), || async {
         let all = outcomes.lock().expect("outcomes");
         all.len() > 100 && all[all.len() - 100..].iter().all(|o| o.status == Some(200))
@@ -172,10 +179,6 @@ async fn survive_broker_loss(outage: impl FnOnce(), restore: impl FnOnce()) {
         recovered,
         "no recovery: {:?}",
         outcomes.lock().expect("outcomes").last()
-    );
-    assert!(
-        recovery < Duration::from_secs(20),
-        "recovery took {recovery:?}"
     );
     assert!(
         wait_until(Duration::from_secs(10), || async { ready(&h).await }).await,
@@ -209,20 +212,35 @@ async fn survive_broker_loss(outage: impl FnOnce(), restore: impl FnOnce()) {
     );
 }
 
-/// Ignored in the suite: lapin 4.12.3's recovery is not reliable after a broker restart under
-/// load (recovered in ~5 s in two runs of three, stalled past 10 s in the third; with
-/// `rabbitmqctl stop_app` it stalled every time). Run it with
-/// `cargo nextest run --test faults --run-ignored all`; issue 7 tracks the fix.
+/// Runs `rabbitmqctl` with `args` (on the node RABBITMQ_NODENAME names, the local broker by
+/// default) and returns its output.
+fn rabbitmqctl(args: &[&str]) -> String {
+    let output = Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .expect("rabbitmqctl");
+    assert!(
+        output.status.success(),
+        "rabbitmqctl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The broker is killed (SIGKILL of its Erlang VM) under load, then started again.
 #[tokio::test]
-#[ignore = "lapin's recovery after a broker restart under load is intermittent (issue 7)"]
 async fn the_broker_killed_under_load() {
     survive_broker_loss(
         || {
-            let status = Command::new("pkill")
-                .args(["-9", "-f", "beam.smp"])
+            // The pid of the node's VM, e.g. `"4242"`: only this broker dies, not any other
+            // node on the machine.
+            let pid = rabbitmqctl(&["eval", "os:getpid()."]);
+            let pid = pid.trim().trim_matches('"');
+            let status = Command::new("kill")
+                .args(["-9", pid])
                 .status()
-                .expect("pkill");
-            assert!(status.success(), "no broker process to kill");
+                .expect("kill");
+            assert!(status.success(), "cannot kill the broker (pid {pid})");
         },
         || {
             let status = Command::new("rabbitmq-server")
@@ -235,8 +253,24 @@ async fn the_broker_killed_under_load() {
     .await;
 }
 
+/// The broker's application is stopped under load (`rabbitmqctl stop_app`: every connection
+/// is closed with CONNECTION_FORCED, the port closes), then started again.
+#[tokio::test]
+async fn the_broker_stopped_under_load() {
+    survive_broker_loss(
+        || {
+            rabbitmqctl(&["stop_app"]);
+        },
+        || {
+            rabbitmqctl(&["start_app"]);
+        },
+    )
+    .await;
+}
+
 /// A `warren run greeting_service` child with an ops port; returns it and its ops address.
 fn greeter_process(workers: &str) -> (common::process::Spawned, String) {
+    let amqp = common::mesh_config().amqp_url;
     let (child, first) = spawn(&[
         "run",
         "greeting_service",
@@ -244,6 +278,8 @@ fn greeter_process(workers: &str) -> (common::process::Spawned, String) {
         workers,
         "--ops-listen",
         "127.0.0.1:0",
+        "--amqp",
+        &amqp,
     ]);
     let ops = first
         .split("ops on http://")
@@ -345,7 +381,8 @@ async fn a_stopped_gateway_drains_in_flight_calls() {
     let mut h = Harness::start().await;
     let greeter = unique("greeter");
     h.serve(greeter::service_named(&greeter)).await;
-    let (gateway, first) = spawn(&["gateway", "--listen", "127.0.0.1:0"]);
+    let amqp = common::mesh_config().amqp_url;
+    let (gateway, first) = spawn(&["gateway", "--listen", "127.0.0.1:0", "--amqp", &amqp]);
     let address = first
         .split("http://")
         .nth(1)

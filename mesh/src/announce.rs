@@ -9,6 +9,11 @@ use crate::shutdown::Shutdown;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
+/// How soon to announce again after a failed announcement.
+const RETRY: Duration = Duration::from_millis(250);
+/// When to announce again after the first announcement that went out after failures.
+const AFTER_RECOVERY: Duration = Duration::from_secs(1);
+
 /// Starts announcing `routes` (which must carry their outbound) as instance `instance`.
 pub(crate) fn spawn(
     routes: Routes,
@@ -20,26 +25,36 @@ pub(crate) fn spawn(
         let heartbeat_ms = u64::try_from(heartbeat.as_millis()).unwrap_or(u64::MAX);
         let incarnation = crate::deadline::epoch_ms_now();
         let announce = |state| announce(&routes, &instance, heartbeat_ms, incarnation, state);
+        let mut failed = false;
         loop {
-            announce(InstanceState::Up).await;
+            // After the broker was lost, announce as soon as it takes the dispatch, and once
+            // more a moment later: a gateway that lost the broker too may re-attach its
+            // descriptor queue after the first one went out.
+            let next = match (announce(InstanceState::Up).await, failed) {
+                (false, _) => RETRY,
+                (true, true) => AFTER_RECOVERY,
+                (true, false) => heartbeat,
+            };
+            failed = next == RETRY;
             tokio::select! {
                 () = stop.triggered() => break,
-                () = tokio::time::sleep(heartbeat) => {}
+                () = tokio::time::sleep(next.min(heartbeat)) => {}
             }
         }
         announce(InstanceState::Down).await;
     })
 }
 
+/// Dispatches the descriptor; returns whether it went out.
 async fn announce(
     routes: &Routes,
     instance: &str,
     heartbeat_ms: u64,
     incarnation: u64,
     state: InstanceState,
-) {
+) -> bool {
     let Some(outbound) = routes.outbound() else {
-        return;
+        return true;
     };
     let mut descriptor = routes.descriptor(instance, heartbeat_ms, state);
     descriptor.started_at_ms = incarnation;
@@ -47,7 +62,7 @@ async fn announce(
         Ok(payload) => payload,
         Err(error) => {
             tracing::error!(%error, "cannot encode a descriptor");
-            return;
+            return true;
         }
     };
     let sent = outbound
@@ -58,7 +73,8 @@ async fn announce(
             CallContext::default(),
         )
         .await;
-    if let Err(error) = sent {
+    if let Err(error) = &sent {
         tracing::debug!(service = %routes.service(), %error, "cannot announce the descriptor");
     }
+    sent.is_ok()
 }

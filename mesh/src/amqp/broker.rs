@@ -1,37 +1,52 @@
-//! [`Broker`]: one AMQP connection with automatic recovery, shared by the clients and services
-//! of a process.
+//! [`Broker`]: one AMQP connection shared by the clients and services of a process, replaced by
+//! a new one whenever it drops (see [`super::link`]).
 
+use super::link::{Dialer, Link, Links};
 use super::outbound::AmqpOutbound;
 use super::publisher::Publisher;
 use crate::config::MeshConfig;
 use crate::context::CallContext;
 use crate::error::{CallError, ConnectError};
 use crate::outbound::Client;
+use crate::shutdown::Shutdown;
 use lapin::options::ExchangeDeclareOptions;
 use lapin::types::FieldTable;
 use lapin::uri::AMQPUri;
-use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{Channel, ExchangeKind};
 use serde_json::Value;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::OnceCell;
-use tokio::time::timeout;
+use tokio::sync::{Mutex, watch};
+use tokio::task::JoinHandle;
+
+/// How long to wait before attaching again on a connection that is up but refused the attempt.
+const RETRY_ATTACH: Duration = Duration::from_millis(500);
 
 /// A connection to RabbitMQ. Cheap to clone.
 ///
-/// The connection recovers by itself (lapin's auto-recovery): after a broker restart it
-/// reconnects with backoff and replays the exchanges, queues, bindings and consumers that were
-/// declared through it. TCP_NODELAY is set on the socket (by lapin's tokio runtime layer), so
-/// small requests are not held back by Nagle's algorithm.
+/// When the connection drops (a broker restart, a network cut), the broker dials again with
+/// backoff, and every queue consumer, callback queue and publisher opened through it re-declares
+/// its topology on the new connection by itself. Meanwhile calls fail at once with
+/// `Unavailable`. TCP_NODELAY is set on the socket (by lapin's tokio runtime layer), so small
+/// requests are not held back by Nagle's algorithm.
 #[derive(Clone)]
 pub struct Broker {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    connection: Connection,
+    links: Arc<Links>,
+    supervisor: JoinHandle<()>,
     config: MeshConfig,
-    publisher: OnceCell<Publisher>,
+    /// The publisher and the generation of the connection it lives on.
+    publisher: Mutex<Option<(u64, Arc<Publisher>)>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.supervisor.abort();
+    }
 }
 
 impl Broker {
@@ -47,49 +62,26 @@ impl Broker {
                     url: url.clone(),
                     reason,
                 })?;
-        let unreachable = |reason: String| ConnectError::Unreachable {
-            url: url.clone(),
-            reason,
+        let dialer = Dialer {
+            uri,
+            name: format!("warren-{}", std::process::id()),
+            timeout: config.connect_timeout,
         };
-
-        // With auto-recovery on, lapin keeps retrying a refused connection instead of failing.
-        // A plain TCP connect first turns "nothing listens there" into an immediate error.
-        let address = (uri.authority.host.clone(), uri.authority.port);
-        match timeout(
-            config.connect_timeout,
-            tokio::net::TcpStream::connect(address),
-        )
-        .await
-        {
-            Ok(Ok(_probe)) => {}
-            Ok(Err(e)) => return Err(unreachable(e.to_string())),
-            Err(_) => return Err(unreachable(timed_out(config.connect_timeout))),
-        }
-
-        let properties = ConnectionProperties::default()
-            .with_connection_name(format!("warren-{}", std::process::id()).into())
-            .enable_auto_recover()
-            .configure_backoff(|b| {
-                b.with_min_delay(Duration::from_millis(200))
-                    .with_max_delay(Duration::from_secs(5))
-                    .without_max_times()
-            });
-        let connection = match timeout(
-            config.connect_timeout,
-            Connection::connect_uri(uri, properties),
-        )
-        .await
-        {
-            Ok(Ok(connection)) => connection,
-            Ok(Err(e)) => return Err(unreachable(e.to_string())),
-            Err(_) => return Err(unreachable(timed_out(config.connect_timeout))),
-        };
+        let connection = dialer
+            .dial()
+            .await
+            .map_err(|reason| ConnectError::Unreachable {
+                url: url.clone(),
+                reason,
+            })?;
         tracing::info!(url = %url, "connected to RabbitMQ");
+        let (links, supervisor) = Links::start(connection, dialer);
         Ok(Self {
             inner: Arc::new(Inner {
-                connection,
+                links,
+                supervisor,
                 config,
-                publisher: OnceCell::new(),
+                publisher: Mutex::new(None),
             }),
         })
     }
@@ -99,23 +91,83 @@ impl Broker {
         &self.inner.config
     }
 
-    /// Whether the connection is up (false while it recovers).
+    /// Whether the connection is up (false while it is being replaced).
     pub fn is_connected(&self) -> bool {
-        self.inner.connection.status().connected()
+        self.inner.links.current().connected().is_some()
     }
 
-    /// The underlying connection, for its events.
-    pub(crate) fn connection(&self) -> &Connection {
-        &self.inner.connection
+    /// The link of the moment.
+    pub(crate) fn link(&self) -> Link {
+        self.inner.links.current()
     }
 
-    /// The process's publisher of events and dead letters, opened on first use.
-    pub async fn publisher(&self) -> Result<&Publisher, CallError> {
-        self.inner
-            .publisher
-            .get_or_try_init(|| Publisher::open(self))
+    /// A receiver of every change of link.
+    pub(crate) fn watch_links(&self) -> watch::Receiver<Link> {
+        self.inner.links.watch()
+    }
+
+    /// Waits for a connected link of a generation after `after`; `None` once the broker closed.
+    pub(crate) async fn next_link(&self, after: u64) -> Option<Link> {
+        self.inner.links.next_after(after).await
+    }
+
+    /// Runs `attach` on the first connection of a generation after `after`; while it fails, again
+    /// a moment later or on the next connection. `None` once `stop` fired or the broker closed.
+    /// This is how consumers come back after the connection was replaced.
+    pub(crate) async fn attach_again<T, Fut>(
+        &self,
+        mut after: u64,
+        stop: &Shutdown,
+        label: &str,
+        attach: impl Fn() -> Fut,
+    ) -> Option<T>
+    where
+        Fut: Future<Output = Result<T, ConnectError>>,
+    {
+        loop {
+            let link = tokio::select! {
+                () = stop.triggered() => return None,
+                link = self.next_link(after) => link?,
+            };
+            match attach().await {
+                Ok(attached) => {
+                    tracing::info!(%label, generation = link.generation, "re-attached");
+                    return Some(attached);
+                }
+                Err(error) => {
+                    tracing::warn!(%label, %error, "cannot re-attach yet");
+                    after = link.generation.saturating_sub(1);
+                    tokio::select! {
+                        () = stop.triggered() => return None,
+                        () = tokio::time::sleep(RETRY_ATTACH) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// The process's publisher of events and dead letters, opened on first use and again on
+    /// each new connection.
+    pub async fn publisher(&self) -> Result<Arc<Publisher>, CallError> {
+        let mut slot = self.inner.publisher.lock().await;
+        let link = self.link();
+        if let Some((generation, publisher)) = slot.as_ref()
+            && *generation == link.generation
+            && publisher.is_open()
+        {
+            return Ok(publisher.clone());
+        }
+        let (generation, channel) = self
+            .open_channel()
             .await
-            .map_err(|e| CallError::Unavailable(e.to_string()))
+            .map_err(|e| CallError::Unavailable(e.to_string()))?;
+        let publisher = Arc::new(
+            Publisher::open(self, channel)
+                .await
+                .map_err(|e| CallError::Unavailable(e.to_string()))?,
+        );
+        *slot = Some((generation, publisher.clone()));
+        Ok(publisher)
     }
 
     /// Dispatches event `event_type` from `source` outside any handler (a root context);
@@ -151,13 +203,17 @@ impl Broker {
         Client::new(Arc::new(AmqpOutbound::new(self.clone(), owner)), owner)
     }
 
-    /// Opens a channel.
-    pub(crate) async fn channel(&self) -> Result<Channel, ConnectError> {
-        self.inner
-            .connection
+    /// Opens a channel on the connection of the moment, with that connection's generation.
+    pub(crate) async fn open_channel(&self) -> Result<(u64, Channel), ConnectError> {
+        let link = self.link();
+        let Some(connection) = link.connected() else {
+            return Err(self.setup_error("not connected to the broker"));
+        };
+        let channel = connection
             .create_channel()
             .await
-            .map_err(|e| self.setup_error(e))
+            .map_err(|e| self.setup_error(e))?;
+        Ok((link.generation, channel))
     }
 
     /// Declares the RPC exchange exactly as nameko does, so nameko peers declaring it too never
@@ -175,11 +231,9 @@ impl Broker {
         }
     }
 
-    /// Closes the connection.
+    /// Closes the connection; the broker does not reconnect after this.
     pub async fn close(&self) {
-        if let Err(e) = self.inner.connection.close(200, "bye".into()).await {
-            tracing::debug!(error = %e, "closing the AMQP connection");
-        }
+        self.inner.links.close().await;
     }
 }
 
@@ -202,8 +256,4 @@ pub(crate) async fn declare_topic_exchange(channel: &Channel, name: &str) -> lap
 /// A broker error as a caller sees it.
 pub(crate) fn unavailable(error: lapin::Error) -> CallError {
     CallError::Unavailable(error.to_string())
-}
-
-fn timed_out(after: Duration) -> String {
-    format!("no answer within {} ms", after.as_millis())
 }

@@ -15,16 +15,18 @@ use crate::handler::BoxFuture;
 use crate::outbound::{ClientStats, Outbound};
 use crate::pending::PendingCalls;
 use crate::protocol::{ReplyBody, RequestBody, request_routing_key, validate_name};
+use crate::shutdown::Shutdown;
 use futures_util::StreamExt;
+use lapin::message::Delivery;
 use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions,
     QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Confirmation, Consumer, Event};
+use lapin::{BasicProperties, Channel, Confirmation, Consumer};
 use serde_json::Value;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use tokio::task::JoinHandle;
 
 /// How long an idle callback queue outlives its process (nameko uses the same).
@@ -38,18 +40,15 @@ pub struct RpcClient {
 
 struct Inner {
     broker: Broker,
-    publisher: Channel,
     exchange: ShortString,
     reply_to: ShortString,
     shared: Arc<Shared>,
-    tasks: Vec<JoinHandle<()>>,
+    task: JoinHandle<()>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
-        }
+        self.task.abort();
     }
 }
 
@@ -57,6 +56,8 @@ impl Drop for Inner {
 #[derive(Default)]
 struct Shared {
     pending: PendingCalls,
+    /// The confirm channel requests go out on; `None` while the connection is down.
+    publisher: RwLock<Option<Channel>>,
     consuming: AtomicBool,
     calls: AtomicU64,
     timeouts: AtomicU64,
@@ -64,72 +65,50 @@ struct Shared {
     broker_lost: AtomicU64,
 }
 
+impl Shared {
+    fn publisher(&self) -> Option<Channel> {
+        self.publisher.read().ok().and_then(|slot| slot.clone())
+    }
+
+    fn set_publisher(&self, channel: Option<Channel>) {
+        if let Ok(mut slot) = self.publisher.write() {
+            *slot = channel;
+        }
+    }
+}
+
+/// The callback queue consumed on one connection, and the channel requests go out on.
+struct Attached {
+    generation: u64,
+    consumer: Consumer,
+    publisher: Channel,
+}
+
 impl RpcClient {
     /// Declares this process's callback queue and starts consuming replies. `owner` names the
-    /// queue (`rpc.reply-<owner>-<uuid>`), e.g. `gateway`.
+    /// queue (`rpc.reply-<owner>-<uuid>`), e.g. `gateway`. The queue keeps its name across
+    /// reconnections, and is declared again on each new connection.
     pub async fn start(broker: &Broker, owner: &str) -> Result<Self, ConnectError> {
         let reply_to = format!("rpc.reply-{owner}-{}", uuid::Uuid::new_v4());
         let exchange = broker.config().rpc_exchange.clone();
-
-        let consumer_channel = broker.channel().await?;
-        broker.declare_rpc_exchange(&consumer_channel).await?;
-        let mut arguments = FieldTable::default();
-        arguments.insert(
-            "x-expires".into(),
-            AMQPValue::LongLongInt(REPLY_QUEUE_EXPIRES_MS),
-        );
-        consumer_channel
-            .queue_declare(
-                reply_to.as_str().into(),
-                QueueDeclareOptions::default(),
-                arguments,
-            )
-            .await
-            .map_err(|e| broker.setup_error(e))?;
-        consumer_channel
-            .queue_bind(
-                reply_to.as_str().into(),
-                exchange.as_str().into(),
-                reply_to.as_str().into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(|e| broker.setup_error(e))?;
-        let consumer = consumer_channel
-            .basic_consume(
-                reply_to.as_str().into(),
-                format!("{reply_to}-consumer").into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..BasicConsumeOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(|e| broker.setup_error(e))?;
-
-        let publisher = broker.channel().await?;
-        publisher
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(|e| broker.setup_error(e))?;
-
+        let attached = attach(broker, &reply_to).await?;
         let shared = Arc::new(Shared::default());
+        shared.set_publisher(Some(attached.publisher.clone()));
         shared.consuming.store(true, Ordering::Release);
-        let tasks = vec![
-            tokio::spawn(consume_replies(consumer_channel, consumer, shared.clone())),
-            tokio::spawn(watch_connection(broker.clone(), shared.clone())),
-        ];
+        let task = tokio::spawn(serve_replies(
+            broker.clone(),
+            reply_to.clone(),
+            shared.clone(),
+            attached,
+        ));
         tracing::debug!(%reply_to, "callback queue ready");
         Ok(Self {
             inner: Arc::new(Inner {
                 broker: broker.clone(),
-                publisher,
                 exchange: exchange.into(),
                 reply_to: reply_to.into(),
                 shared,
-                tasks,
+                task,
             }),
         })
     }
@@ -179,8 +158,10 @@ impl RpcClient {
 
         let exchange = inner.exchange.clone();
         let outcome = tokio::time::timeout_at(deadline.instant(), async {
-            let confirmation = inner
-                .publisher
+            let Some(publisher) = shared.publisher() else {
+                return Err(CallError::Unavailable("not connected to the broker".into()));
+            };
+            let confirmation = publisher
                 .basic_publish(
                     exchange,
                     routing_key.into(),
@@ -247,49 +228,119 @@ impl RpcClient {
     }
 }
 
-/// Hands each reply to its waiting caller. Replies arrive with `no_ack`: a reply is worthless
-/// once its caller is gone, so there is nothing to redeliver.
-async fn consume_replies(channel: Channel, mut consumer: Consumer, shared: Arc<Shared>) {
-    while let Some(delivery) = consumer.next().await {
-        match delivery {
-            Ok(delivery) => {
-                let Some(correlation_id) = delivery.properties.correlation_id().as_ref() else {
-                    tracing::debug!("dropping a reply without correlation_id");
-                    continue;
-                };
-                if !shared
-                    .pending
-                    .complete(correlation_id.as_str(), Ok(delivery.data))
-                {
-                    tracing::debug!(%correlation_id, "dropping a reply nobody waits for");
-                }
-            }
-            Err(error) => {
-                shared.consuming.store(false, Ordering::Release);
-                fail_pending(&shared);
-                tracing::warn!(%error, "reply consumer interrupted; waiting for recovery");
-                if let Err(error) = channel.wait_for_recovery(error).await {
-                    tracing::error!(%error, "reply consumer cannot recover");
-                    return;
-                }
-                tracing::info!("reply consumer recovered");
-                shared.consuming.store(true, Ordering::Release);
-            }
-        }
-    }
-    shared.consuming.store(false, Ordering::Release);
+/// Declares the callback queue on the connection of the moment, bound to the RPC exchange under
+/// its own name, starts consuming it, and opens the confirm channel requests go out on.
+async fn attach(broker: &Broker, reply_to: &str) -> Result<Attached, ConnectError> {
+    let setup = |e: lapin::Error| broker.setup_error(e);
+    let (generation, channel) = broker.open_channel().await?;
+    broker.declare_rpc_exchange(&channel).await?;
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        "x-expires".into(),
+        AMQPValue::LongLongInt(REPLY_QUEUE_EXPIRES_MS),
+    );
+    channel
+        .queue_declare(reply_to.into(), QueueDeclareOptions::default(), arguments)
+        .await
+        .map_err(setup)?;
+    channel
+        .queue_bind(
+            reply_to.into(),
+            broker.config().rpc_exchange.as_str().into(),
+            reply_to.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(setup)?;
+    let consumer = channel
+        .basic_consume(
+            reply_to.into(),
+            format!("{reply_to}-consumer").into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(setup)?;
+    let (_, publisher) = broker.open_channel().await?;
+    publisher
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(setup)?;
+    Ok(Attached {
+        generation,
+        consumer,
+        publisher,
+    })
 }
 
-/// Fails every pending call as soon as the connection reports an error: their replies cannot
-/// arrive on a dead connection, so the callers get a 503 now rather than a 504 later.
-async fn watch_connection(broker: Broker, shared: Arc<Shared>) {
-    let mut events = broker.connection().events_listener();
-    while let Some(event) = events.next().await {
-        if let Event::Error(error) = event {
-            tracing::warn!(%error, "broker connection lost");
-            shared.broker_lost.fetch_add(1, Ordering::Relaxed);
-            fail_pending(&shared);
-        }
+/// Hands each reply to its waiting caller, and when the connection drops, fails the pending
+/// calls (their replies cannot arrive on a dead connection: callers get a 503 now rather than a
+/// 504 later) and attaches again on the next connection.
+///
+/// Replies arrive with `no_ack`: a reply is worthless once its caller is gone, so there is
+/// nothing to redeliver.
+async fn serve_replies(
+    broker: Broker,
+    reply_to: String,
+    shared: Arc<Shared>,
+    mut attached: Attached,
+) {
+    let mut links = broker.watch_links();
+    let never = Shutdown::new();
+    loop {
+        let lost = tokio::select! {
+            delivery = attached.consumer.next() => match delivery {
+                Some(Ok(delivery)) => {
+                    complete(&shared, delivery);
+                    continue;
+                }
+                Some(Err(error)) => error.to_string(),
+                None => "the reply consumer ended".to_owned(),
+            },
+            changed = links.changed() => {
+                let gone = changed.is_err() || {
+                    let link = links.borrow_and_update();
+                    link.generation != attached.generation || link.connection.is_none()
+                };
+                if !gone {
+                    continue;
+                }
+                "the connection dropped".to_owned()
+            }
+        };
+        shared.consuming.store(false, Ordering::Release);
+        shared.set_publisher(None);
+        shared.broker_lost.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(error = %lost, "broker connection lost");
+        fail_pending(&shared);
+        let after = attached.generation;
+        drop(attached);
+        let again = broker
+            .attach_again(after, &never, &reply_to, || attach(&broker, &reply_to))
+            .await;
+        let Some(again) = again else {
+            return;
+        };
+        attached = again;
+        shared.set_publisher(Some(attached.publisher.clone()));
+        shared.consuming.store(true, Ordering::Release);
+    }
+}
+
+fn complete(shared: &Shared, delivery: Delivery) {
+    let Some(correlation_id) = delivery.properties.correlation_id().as_ref() else {
+        tracing::debug!("dropping a reply without correlation_id");
+        return;
+    };
+    if !shared
+        .pending
+        .complete(correlation_id.as_str(), Ok(delivery.data))
+    {
+        tracing::debug!(%correlation_id, "dropping a reply nobody waits for");
     }
 }
 

@@ -1,6 +1,8 @@
-//! The consume loop every queue of a service runs, RPC or events: bounded concurrency, recovery
-//! after a broker restart, and a graceful stop.
+//! The consume loop every queue of a service runs, RPC or events: bounded concurrency,
+//! re-attaching on a new connection after the broker was lost, and a graceful stop.
 
+use super::broker::Broker;
+use crate::error::ConnectError;
 use crate::handler::BoxFuture;
 use crate::running::ServiceStats;
 use crate::shutdown::Shutdown;
@@ -30,11 +32,25 @@ pub(crate) fn into_handler(worker: impl HandleDelivery) -> DeliveryHandler {
     })
 }
 
-/// One consumer and how to run it.
-pub(crate) struct ConsumeLoop {
+/// A consumer on one connection: its channel, its consumer and the handler of its deliveries
+/// (which may publish through that channel).
+pub(crate) struct Attached {
+    /// The generation of the connection it lives on.
+    pub generation: u64,
     pub channel: Channel,
     pub consumer: Consumer,
     pub consumer_tag: String,
+    pub handler: DeliveryHandler,
+}
+
+/// Declares a queue's topology on the broker's connection of the moment and starts consuming
+/// it: run once at start and again on every new connection.
+pub(crate) type Attach = Arc<dyn Fn() -> BoxFuture<Result<Attached, ConnectError>> + Send + Sync>;
+
+/// One queue's consumer and how to run it.
+pub(crate) struct ConsumeLoop {
+    pub broker: Broker,
+    pub attach: Attach,
     /// What the logs call it: the service, or the event queue.
     pub label: String,
     pub max_workers: usize,
@@ -44,27 +60,39 @@ pub(crate) struct ConsumeLoop {
 }
 
 impl ConsumeLoop {
-    /// Runs until `stop` triggers or the consumer ends, then stops gracefully: cancel the
-    /// consumer, requeue what was delivered but not started, wait up to the grace period for
-    /// running handlers, close the channel (the broker requeues anything still unacked).
-    pub(crate) async fn run(mut self, handle: DeliveryHandler, stop: Shutdown) {
+    /// Runs `attached` until `stop` triggers, re-attaching on each new connection when the
+    /// consumer ends with its connection; then stops gracefully: cancel the consumer, requeue
+    /// what was delivered but not started, wait up to the grace period for running handlers,
+    /// close the channel (the broker requeues anything still unacked).
+    pub(crate) async fn run(self, mut attached: Attached, stop: Shutdown) {
         let label = self.label.clone();
         let workers = Arc::new(Semaphore::new(self.max_workers));
+        let mut links = self.broker.watch_links();
         loop {
             let next = tokio::select! {
                 biased;
                 () = stop.triggered() => break,
-                next = self.consumer.next() => next,
+                changed = links.changed() => {
+                    let gone = changed.is_err() || {
+                        let link = links.borrow_and_update();
+                        link.generation != attached.generation || link.connection.is_none()
+                    };
+                    if !gone {
+                        continue;
+                    }
+                    // The connection dropped or was replaced: this consumer is gone with it.
+                    None
+                }
+                next = attached.consumer.next() => next,
             };
             match next {
-                None => break,
                 Some(Ok(delivery)) => {
                     // Prefetch already bounds deliveries to `max_workers`; the semaphore makes
                     // the bound hold for handlers too, and lets the stop wait for them.
                     let Ok(permit) = workers.clone().acquire_owned().await else {
                         break;
                     };
-                    let (handle, stats) = (handle.clone(), self.stats.clone());
+                    let (handle, stats) = (attached.handler.clone(), self.stats.clone());
                     stats.work_started();
                     tokio::spawn(async move {
                         handle(delivery).await;
@@ -72,42 +100,40 @@ impl ConsumeLoop {
                         drop(permit);
                     });
                 }
-                Some(Err(error)) => {
-                    tracing::warn!(%label, %error, "consumer interrupted; waiting for recovery");
-                    if let Err(error) = self.channel.wait_for_recovery(error).await {
-                        tracing::error!(%label, %error, "consumer cannot recover");
-                        break;
+                interrupted => {
+                    if let Some(Err(error)) = interrupted {
+                        tracing::warn!(%label, %error, "consumer interrupted");
                     }
-                    tracing::info!(%label, "consumer recovered");
+                    match self.reattach(attached, &stop).await {
+                        Some(again) => attached = again,
+                        None => return self.drain(&workers).await,
+                    }
                 }
             }
         }
-        self.stop(&workers).await;
+        self.stop(attached, &workers).await;
     }
 
-    async fn stop(mut self, workers: &Semaphore) {
-        let label = &self.label;
-        if let Err(error) = self
-            .channel
-            .basic_cancel(
-                self.consumer_tag.as_str().into(),
-                BasicCancelOptions::default(),
-            )
+    /// Attaches again once the broker has a new connection; `None` when stopped first.
+    async fn reattach(&self, old: Attached, stop: &Shutdown) -> Option<Attached> {
+        // Still on a live connection (the broker cancelled the consumer, say): close the
+        // channel so what it holds goes back to the queue, and attach on this connection.
+        let after = if old.channel.status().connected() {
+            let _ = old.channel.close(200, "re-attaching".into()).await;
+            old.generation.saturating_sub(1)
+        } else {
+            old.generation
+        };
+        drop(old);
+        tracing::info!(label = %self.label, "waiting to re-attach the consumer");
+        self.broker
+            .attach_again(after, stop, &self.label, || (self.attach)())
             .await
-        {
-            tracing::debug!(%label, %error, "cancelling the consumer");
-        }
-        while let Ok(Some(Ok(delivery))) =
-            tokio::time::timeout(Duration::from_millis(100), self.consumer.next()).await
-        {
-            let requeue = BasicNackOptions {
-                requeue: true,
-                ..BasicNackOptions::default()
-            };
-            if let Err(error) = delivery.acker.nack(requeue).await {
-                tracing::debug!(%label, %error, "requeueing an unstarted delivery");
-            }
-        }
+    }
+
+    /// Waits up to the grace period for running handlers.
+    async fn drain(&self, workers: &Semaphore) {
+        let label = &self.label;
         let all = u32::try_from(self.max_workers).unwrap_or(u32::MAX);
         match tokio::time::timeout(self.grace, workers.acquire_many(all)).await {
             Ok(_) => tracing::info!(%label, "stopped; all in-flight work finished"),
@@ -117,7 +143,33 @@ impl ConsumeLoop {
                 "grace period over; unfinished deliveries go back to the queue"
             ),
         }
-        if let Err(error) = self.channel.close(200, "stopping".into()).await {
+    }
+
+    async fn stop(&self, mut attached: Attached, workers: &Semaphore) {
+        let label = &self.label;
+        if let Err(error) = attached
+            .channel
+            .basic_cancel(
+                attached.consumer_tag.as_str().into(),
+                BasicCancelOptions::default(),
+            )
+            .await
+        {
+            tracing::debug!(%label, %error, "cancelling the consumer");
+        }
+        while let Ok(Some(Ok(delivery))) =
+            tokio::time::timeout(Duration::from_millis(100), attached.consumer.next()).await
+        {
+            let requeue = BasicNackOptions {
+                requeue: true,
+                ..BasicNackOptions::default()
+            };
+            if let Err(error) = delivery.acker.nack(requeue).await {
+                tracing::debug!(%label, %error, "requeueing an unstarted delivery");
+            }
+        }
+        self.drain(workers).await;
+        if let Err(error) = attached.channel.close(200, "stopping".into()).await {
             tracing::debug!(%label, %error, "closing the channel");
         }
     }

@@ -21,6 +21,8 @@ use std::sync::Arc;
 
 /// A subscription's channel and queues, declared.
 pub(crate) struct Declared {
+    /// The generation of the connection the channel is on.
+    pub generation: u64,
     pub channel: Channel,
     pub queue: String,
     pub dead_letter_queue: String,
@@ -34,7 +36,7 @@ pub(crate) async fn declare(
     subscription: &Subscription,
 ) -> Result<Declared, ConnectError> {
     let setup = |e: lapin::Error| broker.setup_error(e);
-    let channel = broker.channel().await?;
+    let (generation, channel) = broker.open_channel().await?;
     let exchange = events_exchange(&subscription.source);
     declare_topic_exchange(&channel, &exchange)
         .await
@@ -54,7 +56,7 @@ pub(crate) async fn declare(
         ..QueueDeclareOptions::default()
     };
     // A transient queue lives as long as its consumer's connection, like nameko's broadcast
-    // queues; lapin redeclares it after a reconnect.
+    // queues; it is declared again on each new connection.
     let options = if subscription.transient {
         arguments = FieldTable::default();
         QueueDeclareOptions {
@@ -98,6 +100,7 @@ pub(crate) async fn declare(
         .await
         .map_err(setup)?;
     Ok(Declared {
+        generation,
         channel,
         queue,
         dead_letter_queue,

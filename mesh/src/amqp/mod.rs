@@ -6,6 +6,7 @@ mod client;
 mod consumer;
 mod events;
 mod headers;
+mod link;
 mod outbound;
 mod publisher;
 mod rpc;

@@ -15,14 +15,14 @@ use tokio::sync::Mutex;
 /// Publishes events and dead letters on one confirm channel.
 pub struct Publisher {
     channel: Channel,
-    /// Event exchanges already declared through this channel (lapin redeclares them after a
-    /// reconnect).
+    /// Event exchanges already declared through this channel (a new connection gets a new
+    /// publisher).
     declared: Mutex<HashSet<String>>,
 }
 
 impl Publisher {
-    pub(crate) async fn open(broker: &Broker) -> Result<Self, ConnectError> {
-        let channel = broker.channel().await?;
+    /// Puts `channel` in confirm mode and publishes through it.
+    pub(crate) async fn open(broker: &Broker, channel: Channel) -> Result<Self, ConnectError> {
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await
@@ -31,6 +31,11 @@ impl Publisher {
             channel,
             declared: Mutex::new(HashSet::new()),
         })
+    }
+
+    /// Whether its channel still works (not once its connection dropped or the broker closed it).
+    pub(crate) fn is_open(&self) -> bool {
+        self.channel.status().connected()
     }
 
     /// Declares `<source>.events` as nameko does (topic, durable), once per process.

@@ -25,12 +25,13 @@ use std::sync::Arc;
 
 /// Opens a channel, declares `rpc-<service>` (durable, no x-arguments: exactly nameko's, or a
 /// nameko peer declaring it gets PRECONDITION_FAILED) and binds it with `<service>.*`.
+/// Returns the generation of the connection the channel is on, the channel and the queue.
 pub(crate) async fn declare(
     broker: &Broker,
     service: &str,
-) -> Result<(Channel, String), ConnectError> {
+) -> Result<(u64, Channel, String), ConnectError> {
     let queue = service_queue(service);
-    let channel = broker.channel().await?;
+    let (generation, channel) = broker.open_channel().await?;
     broker.declare_rpc_exchange(&channel).await?;
     channel
         .queue_declare(
@@ -53,7 +54,7 @@ pub(crate) async fn declare(
         )
         .await
         .map_err(|e| broker.setup_error(e))?;
-    Ok((channel, queue))
+    Ok((generation, channel, queue))
 }
 
 /// The delivery handler of a service's RPC queue.

@@ -2,12 +2,13 @@
 //! with its own channel and consume loop — until [`RunningService::stop`].
 
 use super::broker::Broker;
-use super::consumer::{ConsumeLoop, DeliveryHandler};
+use super::consumer::{Attach, Attached, ConsumeLoop, DeliveryHandler};
 use super::outbound::AmqpOutbound;
 use super::{events, rpc};
 use crate::error::ConnectError;
+use crate::events::Subscription;
 use crate::running::{RunningService, ServiceStats};
-use crate::service::{Routes, Service};
+use crate::service::{ErasedHandler, Routes, Service};
 use crate::shutdown::Shutdown;
 use lapin::Channel;
 use lapin::options::{BasicConsumeOptions, BasicQosOptions};
@@ -38,33 +39,33 @@ pub(crate) async fn serve_routes(
     let stats = Arc::new(ServiceStats::default());
     let mut tasks = Vec::new();
 
+    let consume_loop = |attach: Attach, label: &str| ConsumeLoop {
+        broker: broker.clone(),
+        attach,
+        label: label.to_owned(),
+        max_workers: usize::from(broker.config().max_workers.max(1)),
+        grace: broker.config().shutdown_grace,
+        stats: stats.clone(),
+    };
     if routes.has_methods() {
-        let (channel, queue) = rpc::declare(broker, &name).await?;
-        let handler = rpc::handler(channel.clone(), routes.clone(), broker, stats.clone());
-        let consume = consume(broker, channel, &queue, &name, handler, stats.clone()).await?;
-        tasks.push(tokio::spawn(consume.run_until(stop.clone())));
+        let attach = attach_rpc(broker.clone(), routes.clone(), stats.clone());
+        // The first attach fails the start; later ones are retried on each new connection.
+        let attached = attach().await?;
+        let consume = consume_loop(attach, &name);
+        tasks.push(tokio::spawn(consume.run(attached, stop.clone())));
     }
     for (subscription, handler) in routes.subscriptions() {
-        let setup = events::declare(broker, &name, subscription).await?;
-        let label = setup.queue.clone();
-        let delivery_handler = events::handler(
+        let label = subscription.queue(&name, &broker.config().instance_id);
+        let attach = attach_events(
             broker.clone(),
             routes.clone(),
             subscription.clone(),
             handler.clone(),
-            setup.dead_letter_queue.clone(),
             stats.clone(),
         );
-        let consume = consume(
-            broker,
-            setup.channel,
-            &setup.queue,
-            &label,
-            delivery_handler,
-            stats.clone(),
-        )
-        .await?;
-        tasks.push(tokio::spawn(consume.run_until(stop.clone())));
+        let attached = attach().await?;
+        let consume = consume_loop(attach, &label);
+        tasks.push(tokio::spawn(consume.run(attached, stop.clone())));
     }
     let config = broker.config();
     tasks.push(crate::announce::spawn(
@@ -83,30 +84,64 @@ pub(crate) async fn serve_routes(
     Ok(RunningService::new(name, stop, stats, tasks))
 }
 
-/// A consume loop ready to run, with its handler.
-struct Consuming {
-    consume: ConsumeLoop,
-    handler: DeliveryHandler,
+/// Attaching the service's RPC queue: declare it, consume it, answer on its channel.
+fn attach_rpc(broker: Broker, routes: Routes, stats: Arc<ServiceStats>) -> Attach {
+    Arc::new(move || {
+        let (broker, routes, stats) = (broker.clone(), routes.clone(), stats.clone());
+        Box::pin(async move {
+            let name = routes.service().to_owned();
+            let (generation, channel, queue) = rpc::declare(&broker, &name).await?;
+            let handler = rpc::handler(channel.clone(), routes, &broker, stats);
+            consume(&broker, generation, channel, &queue, &name, handler).await
+        })
+    })
 }
 
-impl Consuming {
-    async fn run_until(self, stop: Shutdown) {
-        self.consume.run(self.handler, stop).await;
-    }
+/// Attaching one event subscription's queue.
+fn attach_events(
+    broker: Broker,
+    routes: Routes,
+    subscription: Subscription,
+    handler: ErasedHandler,
+    stats: Arc<ServiceStats>,
+) -> Attach {
+    Arc::new(move || {
+        let (broker, routes, stats) = (broker.clone(), routes.clone(), stats.clone());
+        let (subscription, handler) = (subscription.clone(), handler.clone());
+        Box::pin(async move {
+            let setup = events::declare(&broker, routes.service(), &subscription).await?;
+            let delivery_handler = events::handler(
+                broker.clone(),
+                routes,
+                subscription,
+                handler,
+                setup.dead_letter_queue.clone(),
+                stats,
+            );
+            consume(
+                &broker,
+                setup.generation,
+                setup.channel,
+                &setup.queue,
+                &setup.queue,
+                delivery_handler,
+            )
+            .await
+        })
+    })
 }
 
 /// Sets prefetch = `max_workers` on `channel` and starts consuming `queue`.
 async fn consume(
     broker: &Broker,
+    generation: u64,
     channel: Channel,
     queue: &str,
     label: &str,
     handler: DeliveryHandler,
-    stats: Arc<ServiceStats>,
-) -> Result<Consuming, ConnectError> {
-    let config = broker.config();
+) -> Result<Attached, ConnectError> {
     channel
-        .basic_qos(config.max_workers, BasicQosOptions::default())
+        .basic_qos(broker.config().max_workers, BasicQosOptions::default())
         .await
         .map_err(|e| broker.setup_error(e))?;
     let consumer_tag = format!("{label}-{}", uuid::Uuid::new_v4().simple());
@@ -119,16 +154,11 @@ async fn consume(
         )
         .await
         .map_err(|e| broker.setup_error(e))?;
-    Ok(Consuming {
-        consume: ConsumeLoop {
-            channel,
-            consumer,
-            consumer_tag,
-            label: label.to_owned(),
-            max_workers: usize::from(config.max_workers.max(1)),
-            grace: config.shutdown_grace,
-            stats,
-        },
+    Ok(Attached {
+        generation,
+        channel,
+        consumer,
+        consumer_tag,
         handler,
     })
 }
