@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Warren's whole test suite, as CI runs it:
-#   1. RabbitMQ up on 127.0.0.1:5672 (installed and started when needed), PostgreSQL up,
+#   1. RabbitMQ up on 127.0.0.1:5672 (installed and started when needed) with an amqps://
+#      listener on 5671 (private test CA), PostgreSQL up,
 #   2. the nameko venv for the interop tests (scripts/nameko-venv.sh, reused when current),
 #   3. cargo fmt --check, cargo clippy --all-targets -D warnings,
 #   4. the container image and Helm chart checks (no Docker engine or cluster needed),
@@ -23,6 +24,7 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "RabbitMQ and PostgreSQL"
 ensure_rabbitmq
+ensure_rabbitmq_tls
 ensure_postgres
 remove_test_queues
 

@@ -104,6 +104,9 @@ struct MeshArgs {
     /// when it is not given].
     #[arg(long = "amqp", env = "AMQP_URL", hide_env_values = true)]
     amqp_url: Option<String>,
+    /// CA certificates (PEM) to trust for an amqps:// broker, besides the system's.
+    #[arg(long, env = "AMQP_CA_FILE")]
+    amqp_ca_file: Option<std::path::PathBuf>,
     /// Handlers each service runs at once (also its prefetch).
     #[arg(long, env = "WARREN_MAX_WORKERS", default_value_t = 10)]
     max_workers: u16,
@@ -127,6 +130,7 @@ impl MeshArgs {
                 .instance_id
                 .clone()
                 .unwrap_or(defaults.instance_id.clone()),
+            tls_ca_file: self.amqp_ca_file.clone(),
             ..defaults
         }
     }

@@ -1,5 +1,6 @@
 //! [`MeshConfig`]: where the broker is and how services and clients behave.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// The AMQP URL used when none is given.
@@ -25,6 +26,9 @@ pub struct MeshConfig {
     pub instance_id: String,
     /// How often each service instance announces its descriptor.
     pub heartbeat: Duration,
+    /// CA certificates (PEM) trusted for an `amqps://` broker besides the system's, e.g. a
+    /// private CA's. The server's name is always verified.
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl Default for MeshConfig {
@@ -38,6 +42,7 @@ impl Default for MeshConfig {
             default_timeout: Duration::from_secs(30),
             instance_id: uuid::Uuid::new_v4().simple().to_string(),
             heartbeat: Duration::from_secs(5),
+            tls_ca_file: None,
         }
     }
 }
@@ -51,12 +56,15 @@ impl MeshConfig {
         }
     }
 
-    /// The defaults, with `AMQP_URL` taken from the environment when set.
+    /// The defaults, with `AMQP_URL` and `AMQP_CA_FILE` taken from the environment when set.
     pub fn from_env() -> Self {
-        match std::env::var("AMQP_URL") {
-            Ok(url) if !url.is_empty() => Self::with_url(url),
-            _ => Self::default(),
-        }
+        let set = |name| std::env::var(name).ok().filter(|value| !value.is_empty());
+        let mut config = match set("AMQP_URL") {
+            Some(url) => Self::with_url(url),
+            None => Self::default(),
+        };
+        config.tls_ca_file = set("AMQP_CA_FILE").map(PathBuf::from);
+        config
     }
 
     /// The URL with its password hidden, for logs and errors.

@@ -231,6 +231,14 @@ pub enum ConnectError {
         /// What went wrong.
         reason: String,
     },
+    /// The TLS settings for an `amqps://` URL cannot be used.
+    #[error("cannot use the CA certificates in {path}: {reason}")]
+    Tls {
+        /// The CA file given.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// Connected, but declaring the topology failed.
     #[error("AMQP setup failed at {url}: {reason}")]
     Setup {

@@ -10,6 +10,7 @@ use crate::error::{CallError, ConnectError};
 use crate::outbound::Client;
 use crate::shutdown::Shutdown;
 use lapin::options::ExchangeDeclareOptions;
+use lapin::tcp::OwnedTLSConfig;
 use lapin::types::FieldTable;
 use lapin::uri::AMQPUri;
 use lapin::{Channel, ExchangeKind};
@@ -66,6 +67,7 @@ impl Broker {
             uri,
             name: format!("warren-{}", std::process::id()),
             timeout: config.connect_timeout,
+            tls: tls_config(&config)?,
         };
         let connection = dialer
             .dial()
@@ -235,6 +237,26 @@ impl Broker {
     pub async fn close(&self) {
         self.inner.links.close().await;
     }
+}
+
+/// The extra CA certificates of `config.tls_ca_file`, checked to hold at least one PEM
+/// certificate so a wrong file fails at start rather than at the first TLS handshake.
+fn tls_config(config: &MeshConfig) -> Result<OwnedTLSConfig, ConnectError> {
+    let Some(path) = &config.tls_ca_file else {
+        return Ok(OwnedTLSConfig::default());
+    };
+    let error = |reason: String| ConnectError::Tls {
+        path: path.display().to_string(),
+        reason,
+    };
+    let pem = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
+    if !pem.contains("-----BEGIN CERTIFICATE-----") {
+        return Err(error("no PEM certificate in it".into()));
+    }
+    Ok(OwnedTLSConfig {
+        identity: None,
+        cert_chain: Some(pem),
+    })
 }
 
 /// Declares a durable topic exchange with no arguments: nameko's declaration of both

@@ -11,6 +11,7 @@
 
 use crate::shutdown::Shutdown;
 use futures_util::StreamExt;
+use lapin::tcp::OwnedTLSConfig;
 use lapin::uri::AMQPUri;
 use lapin::{Connection, ConnectionProperties};
 use std::sync::Arc;
@@ -51,6 +52,8 @@ pub(crate) struct Dialer {
     pub uri: AMQPUri,
     pub name: String,
     pub timeout: Duration,
+    /// Extra trusted CA certificates for `amqps://`, besides the system's.
+    pub tls: OwnedTLSConfig,
 }
 
 impl Dialer {
@@ -58,12 +61,14 @@ impl Dialer {
     pub async fn dial(&self) -> Result<Connection, String> {
         let properties =
             ConnectionProperties::default().with_connection_name(self.name.as_str().into());
-        match timeout(
-            self.timeout,
-            Connection::connect_uri(self.uri.clone(), properties),
-        )
-        .await
-        {
+        let runtime = lapin::runtime::default_runtime().map_err(|e| e.to_string())?;
+        let connect = Connection::connect_uri_with_config(
+            self.uri.clone(),
+            properties,
+            self.tls.clone(),
+            runtime,
+        );
+        match timeout(self.timeout, connect).await {
             Ok(Ok(connection)) => Ok(connection),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!("no answer within {} ms", self.timeout.as_millis())),
