@@ -345,6 +345,8 @@ async fn run(command: Command) -> Result<ExitCode> {
                 .iter()
                 .map(|(n, _)| (*n).to_owned())
                 .collect();
+            // Configuration errors (a bad key file) first, before any connection.
+            let config = gateway.config()?;
             // Zero setup: in-process unless a broker is named; never a silent fallback.
             let transport = match mesh.amqp_url {
                 None => Mesh::in_process(mesh.config()),
@@ -352,16 +354,17 @@ async fn run(command: Command) -> Result<ExitCode> {
             };
             serve(
                 &transport,
-                Serve::Gateway(&gateway),
+                Serve::Gateway(&gateway, config),
                 &names,
                 &services.settings(),
             )
             .await?;
         }
         Command::Gateway { mesh, gateway } => {
+            let config = gateway.config()?;
             serve(
                 &Mesh::amqp(mesh.config()).await?,
-                Serve::Gateway(&gateway),
+                Serve::Gateway(&gateway, config),
                 &[],
                 &bundled::Settings::default(),
             )
@@ -430,8 +433,8 @@ async fn run(command: Command) -> Result<ExitCode> {
 /// the gateway stops accepting and drains, then the services finish in-flight work.
 /// What `serve` puts in front of the services.
 enum Serve<'a> {
-    /// The HTTP gateway.
-    Gateway(&'a GatewayArgs),
+    /// The HTTP gateway: its arguments and the configuration made from them.
+    Gateway(&'a GatewayArgs, GatewayConfig),
     /// Nothing but an optional ops port.
     Services { ops_listen: Option<&'a str> },
 }
@@ -447,7 +450,9 @@ async fn serve(
     // The gateway follows descriptors before any service announces itself, so its registry
     // and document are complete from the start.
     let gateway = match &front {
-        Serve::Gateway(args) => Some(warren_gateway::Gateway::start(mesh, args.config()?).await?),
+        Serve::Gateway(_, config) => {
+            Some(warren_gateway::Gateway::start(mesh, config.clone()).await?)
+        }
         Serve::Services { .. } => None,
     };
     let mut running: Vec<bundled::Started> = Vec::new();
@@ -477,7 +482,7 @@ async fn serve(
     };
     let running = std::sync::Arc::new(running);
     match front {
-        Serve::Gateway(args) => {
+        Serve::Gateway(args, _) => {
             let gateway = gateway.context("the gateway was not started")?;
             let listener = tokio::net::TcpListener::bind(&args.listen)
                 .await

@@ -244,7 +244,7 @@ pub fn insufficient_scope() -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum AuthConfigError {
     /// A key file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         /// The file.
         path: PathBuf,
