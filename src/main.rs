@@ -354,7 +354,7 @@ async fn run(command: Command) -> Result<ExitCode> {
             };
             serve(
                 &transport,
-                Serve::Gateway(&gateway, config),
+                Serve::Gateway(&gateway, Box::new(config)),
                 &names,
                 &services.settings(),
             )
@@ -364,7 +364,7 @@ async fn run(command: Command) -> Result<ExitCode> {
             let config = gateway.config()?;
             serve(
                 &Mesh::amqp(mesh.config()).await?,
-                Serve::Gateway(&gateway, config),
+                Serve::Gateway(&gateway, Box::new(config)),
                 &[],
                 &bundled::Settings::default(),
             )
@@ -434,7 +434,7 @@ async fn run(command: Command) -> Result<ExitCode> {
 /// What `serve` puts in front of the services.
 enum Serve<'a> {
     /// The HTTP gateway: its arguments and the configuration made from them.
-    Gateway(&'a GatewayArgs, GatewayConfig),
+    Gateway(&'a GatewayArgs, Box<GatewayConfig>),
     /// Nothing but an optional ops port.
     Services { ops_listen: Option<&'a str> },
 }
@@ -451,7 +451,7 @@ async fn serve(
     // and document are complete from the start.
     let gateway = match &front {
         Serve::Gateway(_, config) => {
-            Some(warren_gateway::Gateway::start(mesh, config.clone()).await?)
+            Some(warren_gateway::Gateway::start(mesh, (**config).clone()).await?)
         }
         Serve::Services { .. } => None,
     };
