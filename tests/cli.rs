@@ -439,10 +439,14 @@ async fn dev_with_an_api_key_file_requires_a_key() {
     let keys = dir.join("api-keys");
     std::fs::write(&keys, "# user key\ncli-user cli-key-0123456789abcdef\n").expect("write");
     let keys = keys.to_string_lossy().into_owned();
+    // Its own data directory: other `dev` tests run at the same time.
+    let data = dir.join("data").to_string_lossy().into_owned();
     let args = [
         "dev",
         "--listen",
         "127.0.0.1:0",
+        "--data-dir",
+        data.as_str(),
         "--api-key-file",
         keys.as_str(),
     ]
