@@ -8,9 +8,10 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use mesh::{Broker, CallContext, Deadline, Mesh, MeshConfig, RpcClient};
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use warren_gateway::{ErrorMap, GatewayConfig, StatusCode};
+use warren_gateway::{ApiKeys, Auth, ErrorMap, GatewayConfig, JwtVerifier, StatusCode};
 
 /// mimalloc: the gateway's hot path allocates per request (HTTP, JSON, AMQP frames), and glibc's
 /// malloc/free were a tenth of its CPU in a profile under load.
@@ -200,6 +201,86 @@ struct GatewayArgs {
     /// Map a remote error type to an HTTP status, e.g. `InsufficientFunds=402` (repeatable).
     #[arg(long = "error-status", value_name = "EXC_TYPE=STATUS", value_parser = ErrorMap::parse_entry)]
     error_status: Vec<(String, StatusCode)>,
+    #[command(flatten)]
+    auth: AuthArgs,
+}
+
+/// Authentication: off unless an API key file or a JWT key is given.
+#[derive(Args)]
+struct AuthArgs {
+    /// Require credentials on /rpc: accept the API keys in this file, one
+    /// `<user_id> <key> [<service>.<method>...]` per line (`#` comments), sent as
+    /// `Authorization: Bearer <key>` or `X-Api-Key: <key>`.
+    #[arg(long, env = "WARREN_API_KEY_FILE", value_name = "PATH")]
+    api_key_file: Option<PathBuf>,
+    /// Require credentials on /rpc: accept HS256 JWTs signed with the secret in this file (at
+    /// least 32 bytes; a trailing line break is ignored).
+    #[arg(long, env = "WARREN_JWT_HS256_SECRET_FILE", value_name = "PATH")]
+    jwt_hs256_secret_file: Option<PathBuf>,
+    /// Require credentials on /rpc: accept RS256 JWTs verified with the RSA public key (PEM)
+    /// in this file.
+    #[arg(long, env = "WARREN_JWT_RS256_PUBLIC_KEY_FILE", value_name = "PATH")]
+    jwt_rs256_public_key_file: Option<PathBuf>,
+    /// The `iss` a JWT must carry.
+    #[arg(long, env = "WARREN_JWT_ISSUER")]
+    jwt_issuer: Option<String>,
+    /// The `aud` a JWT must name.
+    #[arg(long, env = "WARREN_JWT_AUDIENCE")]
+    jwt_audience: Option<String>,
+    /// Clock skew tolerated on a JWT's `exp` and `nbf`, in seconds.
+    #[arg(long, env = "WARREN_JWT_LEEWAY_SECS", default_value_t = 30)]
+    jwt_leeway_secs: u64,
+    /// Require credentials on /openapi.json, /docs and /services too (public by default; the
+    /// probes /healthz, /readyz and /metrics always are).
+    #[arg(long, env = "WARREN_AUTH_PROTECT_DOCS")]
+    auth_protect_docs: bool,
+}
+
+impl AuthArgs {
+    /// The authentication configuration, with each file read and checked.
+    fn auth(&self) -> Result<Auth> {
+        let mut auth = Auth::off();
+        if let Some(path) = &self.api_key_file {
+            let keys = ApiKeys::load(path)
+                .with_context(|| format!("--api-key-file {}", path.display()))?;
+            auth = auth.with_api_keys(keys);
+        }
+        let mut jwt = JwtVerifier::new().leeway(Duration::from_secs(self.jwt_leeway_secs));
+        if let Some(path) = &self.jwt_hs256_secret_file {
+            let context = || format!("--jwt-hs256-secret-file {}", path.display());
+            let secret = warren_gateway::read_key_file(path).with_context(context)?;
+            jwt = jwt.hs256_secret(&secret).with_context(context)?;
+        }
+        if let Some(path) = &self.jwt_rs256_public_key_file {
+            let context = || format!("--jwt-rs256-public-key-file {}", path.display());
+            let pem = warren_gateway::read_key_file(path).with_context(context)?;
+            jwt = jwt.rs256_public_key_pem(&pem).with_context(context)?;
+        }
+        if let Some(issuer) = &self.jwt_issuer {
+            jwt = jwt.issuer(issuer);
+        }
+        if let Some(audience) = &self.jwt_audience {
+            jwt = jwt.audience(audience);
+        }
+        if jwt.has_key() {
+            if !jwt.checks_issuer_and_audience() {
+                tracing::warn!(
+                    "JWTs are accepted without --jwt-issuer and --jwt-audience: any token signed \
+                     with the key is accepted, whoever it was issued for"
+                );
+            }
+            auth = auth.with_jwt(jwt);
+        } else if self.jwt_issuer.is_some() || self.jwt_audience.is_some() {
+            bail!(
+                "--jwt-issuer and --jwt-audience need --jwt-hs256-secret-file or \
+                 --jwt-rs256-public-key-file"
+            );
+        }
+        if self.auth_protect_docs && !auth.is_on() {
+            bail!("--auth-protect-docs needs --api-key-file or a JWT key");
+        }
+        Ok(auth.protecting_docs(self.auth_protect_docs))
+    }
 }
 
 impl GatewayArgs {
@@ -221,6 +302,7 @@ impl GatewayArgs {
             exposure: warren_gateway::Exposure::parse(&self.expose)
                 .map_err(|e| anyhow::anyhow!("invalid --expose {e}"))?,
             max_in_flight: self.max_in_flight.max(1),
+            auth: self.auth.auth()?,
         })
     }
 }
@@ -267,6 +349,8 @@ async fn run(command: Command) -> Result<ExitCode> {
                 .iter()
                 .map(|(n, _)| (*n).to_owned())
                 .collect();
+            // Configuration errors (a bad key file) first, before any connection.
+            let config = gateway.config()?;
             // Zero setup: in-process unless a broker is named; never a silent fallback.
             let transport = match mesh.amqp_url {
                 None => Mesh::in_process(mesh.config()),
@@ -274,16 +358,17 @@ async fn run(command: Command) -> Result<ExitCode> {
             };
             serve(
                 &transport,
-                Serve::Gateway(&gateway),
+                Serve::Gateway(&gateway, Box::new(config)),
                 &names,
                 &services.settings(),
             )
             .await?;
         }
         Command::Gateway { mesh, gateway } => {
+            let config = gateway.config()?;
             serve(
                 &Mesh::amqp(mesh.config()).await?,
-                Serve::Gateway(&gateway),
+                Serve::Gateway(&gateway, Box::new(config)),
                 &[],
                 &bundled::Settings::default(),
             )
@@ -352,8 +437,8 @@ async fn run(command: Command) -> Result<ExitCode> {
 /// the gateway stops accepting and drains, then the services finish in-flight work.
 /// What `serve` puts in front of the services.
 enum Serve<'a> {
-    /// The HTTP gateway.
-    Gateway(&'a GatewayArgs),
+    /// The HTTP gateway: its arguments and the configuration made from them.
+    Gateway(&'a GatewayArgs, Box<GatewayConfig>),
     /// Nothing but an optional ops port.
     Services { ops_listen: Option<&'a str> },
 }
@@ -369,7 +454,9 @@ async fn serve(
     // The gateway follows descriptors before any service announces itself, so its registry
     // and document are complete from the start.
     let gateway = match &front {
-        Serve::Gateway(args) => Some(warren_gateway::Gateway::start(mesh, args.config()?).await?),
+        Serve::Gateway(_, config) => {
+            Some(warren_gateway::Gateway::start(mesh, (**config).clone()).await?)
+        }
         Serve::Services { .. } => None,
     };
     let mut running: Vec<bundled::Started> = Vec::new();
@@ -399,7 +486,7 @@ async fn serve(
     };
     let running = std::sync::Arc::new(running);
     match front {
-        Serve::Gateway(args) => {
+        Serve::Gateway(args, _) => {
             let gateway = gateway.context("the gateway was not started")?;
             let listener = tokio::net::TcpListener::bind(&args.listen)
                 .await

@@ -425,3 +425,124 @@ async fn dev_in_process_serves_the_elibrary_with_data_under_its_data_dir() {
     assert!(data.join("indexer").is_dir());
     let _ = std::fs::remove_dir_all(&data);
 }
+
+/// A fresh directory for a test's files.
+fn scratch_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(unique("warren-cli"));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+#[tokio::test]
+async fn dev_with_an_api_key_file_requires_a_key() {
+    let dir = scratch_dir();
+    let keys = dir.join("api-keys");
+    std::fs::write(&keys, "# user key\ncli-user cli-key-0123456789abcdef\n").expect("write");
+    let keys = keys.to_string_lossy().into_owned();
+    // Its own data directory: other `dev` tests run at the same time.
+    let data = dir.join("data").to_string_lossy().into_owned();
+    let args = [
+        "dev",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.as_str(),
+        "--api-key-file",
+        keys.as_str(),
+    ]
+    .map(str::to_owned);
+    let (child, first) = tokio::task::spawn_blocking(move || {
+        spawn(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    })
+    .await
+    .expect("task");
+    let address = first
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {first:?}"))
+        .to_owned();
+    let http = reqwest::Client::new();
+    let url = format!("http://{address}/rpc/greeting_service/hello");
+    let body = serde_json::json!({"name": "key"});
+    let r = http.post(&url).json(&body).send().await.expect("send");
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer realm=\"warren\"");
+    let r = http
+        .post(&url)
+        .header("x-api-key", "cli-key-0123456789abcdef")
+        .json(&body)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    let health = http
+        .get(format!("http://{address}/healthz"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(health.status(), 200);
+    let status = tokio::task::spawn_blocking(move || terminate(child, Duration::from_secs(15)))
+        .await
+        .expect("task");
+    assert!(status.success(), "{status:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn unusable_key_files_are_one_clear_error_without_their_contents() {
+    let dir = scratch_dir();
+    let file = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("write");
+        path.to_string_lossy().into_owned()
+    };
+    let bad_line = file("bad-line", "alice\tdo-not-print-me\n");
+    let weak = file("weak", "do-not-print-me\n");
+    let private = file(
+        "private.pem",
+        &String::from_utf8_lossy(
+            &std::fs::read(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/fixtures/jwt-rs256-private.pem"
+            ))
+            .expect("fixture"),
+        ),
+    );
+    let missing = dir.join("missing").to_string_lossy().into_owned();
+    for (flag, path, expected) in [
+        ("--api-key-file", &missing, "cannot read"),
+        (
+            "--api-key-file",
+            &bad_line,
+            "line 1: the key must be 16-512",
+        ),
+        ("--jwt-hs256-secret-file", &weak, "at least 32 are required"),
+        (
+            "--jwt-rs256-public-key-file",
+            &private,
+            "this is a private key",
+        ),
+    ] {
+        let started = Instant::now();
+        let output = run(&["dev", "--listen", "127.0.0.1:0", flag, path]).await;
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert_eq!(output.status.code(), Some(1), "{flag} {path}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let line = stderr.lines().last().unwrap_or("");
+        assert!(
+            line.starts_with(&format!("error: {flag} {path}")),
+            "{stderr}"
+        );
+        assert!(line.contains(expected), "{stderr}");
+        assert!(!stderr.contains("do-not-print-me"), "{stderr}");
+        assert!(!stderr.contains("BEGIN RSA PRIVATE KEY"), "{stderr}");
+    }
+    let output = run(&["gateway", "--jwt-issuer", "https://issuer.test"]).await;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("--jwt-issuer and --jwt-audience need"),
+        "{output:?}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

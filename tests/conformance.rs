@@ -4,6 +4,8 @@
 
 mod common;
 
+#[path = "conformance/auth.rs"]
+mod auth_scenarios;
 #[path = "conformance/describe.rs"]
 mod describe_scenarios;
 #[path = "conformance/events.rs"]
@@ -52,6 +54,15 @@ on_both_transports!(http = http_scenarios:
     only_exposed_methods_are_served_and_documented,
     above_max_in_flight_the_gateway_answers_503_at_once,
     a_one_millisecond_deadline_is_504_not_an_outage,
+);
+
+on_both_transports!(auth = auth_scenarios:
+    without_credentials_rpc_is_401_and_probes_and_docs_stay_open,
+    api_keys_identify_the_caller_to_the_service,
+    hs256_jwts_are_checked_and_passed_on,
+    rs256_jwts_are_checked_against_the_public_key,
+    protected_docs_need_credentials_and_probes_never_do,
+    without_auth_no_identity_reaches_the_service,
 );
 
 on_both_transports!(rpc = rpc_scenarios:

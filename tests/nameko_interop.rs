@@ -149,6 +149,63 @@ async fn the_gateway_fronts_a_nameko_service() {
 }
 
 #[tokio::test]
+async fn a_nameko_service_sees_the_authenticated_user() {
+    let name = unique("nameko");
+    let mut cleanup = QueueCleanup::new();
+    cleanup.service(&name);
+    let _service = NamekoService::start(&name);
+    let secret = b"nameko-interop-secret-0123456789abcdef";
+    let key = "nameko-interop-key-0123456789";
+    let auth = warren_gateway::Auth::off()
+        .with_api_keys(warren_gateway::ApiKeys::parse(&format!("key-user {key}\n")).expect("keys"))
+        .with_jwt(
+            warren_gateway::JwtVerifier::new()
+                .hs256_secret(secret)
+                .expect("secret"),
+        );
+    let h = Harness::with_config(warren_gateway::GatewayConfig {
+        auth,
+        ..warren_gateway::GatewayConfig::default()
+    })
+    .await;
+    let url = format!("{}/rpc/{name}/context", h.base);
+
+    let r = h.http.post(&url).send().await.expect("send");
+    assert_problem(r, 401, "unauthenticated").await;
+
+    // An API key: nameko sees the user id, and no token.
+    let r = h
+        .http
+        .post(&url)
+        .header("x-api-key", key)
+        .send()
+        .await
+        .expect("send");
+    let context: Value = r.json().await.expect("json");
+    assert_eq!(context["user_id"], "key-user", "{context}");
+    assert!(context["auth_token"].is_null(), "{context}");
+
+    // A JWT: nameko sees its `sub` as the user id and the token as `auth_token`.
+    let exp = jsonwebtoken::get_current_timestamp() + 60;
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"sub": "jwt-user", "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(secret),
+    )
+    .expect("encode");
+    let r = h
+        .http
+        .post(&url)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("send");
+    let context: Value = r.json().await.expect("json");
+    assert_eq!(context["user_id"], "jwt-user", "{context}");
+    assert_eq!(context["auth_token"], token.as_str(), "{context}");
+}
+
+#[tokio::test]
 async fn nameko_calls_warren_services() {
     let mut h = Harness::start().await;
     let greeter = unique("greeter");

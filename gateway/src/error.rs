@@ -2,6 +2,7 @@
 //! status (DESIGN §3). Remote errors map by `exc_type` through an [`ErrorMap`], which
 //! configuration can extend.
 
+use crate::auth::{self, AuthError};
 use crate::problem::Problem;
 use axum::http::StatusCode;
 use mesh::CallError;
@@ -58,6 +59,19 @@ pub enum GatewayError {
     /// No queue is bound for the service.
     #[error("unknown service `{0}`")]
     UnknownService(String),
+    /// Authentication is on and the request has no valid credential.
+    #[error("{0}")]
+    Unauthenticated(AuthError),
+    /// The caller is authenticated, but its key does not allow this method.
+    #[error("user `{user}` may not call `{service}.{method}`")]
+    Forbidden {
+        /// The caller's user id.
+        user: String,
+        /// The service called.
+        service: String,
+        /// The method called.
+        method: String,
+    },
     /// The exposure policy does not serve this method.
     #[error("`{0}.{1}` is not exposed by this gateway")]
     NotExposed(String, String),
@@ -161,6 +175,8 @@ impl GatewayError {
         match self {
             Self::InvalidName { .. } => (S::BAD_REQUEST, "invalid-name", "Invalid name"),
             Self::BadRpcPath => (S::BAD_REQUEST, "invalid-path", "Invalid RPC path"),
+            Self::Unauthenticated(_) => (S::UNAUTHORIZED, "unauthenticated", "Unauthenticated"),
+            Self::Forbidden { .. } => (S::FORBIDDEN, "forbidden", "Forbidden"),
             Self::NotExposed(..) => (S::FORBIDDEN, "not-exposed", "Not exposed"),
             Self::Overloaded(_) => (S::SERVICE_UNAVAILABLE, "overloaded", "Overloaded"),
             Self::MalformedJson(_) => (S::BAD_REQUEST, "malformed-json", "Malformed JSON"),
@@ -237,6 +253,11 @@ impl GatewayError {
                 Self::MethodNotAllowed(_) => Some("POST"),
                 _ => None,
             },
+            www_authenticate: match self {
+                Self::Unauthenticated(error) => Some(error.challenge()),
+                Self::Forbidden { .. } => Some(auth::insufficient_scope()),
+                _ => None,
+            },
         }
     }
 }
@@ -285,6 +306,20 @@ mod tests {
         ] {
             assert_eq!(status(remote(t)), 400, "{t}");
         }
+        assert_eq!(
+            status(GatewayError::Unauthenticated(AuthError::Missing)),
+            401
+        );
+        let forbidden = GatewayError::Forbidden {
+            user: "u".into(),
+            service: "kv".into(),
+            method: "put".into(),
+        };
+        assert_eq!(status(forbidden), 403);
+        assert_eq!(
+            status(GatewayError::NotExposed("a".into(), "b".into())),
+            403
+        );
         assert_eq!(status(GatewayError::UnknownService("x".into())), 404);
         assert_eq!(status(remote("MethodNotFound")), 404);
         assert_eq!(status(remote("NotFound")), 404);
@@ -329,5 +364,11 @@ mod tests {
         assert_eq!(p.allow, Some("POST"));
         let p = GatewayError::Unavailable("x".into()).to_problem(&ErrorMap::default(), &call);
         assert_eq!(p.retry_after, Some(1));
+        let p = GatewayError::Unauthenticated(AuthError::Missing)
+            .to_problem(&ErrorMap::default(), &call);
+        assert_eq!(
+            p.www_authenticate.as_deref(),
+            Some("Bearer realm=\"warren\"")
+        );
     }
 }

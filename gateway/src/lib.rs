@@ -15,6 +15,7 @@
 //! # Ok(()) }
 //! ```
 
+mod auth;
 mod error;
 mod health;
 mod metrics;
@@ -25,17 +26,22 @@ mod registry;
 mod request;
 mod rpc;
 
+pub use auth::{
+    API_KEY, ApiKeys, Auth, AuthConfigError, AuthError, Identity, JwtVerifier,
+    read_file as read_key_file,
+};
 pub use axum::http::StatusCode;
 pub use error::{CallInfo, ErrorMap, GatewayError};
-pub use openapi::{DocumentInfo, document};
+pub use openapi::{DocumentInfo, DocumentSecurity, document};
 pub use policy::Exposure;
 pub use problem::{PROBLEM_JSON, Problem};
 pub use registry::{InstanceOverview, Liveness, Registry, ServiceOverview};
 pub use request::{REQUEST_ID, TIMEOUT_MS};
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, Method};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use mesh::describe::{DESCRIPTOR_EVENT, DESCRIPTOR_SOURCE};
@@ -69,6 +75,8 @@ pub struct GatewayConfig {
     pub exposure: Exposure,
     /// Calls in flight above which the gateway answers 503 at once.
     pub max_in_flight: usize,
+    /// Who may call: off by default (every caller anonymous).
+    pub auth: Auth,
 }
 
 impl Default for GatewayConfig {
@@ -82,6 +90,7 @@ impl Default for GatewayConfig {
             document: DocumentInfo::default(),
             exposure: Exposure::default(),
             max_in_flight: 10_000,
+            auth: Auth::off(),
         }
     }
 }
@@ -157,6 +166,19 @@ fn router(state: AppState) -> Router {
         // No external validator badge: the page loads nothing from outside the gateway.
         .config(Config::from("/openapi.json").validator_url("none"))
         .into();
+    // The documentation: public unless configured otherwise.
+    let mut documentation = Router::new()
+        .route("/services", get(registry::services))
+        .route("/openapi.json", get(openapi_json))
+        .merge(docs);
+    if state.config.auth.protects_docs() {
+        documentation = documentation.route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_credentials,
+        ));
+    }
+    // `/rpc` authenticates in its handler (the call's metrics count refusals too); the probes
+    // never need credentials.
     let router = Router::new()
         .route(
             "/rpc/{service}/{method}",
@@ -164,15 +186,29 @@ fn router(state: AppState) -> Router {
         )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/services", get(registry::services))
         .route("/metrics", get(metrics::metrics))
-        .route("/openapi.json", get(openapi_json))
-        .merge(docs)
+        .merge(documentation)
         .fallback(rpc::no_route)
         .with_state(state);
     match cors {
         Some(cors) => router.layer(cors),
         None => router,
+    }
+}
+
+/// Answers 401 unless the request carries a valid credential (for protected documentation).
+async fn require_credentials(
+    State(app): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match app.config.auth.authenticate(request.headers()) {
+        Ok(_) => next.run(request).await,
+        Err(error) => rpc::problem(
+            &app,
+            GatewayError::Unauthenticated(error),
+            request.headers(),
+        ),
     }
 }
 
@@ -185,7 +221,16 @@ async fn openapi_json(State(app): State<AppState>) -> Response {
         let name = service.service.clone();
         service.methods.retain(|m| exposure.allows(&name, &m.name));
     }
-    let document = document(&services, &app.config.document);
+    let auth = &app.config.auth;
+    let info = DocumentInfo {
+        security: DocumentSecurity {
+            api_keys: auth.accepts_api_keys(),
+            jwt: auth.accepts_jwt(),
+            docs_protected: auth.protects_docs(),
+        },
+        ..app.config.document.clone()
+    };
+    let document = document(&services, &info);
     axum::Json(document).into_response()
 }
 
@@ -206,10 +251,15 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
             .allow_headers([
                 axum::http::header::CONTENT_TYPE,
                 axum::http::header::AUTHORIZATION,
+                API_KEY,
                 REQUEST_ID,
                 TIMEOUT_MS,
             ])
-            .expose_headers([REQUEST_ID, HeaderName::from_static("retry-after")])
+            .expose_headers([
+                REQUEST_ID,
+                HeaderName::from_static("retry-after"),
+                axum::http::header::WWW_AUTHENTICATE,
+            ])
             .max_age(Duration::from_secs(600)),
     )
 }

@@ -15,6 +15,8 @@ pub struct DocumentInfo {
     pub server_url: String,
     /// The gateway's version.
     pub version: String,
+    /// How clients authenticate (nothing by default).
+    pub security: DocumentSecurity,
 }
 
 impl Default for DocumentInfo {
@@ -22,7 +24,62 @@ impl Default for DocumentInfo {
         Self {
             server_url: "/".to_owned(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
+            security: DocumentSecurity::default(),
         }
+    }
+}
+
+/// The authentication the document declares: security schemes, a top-level requirement, and
+/// 401/403 on the RPC paths when any is on; the document is unchanged when none is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DocumentSecurity {
+    /// API keys are accepted (`X-Api-Key`, or `Authorization: Bearer`).
+    pub api_keys: bool,
+    /// JWTs are accepted (`Authorization: Bearer`).
+    pub jwt: bool,
+    /// `/openapi.json` and `/services` need credentials too.
+    pub docs_protected: bool,
+}
+
+impl DocumentSecurity {
+    fn is_on(&self) -> bool {
+        self.api_keys || self.jwt
+    }
+
+    /// `components.securitySchemes`.
+    fn schemes(&self) -> Value {
+        let bearer = match (self.api_keys, self.jwt) {
+            (true, true) => json!({
+                "type": "http", "scheme": "bearer",
+                "description": "An API key or a JWT (HS256/RS256; identity: its `sub` claim)",
+            }),
+            (false, true) => json!({
+                "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                "description": "A JWT (HS256/RS256; identity: its `sub` claim)",
+            }),
+            _ => json!({"type": "http", "scheme": "bearer", "description": "An API key"}),
+        };
+        let mut schemes = Map::new();
+        schemes.insert("bearerAuth".to_owned(), bearer);
+        if self.api_keys {
+            schemes.insert(
+                "apiKeyAuth".to_owned(),
+                json!({"type": "apiKey", "in": "header", "name": "X-Api-Key", "description": "An API key"}),
+            );
+        }
+        Value::Object(schemes)
+    }
+
+    /// The top-level requirement: any one of the schemes; none when authentication is off.
+    fn requirement(&self) -> Value {
+        let mut alternatives = Vec::new();
+        if self.is_on() {
+            alternatives.push(json!({"bearerAuth": []}));
+        }
+        if self.api_keys {
+            alternatives.push(json!({"apiKeyAuth": []}));
+        }
+        Value::Array(alternatives)
     }
 }
 
@@ -67,6 +124,20 @@ const RPC_ERRORS: &[(&str, &str, &str)] = &[
     ("504", "DeadlineExceeded", "No reply within the deadline"),
 ];
 
+/// Error statuses of RPC paths when authentication is on.
+const AUTH_ERRORS: &[(&str, &str, &str)] = &[
+    (
+        "401",
+        "Unauthorized",
+        "No credential, or one that is not valid (an unknown API key, or a JWT that is expired, badly signed, or for another issuer or audience); see `WWW-Authenticate`",
+    ),
+    (
+        "403",
+        "Forbidden",
+        "The caller's API key does not allow this method",
+    ),
+];
+
 /// The document for `services` (sorted by name, methods by name).
 pub fn document(services: &[ServiceDescriptor], info: &DocumentInfo) -> Value {
     let mut services: Vec<&ServiceDescriptor> = services.iter().collect();
@@ -88,11 +159,27 @@ pub fn document(services: &[ServiceDescriptor], info: &DocumentInfo) -> Value {
         for method in &service.methods {
             paths.insert(
                 format!("/rpc/{}/{}", service.service, method.name),
-                json!({"post": rpc_operation(&service.service, method)}),
+                json!({"post": rpc_operation(&service.service, method, &info.security)}),
             );
         }
     }
-    paths.extend(gateway_paths());
+    paths.extend(gateway_paths(&info.security));
+    let mut components = json!({
+        "schemas": schemas,
+        "parameters": parameters(),
+        "responses": responses(&info.security),
+        "headers": {
+            "X-Request-Id": {
+                "description": "The request id (the client's, or one the gateway made)",
+                "schema": {"type": "string"},
+            },
+        },
+    });
+    if info.security.is_on()
+        && let Some(components) = components.as_object_mut()
+    {
+        components.insert("securitySchemes".to_owned(), info.security.schemes());
+    }
 
     json!({
         "openapi": "3.1.0",
@@ -103,24 +190,18 @@ pub fn document(services: &[ServiceDescriptor], info: &DocumentInfo) -> Value {
             "license": {"name": "MIT OR Apache-2.0", "identifier": "MIT OR Apache-2.0"},
         },
         "servers": [{"url": info.server_url, "description": "this gateway"}],
-        "security": [],
+        "security": info.security.requirement(),
         "tags": tags,
         "paths": paths,
-        "components": {
-            "schemas": schemas,
-            "parameters": parameters(),
-            "responses": responses(),
-            "headers": {
-                "X-Request-Id": {
-                    "description": "The request id (the client's, or one the gateway made)",
-                    "schema": {"type": "string"},
-                },
-            },
-        },
+        "components": components,
     })
 }
 
-fn rpc_operation(service: &str, method: &mesh::describe::MethodDescriptor) -> Value {
+fn rpc_operation(
+    service: &str,
+    method: &mesh::describe::MethodDescriptor,
+    security: &DocumentSecurity,
+) -> Value {
     let request = match &method.request {
         Value::Null => json!({"type": "object", "additionalProperties": false, "maxProperties": 0}),
         schema => closed_object(schema.clone()),
@@ -138,7 +219,8 @@ fn rpc_operation(service: &str, method: &mesh::describe::MethodDescriptor) -> Va
             "content": {"application/json": {"schema": method.response}},
         }),
     );
-    for (status, component, _) in RPC_ERRORS {
+    let auth_errors = if security.is_on() { AUTH_ERRORS } else { &[] };
+    for (status, component, _) in RPC_ERRORS.iter().chain(auth_errors) {
         responses.insert(
             (*status).to_owned(),
             json!({"$ref": format!("#/components/responses/{component}")}),
@@ -246,22 +328,27 @@ fn parameters() -> Value {
     })
 }
 
-fn responses() -> Value {
+fn responses(security: &DocumentSecurity) -> Value {
     let mut responses = Map::new();
-    for (_, component, description) in RPC_ERRORS {
-        responses.insert(
-            (*component).to_owned(),
-            json!({
-                "description": description,
-                "headers": {"X-Request-Id": {"$ref": "#/components/headers/X-Request-Id"}},
-                "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
-            }),
-        );
+    let auth_errors = if security.is_on() { AUTH_ERRORS } else { &[] };
+    for (_, component, description) in RPC_ERRORS.iter().chain(auth_errors) {
+        let mut response = json!({
+            "description": description,
+            "headers": {"X-Request-Id": {"$ref": "#/components/headers/X-Request-Id"}},
+            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        });
+        if auth_errors.iter().any(|(_, c, _)| c == component) {
+            response["headers"]["WWW-Authenticate"] = json!({
+                "description": "The challenge, e.g. `Bearer realm=\"warren\", error=\"invalid_token\"`",
+                "schema": {"type": "string"},
+            });
+        }
+        responses.insert((*component).to_owned(), response);
     }
     Value::Object(responses)
 }
 
-fn gateway_paths() -> Map<String, Value> {
+fn gateway_paths(security: &DocumentSecurity) -> Map<String, Value> {
     let status = |description: &str, ok: &str| {
         json!({
             "description": description,
@@ -308,6 +395,20 @@ fn gateway_paths() -> Map<String, Value> {
             }},
         }}),
     );
+    // With authentication on, the probes stay public, and the docs unless protected.
+    if security.is_on() {
+        for (path, item) in &mut paths {
+            let public =
+                matches!(path.as_str(), "/healthz" | "/readyz") || !security.docs_protected;
+            if let Some(get) = item
+                .get_mut("get")
+                .and_then(Value::as_object_mut)
+                .filter(|_| public)
+            {
+                get.insert("security".to_owned(), json!([]));
+            }
+        }
+    }
     paths
 }
 

@@ -37,6 +37,9 @@ pub struct Problem {
     /// Methods the resource allows, sent as `Allow` on a 405 (not part of the body).
     #[serde(skip)]
     pub allow: Option<&'static str>,
+    /// The challenge sent as `WWW-Authenticate` on a 401 or 403 (not part of the body).
+    #[serde(skip)]
+    pub www_authenticate: Option<String>,
 }
 
 impl Problem {
@@ -58,6 +61,13 @@ impl IntoResponse for Problem {
         }
         if let Some(allow) = self.allow {
             headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        if let Some(challenge) = self
+            .www_authenticate
+            .as_deref()
+            .and_then(|c| HeaderValue::from_str(c).ok())
+        {
+            headers.insert(header::WWW_AUTHENTICATE, challenge);
         }
         if let Some(id) = self
             .request_id

@@ -35,6 +35,12 @@ pub async fn call(
         let Path((service, method)) = path.map_err(|_| GatewayError::BadRpcPath)?;
         info.service = Some(service.clone());
         info.method = Some(method.clone());
+        // Credentials first: a caller without them learns nothing else about the call.
+        let identity = app
+            .config
+            .auth
+            .authenticate(&headers)
+            .map_err(GatewayError::Unauthenticated)?;
         for (what, name) in [("service", &service), ("method", &method)] {
             validate_name(name).map_err(|reason| GatewayError::InvalidName {
                 what,
@@ -44,6 +50,13 @@ pub async fn call(
         }
         if !app.config.exposure.allows(&service, &method) {
             return Err(GatewayError::NotExposed(service.clone(), method.clone()));
+        }
+        if let Some(identity) = identity.as_ref().filter(|i| !i.allows(&service, &method)) {
+            return Err(GatewayError::Forbidden {
+                user: identity.user_id().to_owned(),
+                service: service.clone(),
+                method: method.clone(),
+            });
         }
         // Bounded work: above the limit, refuse at once rather than queue without end.
         let _permit = app
@@ -62,6 +75,9 @@ pub async fn call(
         let bytes = request::read_body(&headers, body, config.max_body_bytes).await?;
         let arguments = request::arguments(&bytes)?;
         let mut context = CallContext::rooted_at(request_id.clone()).with_deadline(deadline);
+        if let Some(identity) = &identity {
+            context = identity.annotate(context);
+        }
         // The caller's trace, when it sent one; the service's span then joins it.
         context.traceparent = headers
             .get("traceparent")
@@ -148,7 +164,8 @@ pub async fn no_route(State(app): State<AppState>, uri: Uri, headers: HeaderMap)
     problem(&app, error, &headers)
 }
 
-fn problem(app: &AppState, error: GatewayError, headers: &HeaderMap) -> Response {
+/// The problem response of `error`, with the request's id.
+pub(crate) fn problem(app: &AppState, error: GatewayError, headers: &HeaderMap) -> Response {
     let info = CallInfo {
         request_id: Some(request::request_id(headers)),
         ..CallInfo::default()

@@ -4,14 +4,16 @@
 use crate::deadline::Deadline;
 use crate::error::CallError;
 use crate::outbound::{ServiceProxy, SharedOutbound};
-use crate::protocol::CALL_ID_STACK_LIMIT;
+use crate::protocol::{AUTH_TOKEN_KEY, CALL_ID_STACK_LIMIT, USER_ID_KEY};
 use crate::trace::TraceParent;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt;
 
 /// Context data carried with a request: nameko's `nameko.*` headers and Warren's deadline.
-#[derive(Debug, Clone, Default, PartialEq)]
+///
+/// Its `Debug` output never shows the `auth_token` (a credential), only that one is present.
+#[derive(Clone, Default, PartialEq)]
 pub struct CallContext {
     /// The ids of the calls that led here, oldest first, ending with the caller's own id.
     pub call_id_stack: Vec<String>,
@@ -22,6 +24,29 @@ pub struct CallContext {
     pub deadline: Option<Deadline>,
     /// The W3C `traceparent` of the caller's span.
     pub traceparent: Option<String>,
+}
+
+impl fmt::Debug for CallContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let data: BTreeMap<&str, &str> = self
+            .data
+            .iter()
+            .map(|(key, value)| {
+                let shown = if key == AUTH_TOKEN_KEY {
+                    "<redacted>"
+                } else {
+                    value.as_str()
+                };
+                (key.as_str(), shown)
+            })
+            .collect();
+        f.debug_struct("CallContext")
+            .field("call_id_stack", &self.call_id_stack)
+            .field("data", &data)
+            .field("deadline", &self.deadline)
+            .field("traceparent", &self.traceparent)
+            .finish()
+    }
 }
 
 impl CallContext {
@@ -176,6 +201,18 @@ impl Ctx {
         self.context.data.get(key).map(String::as_str)
     }
 
+    /// The caller's user id (`nameko.user_id`): the identity the gateway authenticated, or
+    /// what a nameko caller set. `None` for anonymous calls.
+    pub fn user_id(&self) -> Option<&str> {
+        self.data(USER_ID_KEY)
+    }
+
+    /// The caller's bearer token (`nameko.auth_token`): the JWT a client presented to the
+    /// gateway, for a service that checks claims itself. Never logged.
+    pub fn auth_token(&self) -> Option<&str> {
+        self.data(AUTH_TOKEN_KEY)
+    }
+
     /// The context to pass on to a call this handler makes: the same data, deadline and stack.
     pub fn outgoing(&self) -> CallContext {
         self.context.clone()
@@ -205,5 +242,22 @@ mod tests {
             ctx.call_id_stack().last().map(String::as_str),
             Some(ctx.call_id())
         );
+    }
+
+    #[test]
+    fn identity_is_readable_and_the_token_never_debug_printed() {
+        let incoming = CallContext::rooted_at("r")
+            .with_data(USER_ID_KEY, "alice")
+            .with_data(AUTH_TOKEN_KEY, "eyJ.secret.sig");
+        let ctx = Ctx::new("kv", "get", incoming);
+        assert_eq!(ctx.user_id(), Some("alice"));
+        assert_eq!(ctx.auth_token(), Some("eyJ.secret.sig"));
+        let shown = format!("{ctx:?}");
+        assert!(shown.contains("alice"), "{shown}");
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+        let anonymous = Ctx::new("kv", "get", CallContext::default());
+        assert_eq!(anonymous.user_id(), None);
+        assert_eq!(anonymous.auth_token(), None);
     }
 }

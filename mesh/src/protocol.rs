@@ -15,6 +15,14 @@ pub const CONTEXT_HEADER_PREFIX: &str = "nameko.";
 /// Context key of the call id stack.
 pub const CALL_ID_STACK_KEY: &str = "call_id_stack";
 
+/// Context key of the caller's user id (nameko's `nameko.user_id`); the gateway sets it to the
+/// authenticated identity.
+pub const USER_ID_KEY: &str = "user_id";
+
+/// Context key of the caller's bearer token (nameko's `nameko.auth_token`); the gateway passes
+/// the JWT a client presented, so a service can verify it and read its claims itself.
+pub const AUTH_TOKEN_KEY: &str = "auth_token";
+
 /// Warren's own header: the caller's deadline as unix epoch milliseconds. nameko ignores it.
 pub const DEADLINE_HEADER: &str = "warren.deadline";
 
