@@ -435,3 +435,132 @@ async fn a_stopped_gateway_drains_in_flight_calls() {
     }
     assert!(stopping.await.expect("task").success());
 }
+
+/// Drains `queue` with basic.get and returns the routing keys of its messages.
+async fn routing_keys_in(channel: &lapin::Channel, queue: &str) -> Vec<String> {
+    let mut keys = Vec::new();
+    while let Some(message) = channel
+        .basic_get(
+            queue.into(),
+            lapin::options::BasicGetOptions { no_ack: true },
+        )
+        .await
+        .expect("basic.get")
+    {
+        keys.push(message.delivery.routing_key.to_string());
+    }
+    keys
+}
+
+/// A spy queue bound with `#` to the RPC exchange sees everything the gateway publishes while
+/// a battery of bad requests goes through it: nothing but the one valid call's
+/// `<service>.<method>` (and replies to callback queues). It binds `#`, so it would see every
+/// other suite's calls too: it belongs here, in the phase that runs alone.
+#[tokio::test]
+async fn bad_input_never_reaches_the_broker() {
+    let mut h = Harness::start().await;
+    let greeter = unique("greeter");
+    h.cleanup.service(&greeter);
+    h.serve(greeter::service_named(&greeter)).await;
+    let channel = common::raw_channel().await;
+    let spy = unique("spy");
+    channel
+        .queue_declare(
+            spy.as_str().into(),
+            lapin::options::QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await
+        .expect("declare the spy");
+    channel
+        .queue_bind(
+            spy.as_str().into(),
+            mesh::protocol::DEFAULT_RPC_EXCHANGE.into(),
+            "#".into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await
+        .expect("bind the spy");
+
+    let post = |path: String, content_type: &'static str, body: Vec<u8>| {
+        h.http
+            .post(format!("{}{path}", h.base))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    let hello = format!("/rpc/{greeter}/hello");
+    let mut statuses = Vec::new();
+    // Names that are not names: wildcards, dots (plain and encoded), slashes, spaces, unicode,
+    // empty, too long, a leading digit.
+    let long = "a".repeat(129);
+    for path in [
+        format!("/rpc/{greeter}/*"),
+        format!("/rpc/{greeter}/%23"),
+        format!("/rpc/#/{greeter}"),
+        format!("/rpc/{greeter}.hello/x"),
+        format!("/rpc/{greeter}/hello.x"),
+        format!("/rpc/{greeter}%2ehello/x"),
+        format!("/rpc/{greeter}/hel%2Flo"),
+        format!("/rpc/{greeter}/hel%20lo"),
+        format!("/rpc/{greeter}/h%C3%A9llo"),
+        format!("/rpc//{greeter}"),
+        format!("/rpc/{greeter}/"),
+        format!("/rpc/{long}/hello"),
+        format!("/rpc/9{greeter}/hello"),
+        format!("/rpc/{greeter}/hello/extra"),
+    ] {
+        let r = post(path.clone(), "application/json", b"{}".to_vec())
+            .await
+            .expect("send");
+        statuses.push((path, r.status().as_u16()));
+    }
+    // Bodies that are not arguments, on a valid name. (An empty body is a call without
+    // arguments, so it is not among them.)
+    let nested = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let bodies: Vec<(&str, Vec<u8>)> = vec![
+        ("application/json", b"{\"name\": ".to_vec()),
+        ("application/json", b"42".to_vec()),
+        ("application/json", vec![b'"', 0xff, 0xfe, b'"']),
+        ("application/json", nested.into_bytes()),
+        ("application/json", b"{\"name\": 1e999999}".to_vec()),
+        ("text/plain", b"{\"name\": \"x\"}".to_vec()),
+        ("application/json", vec![b' '; 17 * 1024 * 1024]),
+    ];
+    for (content_type, body) in bodies {
+        let r = post(hello.clone(), content_type, body).await.expect("send");
+        let status = r.status().as_u16();
+        let problem: serde_json::Value = r.json().await.unwrap_or_default();
+        let what = format!("{hello} ({content_type}): {}", problem["type"]);
+        statuses.push((what, status));
+    }
+    for (what, status) in &statuses {
+        assert!((400..500).contains(status), "{what}: {status}");
+    }
+    // Then one valid call, which the spy must see exactly once.
+    let r = h.post(&greeter, "hello", json!({"name": "spy"})).await;
+    assert_eq!(r.status(), 200);
+
+    // The gateway publishes with confirms, and the broker confirms a message once it is in every
+    // queue it routes to: by the time of the 200, the spy holds everything.
+    let keys = routing_keys_in(&channel, &spy).await;
+    let requests: Vec<&String> = keys
+        .iter()
+        .filter(|k| !k.starts_with("rpc.reply-"))
+        .collect();
+    assert_eq!(
+        requests,
+        [&format!("{greeter}.hello")],
+        "routing keys seen: {keys:?}"
+    );
+    println!(
+        "bad input: {} requests answered 4xx, none published; the spy saw {keys:?}",
+        statuses.len()
+    );
+    println!("{statuses:#?}");
+}
