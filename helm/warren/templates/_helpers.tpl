@@ -137,6 +137,30 @@ checksum/amqp: {{ include (print .Template.BasePath "/secret.yaml") . | sha256su
   valueFrom:
     fieldRef:
       fieldPath: metadata.name
+{{- if .Values.amqp.caSecret }}
+- name: AMQP_CA_FILE
+  value: /etc/warren/amqp-ca/{{ .Values.amqp.caSecretKey }}
+{{- end }}
+{{- end }}
+
+{{/* The broker's CA certificates, mounted when amqp.caSecret names a Secret. */}}
+{{- define "warren.amqpCaVolumeMount" -}}
+{{- if .Values.amqp.caSecret }}
+- name: amqp-ca
+  mountPath: /etc/warren/amqp-ca
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "warren.amqpCaVolume" -}}
+{{- if .Values.amqp.caSecret }}
+- name: amqp-ca
+  secret:
+    secretName: {{ .Values.amqp.caSecret }}
+    items:
+      - key: {{ .Values.amqp.caSecretKey }}
+        path: {{ .Values.amqp.caSecretKey }}
+{{- end }}
 {{- end }}
 
 {{/* NetworkPolicy egress every Warren pod needs: DNS, the broker, and networkPolicy.extraEgress. */}}
