@@ -201,6 +201,23 @@ async fn survive_broker_loss(
         })
         .await
     );
+    // The reconnection is counted on /metrics.
+    let metrics = h
+        .http
+        .get(format!("{}/metrics", h.base))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let reconnects = metrics
+        .lines()
+        .find(|l| l.starts_with("warren_broker_reconnects_total"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(reconnects >= 1.0, "no reconnection counted:\n{metrics}");
     let mut kinds: Vec<&str> = all.iter().filter_map(|o| o.kind.as_deref()).collect();
     kinds.sort_unstable();
     kinds.dedup();

@@ -5,7 +5,8 @@
 //! each scrape, from the client's and the registry's counters: `warren_gateway_pending_calls`,
 //! `warren_gateway_calls_total`, `warren_gateway_timeouts_total`,
 //! `warren_gateway_unmatched_replies_total` (late, duplicate or foreign replies),
-//! `warren_gateway_broker_lost_total`, `warren_gateway_live_instances{service}`. The service
+//! `warren_gateway_broker_lost_total`, `warren_gateway_live_instances{service}`; and from the mesh,
+//! `warren_broker_reconnects_total` (connections replaced after a loss). The service
 //! runtime's own metrics (same process in `warren dev`) come along.
 //!
 //! Labels carry only names proven real (the method answered, or a descriptor lists it); every
