@@ -193,6 +193,16 @@ struct GatewayArgs {
     /// The URL clients reach the gateway at, named in the OpenAPI document.
     #[arg(long, env = "WARREN_PUBLIC_URL", default_value = "/")]
     public_url: String,
+    /// How long a client may take to send a request's line and headers, in milliseconds; also
+    /// how long an idle keep-alive connection stays open. Then the connection is closed.
+    #[arg(long, env = "WARREN_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    header_read_timeout_ms: u64,
+    /// The largest request line plus headers, in bytes (431 above).
+    #[arg(long, env = "WARREN_MAX_HEADER_BYTES", default_value_t = warren_gateway::ServeConfig::DEFAULT_MAX_HEADER_BYTES)]
+    max_header_bytes: usize,
+    /// The most headers a request may carry (431 above).
+    #[arg(long, env = "WARREN_MAX_HEADERS", default_value_t = warren_gateway::ServeConfig::DEFAULT_MAX_HEADERS)]
+    max_headers: usize,
     /// Map a remote error type to an HTTP status, e.g. `InsufficientFunds=402` (repeatable).
     #[arg(long = "error-status", value_name = "EXC_TYPE=STATUS", value_parser = ErrorMap::parse_entry)]
     error_status: Vec<(String, StatusCode)>,
@@ -218,6 +228,17 @@ impl GatewayArgs {
                 .map_err(|e| anyhow::anyhow!("invalid --expose {e}"))?,
             max_in_flight: self.max_in_flight.max(1),
         })
+    }
+}
+
+impl GatewayArgs {
+    /// The HTTP server's limits.
+    fn serve_config(&self) -> warren_gateway::ServeConfig {
+        warren_gateway::ServeConfig {
+            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms.max(1)),
+            max_header_bytes: self.max_header_bytes.max(1024),
+            max_headers: self.max_headers.max(1),
+        }
     }
 }
 
@@ -403,7 +424,8 @@ async fn serve(
             let address = listener.local_addr()?;
             let app = gateway.router();
             println!("warren: gateway on http://{address} over {transport}{services_note}");
-            warren_gateway::serve(listener, app, mesh::terminate_signal()).await?;
+            let limits = args.serve_config();
+            warren_gateway::serve_with(listener, app, &limits, mesh::terminate_signal()).await?;
             gateway.stop().await;
         }
         Serve::Services { ops_listen } => {

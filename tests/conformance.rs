@@ -10,6 +10,8 @@ mod describe_scenarios;
 mod event_scenarios;
 #[path = "conformance/http.rs"]
 mod http_scenarios;
+#[path = "conformance/limits.rs"]
+mod limit_scenarios;
 #[path = "conformance/rpc.rs"]
 mod rpc_scenarios;
 
@@ -52,6 +54,14 @@ on_both_transports!(http = http_scenarios:
     only_exposed_methods_are_served_and_documented,
     above_max_in_flight_the_gateway_answers_503_at_once,
     a_one_millisecond_deadline_is_504_not_an_outage,
+);
+
+on_both_transports!(http_limits = limit_scenarios:
+    a_slow_loris_client_is_cut_off_while_others_are_served,
+    an_idle_keep_alive_connection_is_closed_after_the_header_timeout,
+    huge_or_too_many_headers_are_431_and_the_gateway_keeps_serving,
+    a_body_that_stops_arriving_is_408_problem_json,
+    a_stalled_client_does_not_hold_up_a_graceful_shutdown,
 );
 
 on_both_transports!(rpc = rpc_scenarios:

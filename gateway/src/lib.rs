@@ -24,6 +24,7 @@ mod problem;
 mod registry;
 mod request;
 mod rpc;
+mod server;
 
 pub use axum::http::StatusCode;
 pub use error::{CallInfo, ErrorMap, GatewayError};
@@ -32,6 +33,7 @@ pub use policy::Exposure;
 pub use problem::{PROBLEM_JSON, Problem};
 pub use registry::{InstanceOverview, Liveness, Registry, ServiceOverview};
 pub use request::{REQUEST_ID, TIMEOUT_MS};
+pub use server::{ServeConfig, serve, serve_with};
 
 use axum::Router;
 use axum::extract::State;
@@ -40,10 +42,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use mesh::describe::{DESCRIPTOR_EVENT, DESCRIPTOR_SOURCE};
 use mesh::{Client, ConnectError, Mesh, RunningService, Service, Subscription};
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
@@ -212,16 +212,4 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
             .expose_headers([REQUEST_ID, HeaderName::from_static("retry-after")])
             .max_age(Duration::from_secs(600)),
     )
-}
-
-/// Serves `app` on `listener` until `shutdown` resolves, then stops accepting connections and
-/// lets in-flight requests finish.
-pub async fn serve(
-    listener: TcpListener,
-    app: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
 }

@@ -59,7 +59,14 @@ pub async fn call(
         let timeout = request::timeout(&headers, config.default_timeout, config.max_timeout)?;
         let deadline = Deadline::after(timeout);
         request::check_content_type(&headers)?;
-        let bytes = request::read_body(&headers, body, config.max_body_bytes).await?;
+        let requested_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        // A client trickling its body (slow loris past the headers) gets the call's deadline.
+        let bytes = tokio::time::timeout_at(
+            deadline.instant(),
+            request::read_body(&headers, body, config.max_body_bytes),
+        )
+        .await
+        .map_err(|_| GatewayError::BodyTimeout(requested_ms))??;
         let arguments = request::arguments(&bytes)?;
         let mut context = CallContext::rooted_at(request_id.clone()).with_deadline(deadline);
         // The caller's trace, when it sent one; the service's span then joins it.
@@ -68,7 +75,6 @@ pub async fn call(
             .and_then(|v| v.to_str().ok())
             .and_then(mesh::trace::TraceParent::parse)
             .map(|t| t.to_string());
-        let requested_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
         let result = app
             .client
             .call(&service, &method, arguments, context)
