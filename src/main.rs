@@ -3,6 +3,8 @@
 mod bench;
 mod bundled;
 mod ops;
+#[cfg(feature = "otel")]
+mod otel;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -242,18 +244,76 @@ impl GatewayArgs {
     }
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
+/// What the process is called in exported traces (unless `OTEL_SERVICE_NAME` says).
+#[cfg(feature = "otel")]
+fn process_name(command: &Command) -> String {
+    match command {
+        Command::Gateway { .. } => "warren-gateway".to_owned(),
+        Command::Run { services, .. } => services.join("+"),
+        _ => "warren".to_owned(),
+    }
+}
+
+/// The process's telemetry, kept until it exits.
+struct Telemetry {
+    #[cfg(feature = "otel")]
+    export: Option<otel::Export>,
+}
+
+impl Telemetry {
+    /// Exports the spans still buffered (`otel` feature); call it once the runtime stopped.
+    fn finish(self) {
+        #[cfg(feature = "otel")]
+        if let Some(export) = self.export {
+            export.shutdown();
+        }
+    }
+}
+
+/// Logs to stderr (`RUST_LOG`, `info` by default) in `format`; with the `otel` feature, also
+/// exports spans when the environment asks for it.
+fn init_telemetry(cli: &Cli) -> Telemetry {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if cli.log_format == "json" {
-        logs.json().init();
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = if cli.log_format == "json" {
+        logs.json().boxed()
     } else {
-        logs.init();
+        logs.boxed()
+    };
+    let registry = tracing_subscriber::registry().with(logs.with_filter(filter));
+    #[cfg(feature = "otel")]
+    {
+        let (spans, export) = match otel::layer(&process_name(&cli.command)) {
+            Ok(Some((layer, export))) => (Some(layer), Some(export)),
+            Ok(None) => (None, None),
+            Err(error) => {
+                eprintln!("warning: no OpenTelemetry export: {error:#}");
+                (None, None)
+            }
+        };
+        registry.with(spans).init();
+        Telemetry { export }
     }
+    #[cfg(not(feature = "otel"))]
+    {
+        registry.init();
+        Telemetry {}
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let telemetry = init_telemetry(&cli);
+    let code = run_cli(cli);
+    telemetry.finish();
+    code
+}
+
+fn run_cli(cli: Cli) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

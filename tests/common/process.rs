@@ -52,8 +52,14 @@ impl Drop for Spawned {
 }
 
 pub fn spawn(args: &[&str]) -> (Spawned, String) {
+    spawn_with_env(args, &[])
+}
+
+/// [`spawn`] with extra environment variables.
+pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> (Spawned, String) {
     let mut child = warren()
         .args(args)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
