@@ -346,12 +346,7 @@ async fn a_stopped_gateway_drains_in_flight_calls() {
     let greeter = unique("greeter");
     h.serve(greeter::service_named(&greeter)).await;
     let (gateway, first) = spawn(&["gateway", "--listen", "127.0.0.1:0"]);
-    let address = first
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("{first}"))
-        .to_owned();
+    let address = common::process::http_address(&first);
     let http = reqwest::Client::new();
     let calls: Vec<_> = (0..3)
         .map(|_| {

@@ -67,12 +67,7 @@ async fn a_call_through_the_gateway_exports_its_spans_in_the_callers_trace() {
         ("OTEL_SERVICE_NAME", "warren-otel-test"),
     ];
     let (child, first) = tokio::task::block_in_place(|| spawn_with_env(&args, &env));
-    let address = first
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no address in {first:?}"))
-        .to_owned();
+    let address = common::process::http_address(&first);
 
     let trace_id = uuid::Uuid::new_v4().simple().to_string();
     let caller_span = "00f067aa0ba902b7";

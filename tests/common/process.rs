@@ -72,6 +72,15 @@ pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> (Spawned, String) 
     (Spawned::new(child), first)
 }
 
+/// The `host:port` of the first `http://` URL in `line` (a started gateway's first line).
+pub fn http_address(line: &str) -> String {
+    line.split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_owned()
+}
+
 /// Sends SIGTERM and waits for the exit, at most `limit`.
 pub fn terminate(child: Spawned, limit: Duration) -> std::process::ExitStatus {
     let mut child = child.take();
