@@ -60,8 +60,6 @@ pub async fn call(
         let Path((service, method)) = path.map_err(|_| GatewayError::BadRpcPath)?;
         info.service = Some(service.clone());
         info.method = Some(method.clone());
-        span.record("service", service.as_str());
-        span.record("method", method.as_str());
         for (what, name) in [("service", &service), ("method", &method)] {
             validate_name(name).map_err(|reason| GatewayError::InvalidName {
                 what,
@@ -69,6 +67,8 @@ pub async fn call(
                 reason,
             })?;
         }
+        span.record("service", service.as_str());
+        span.record("method", method.as_str());
         if !app.config.exposure.allows(&service, &method) {
             return Err(GatewayError::NotExposed(service.clone(), method.clone()));
         }
