@@ -7,8 +7,9 @@
 #   4. the container image and Helm chart checks (no Docker engine or cluster needed),
 #   5. openapi/openapi.json current, then every unit, doc and end-to-end test (cargo nextest
 #      when installed, cargo test otherwise),
-#   6. the OpenAPI tooling checks (validators, generated clients, Chromium, schemathesis),
-#   7. the fault tests, alone, since they restart the broker.
+#   6. the `otel` feature: clippy and its one test (tests/otel.rs),
+#   7. the OpenAPI tooling checks (validators, generated clients, Chromium, schemathesis),
+#   8. the fault tests, alone, since they restart the broker.
 # Environment: AMQP_URL (default amqp://guest:guest@127.0.0.1:5672/%2f), CARGO_TARGET_DIR,
 # WARREN_VENV (the nameko venv; default .venv/nameko), WARREN_TOOLS_DIR (helm, linters, npm
 # and PyPI tools; default .venv/tools and .venv/api-tools).
@@ -60,6 +61,16 @@ else
         name=$(basename "$suite" .rs)
         [ "$name" = faults ] || cargo test --locked --no-fail-fast --test "$name"
     done
+fi
+
+# The `otel` feature rebuilds only the warren crate (plus the OpenTelemetry crates once): its
+# lints, and its one end-to-end test (spans exported to an OTLP/HTTP receiver in the test).
+step "OpenTelemetry export (feature otel): clippy and tests/otel.rs"
+cargo clippy --workspace --all-targets --locked --features warren/otel -- -D warnings
+if command -v cargo-nextest >/dev/null 2>&1; then
+    cargo nextest run --workspace --locked --features warren/otel --test otel
+else
+    cargo test --locked --features otel --test otel
 fi
 
 step "OpenAPI tools, generated clients, browser, schemathesis"

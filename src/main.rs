@@ -3,6 +3,8 @@
 mod bench;
 mod bundled;
 mod ops;
+#[cfg(feature = "otel")]
+mod otel;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -198,6 +200,16 @@ struct GatewayArgs {
     /// The URL clients reach the gateway at, named in the OpenAPI document.
     #[arg(long, env = "WARREN_PUBLIC_URL", default_value = "/")]
     public_url: String,
+    /// How long a client may take to send a request's line and headers, in milliseconds; also
+    /// how long an idle keep-alive connection stays open. Then the connection is closed.
+    #[arg(long, env = "WARREN_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    header_read_timeout_ms: u64,
+    /// The largest request line plus headers, in bytes (431 above).
+    #[arg(long, env = "WARREN_MAX_HEADER_BYTES", default_value_t = warren_gateway::ServeConfig::DEFAULT_MAX_HEADER_BYTES)]
+    max_header_bytes: usize,
+    /// The most headers a request may carry (431 above).
+    #[arg(long, env = "WARREN_MAX_HEADERS", default_value_t = warren_gateway::ServeConfig::DEFAULT_MAX_HEADERS)]
+    max_headers: usize,
     /// Map a remote error type to an HTTP status, e.g. `InsufficientFunds=402` (repeatable).
     #[arg(long = "error-status", value_name = "EXC_TYPE=STATUS", value_parser = ErrorMap::parse_entry)]
     error_status: Vec<(String, StatusCode)>,
@@ -307,18 +319,87 @@ impl GatewayArgs {
     }
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
+impl GatewayArgs {
+    /// The HTTP server's limits.
+    fn serve_config(&self) -> warren_gateway::ServeConfig {
+        warren_gateway::ServeConfig {
+            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms.max(1)),
+            max_header_bytes: self.max_header_bytes.max(1024),
+            max_headers: self.max_headers.max(1),
+        }
+    }
+}
+
+/// What the process is called in exported traces (unless `OTEL_SERVICE_NAME` says).
+#[cfg(feature = "otel")]
+fn process_name(command: &Command) -> String {
+    match command {
+        Command::Gateway { .. } => "warren-gateway".to_owned(),
+        Command::Run { services, .. } => services.join("+"),
+        _ => "warren".to_owned(),
+    }
+}
+
+/// The process's telemetry, kept until it exits.
+struct Telemetry {
+    #[cfg(feature = "otel")]
+    export: Option<otel::Export>,
+}
+
+impl Telemetry {
+    /// Exports the spans still buffered (`otel` feature); call it once the runtime stopped.
+    fn finish(self) {
+        #[cfg(feature = "otel")]
+        if let Some(export) = self.export {
+            export.shutdown();
+        }
+    }
+}
+
+/// Logs to stderr (`RUST_LOG`, `info` by default) in `format`; with the `otel` feature, also
+/// exports spans when the environment asks for it.
+fn init_telemetry(cli: &Cli) -> Telemetry {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if cli.log_format == "json" {
-        logs.json().init();
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = if cli.log_format == "json" {
+        logs.json().boxed()
     } else {
-        logs.init();
+        logs.boxed()
+    };
+    let registry = tracing_subscriber::registry().with(logs.with_filter(filter));
+    #[cfg(feature = "otel")]
+    {
+        let (spans, export) = match otel::layer(&process_name(&cli.command)) {
+            Ok(Some((layer, export))) => (Some(layer), Some(export)),
+            Ok(None) => (None, None),
+            Err(error) => {
+                eprintln!("warning: no OpenTelemetry export: {error:#}");
+                (None, None)
+            }
+        };
+        registry.with(spans).init();
+        Telemetry { export }
     }
+    #[cfg(not(feature = "otel"))]
+    {
+        registry.init();
+        Telemetry {}
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let telemetry = init_telemetry(&cli);
+    let code = run_cli(cli);
+    telemetry.finish();
+    code
+}
+
+fn run_cli(cli: Cli) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -494,7 +575,8 @@ async fn serve(
             let address = listener.local_addr()?;
             let app = gateway.router();
             println!("warren: gateway on http://{address} over {transport}{services_note}");
-            warren_gateway::serve(listener, app, mesh::terminate_signal()).await?;
+            let limits = args.serve_config();
+            warren_gateway::serve_with(listener, app, &limits, mesh::terminate_signal()).await?;
             gateway.stop().await;
         }
         Serve::Services { ops_listen } => {

@@ -85,12 +85,7 @@ async fn dev_round_trip(args: &'static [&'static str], transport: &str) {
         .await
         .expect("task");
     assert!(first.contains(transport), "{first}");
-    let address = first
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no address in {first:?}"))
-        .to_owned();
+    let address = common::process::http_address(&first);
     assert!(first.contains("greeting_service, kv"), "{first}");
     let http = reqwest::Client::new();
     let r = http
@@ -377,12 +372,7 @@ async fn dev_in_process_serves_the_elibrary_with_data_under_its_data_dir() {
         first.contains("in-process") && first.contains("library, indexer"),
         "{first}"
     );
-    let address = first
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("{first}"))
-        .to_owned();
+    let address = common::process::http_address(&first);
     let http = reqwest::Client::new();
     let added: serde_json::Value = http
         .post(format!("http://{address}/rpc/library/add_book"))

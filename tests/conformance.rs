@@ -12,6 +12,8 @@ mod describe_scenarios;
 mod event_scenarios;
 #[path = "conformance/http.rs"]
 mod http_scenarios;
+#[path = "conformance/limits.rs"]
+mod limit_scenarios;
 #[path = "conformance/rpc.rs"]
 mod rpc_scenarios;
 
@@ -63,6 +65,14 @@ on_both_transports!(auth = auth_scenarios:
     rs256_jwts_are_checked_against_the_public_key,
     protected_docs_need_credentials_and_probes_never_do,
     without_auth_no_identity_reaches_the_service,
+);
+
+on_both_transports!(http_limits = limit_scenarios:
+    a_slow_loris_client_is_cut_off_while_others_are_served,
+    an_idle_keep_alive_connection_is_closed_after_the_header_timeout,
+    huge_or_too_many_headers_are_431_and_the_gateway_keeps_serving,
+    a_body_that_stops_arriving_is_408_problem_json,
+    a_stalled_client_does_not_hold_up_a_graceful_shutdown,
 );
 
 on_both_transports!(rpc = rpc_scenarios:

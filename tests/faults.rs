@@ -400,12 +400,7 @@ async fn a_stopped_gateway_drains_in_flight_calls() {
     h.serve(greeter::service_named(&greeter)).await;
     let amqp = common::mesh_config().amqp_url;
     let (gateway, first) = spawn(&["gateway", "--listen", "127.0.0.1:0", "--amqp", &amqp]);
-    let address = first
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("{first}"))
-        .to_owned();
+    let address = common::process::http_address(&first);
     let http = reqwest::Client::new();
     let calls: Vec<_> = (0..3)
         .map(|_| {

@@ -44,6 +44,9 @@ pub enum GatewayError {
     /// The body could not be read.
     #[error("the body could not be read: {0}")]
     BodyRead(String),
+    /// The body did not arrive within the call's deadline (a slow client).
+    #[error("the body was not received within the deadline of {0} ms")]
+    BodyTimeout(u64),
     /// The body is larger than the configured limit.
     #[error("the body is larger than the limit of {0} bytes")]
     PayloadTooLarge(usize),
@@ -183,6 +186,7 @@ impl GatewayError {
             Self::NotArguments(_) => (S::BAD_REQUEST, "invalid-arguments", "Invalid arguments"),
             Self::InvalidHeader { .. } => (S::BAD_REQUEST, "invalid-header", "Invalid header"),
             Self::BodyRead(_) => (S::BAD_REQUEST, "unreadable-body", "Unreadable body"),
+            Self::BodyTimeout(_) => (S::REQUEST_TIMEOUT, "request-timeout", "Request timeout"),
             Self::PayloadTooLarge(_) => (
                 S::PAYLOAD_TOO_LARGE,
                 "payload-too-large",
@@ -325,6 +329,7 @@ mod tests {
         assert_eq!(status(remote("NotFound")), 404);
         assert_eq!(status(GatewayError::MethodNotAllowed("GET".into())), 405);
         assert_eq!(status(remote("Conflict")), 409);
+        assert_eq!(status(GatewayError::BodyTimeout(5)), 408);
         assert_eq!(status(GatewayError::PayloadTooLarge(1)), 413);
         assert_eq!(
             status(GatewayError::UnsupportedMediaType("text/plain".into())),

@@ -25,6 +25,7 @@ mod problem;
 mod registry;
 mod request;
 mod rpc;
+mod server;
 
 pub use auth::{
     API_KEY, ApiKeys, Auth, AuthConfigError, AuthError, Identity, JwtVerifier,
@@ -37,6 +38,7 @@ pub use policy::Exposure;
 pub use problem::{PROBLEM_JSON, Problem};
 pub use registry::{InstanceOverview, Liveness, Registry, ServiceOverview};
 pub use request::{REQUEST_ID, TIMEOUT_MS};
+pub use server::{ServeConfig, serve, serve_with};
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -46,10 +48,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use mesh::describe::{DESCRIPTOR_EVENT, DESCRIPTOR_SOURCE};
 use mesh::{Client, ConnectError, Mesh, RunningService, Service, Subscription};
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
@@ -262,16 +262,4 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
             ])
             .max_age(Duration::from_secs(600)),
     )
-}
-
-/// Serves `app` on `listener` until `shutdown` resolves, then stops accepting connections and
-/// lets in-flight requests finish.
-pub async fn serve(
-    listener: TcpListener,
-    app: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
 }

@@ -95,6 +95,11 @@ const RPC_ERRORS: &[(&str, &str, &str)] = &[
         "NotFound",
         "Unknown service or method, or a remote NotFound",
     ),
+    (
+        "408",
+        "RequestTimeout",
+        "The body did not arrive within the call's deadline",
+    ),
     ("409", "Conflict", "A remote Conflict, e.g. a stale version"),
     (
         "413",
@@ -457,7 +462,7 @@ mod tests {
             "string"
         );
         for status in [
-            "400", "404", "409", "413", "415", "500", "502", "503", "504",
+            "400", "404", "408", "409", "413", "415", "500", "502", "503", "504",
         ] {
             assert!(op["responses"][status]["$ref"].is_string(), "{status}");
         }

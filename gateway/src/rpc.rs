@@ -13,6 +13,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use mesh::protocol::validate_name;
 use mesh::{CallContext, Deadline};
+use tracing::Instrument;
 
 /// Calls `service.method` with the body's arguments and answers with its result.
 ///
@@ -31,6 +32,30 @@ pub async fn call(
         request_id: Some(request_id.clone()),
         ..CallInfo::default()
     };
+    // With spans exported (a span linker installed), each call is a span of the caller's trace.
+    let span = if mesh::trace::linking() {
+        tracing::info_span!(
+            "rpc",
+            otel.name = "POST /rpc/{service}/{method}",
+            otel.kind = "server",
+            request_id = %request_id,
+            service = tracing::field::Empty,
+            method = tracing::field::Empty,
+            http.response.status_code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        )
+    } else {
+        tracing::Span::none()
+    };
+    // The caller's trace, when it sent one; the service's span then joins it (as the child of
+    // the gateway's own span when spans are exported: linked before the span is entered).
+    let caller = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(mesh::trace::TraceParent::parse);
+    let mut traceparent = mesh::trace::link_span(&span, caller.as_ref())
+        .or(caller)
+        .map(|t| t.to_string());
     let outcome = async {
         let Path((service, method)) = path.map_err(|_| GatewayError::BadRpcPath)?;
         info.service = Some(service.clone());
@@ -48,6 +73,8 @@ pub async fn call(
                 reason,
             })?;
         }
+        span.record("service", service.as_str());
+        span.record("method", method.as_str());
         if !app.config.exposure.allows(&service, &method) {
             return Err(GatewayError::NotExposed(service.clone(), method.clone()));
         }
@@ -72,19 +99,20 @@ pub async fn call(
         let timeout = request::timeout(&headers, config.default_timeout, config.max_timeout)?;
         let deadline = Deadline::after(timeout);
         request::check_content_type(&headers)?;
-        let bytes = request::read_body(&headers, body, config.max_body_bytes).await?;
+        let requested_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        // A client trickling its body (slow loris past the headers) gets the call's deadline.
+        let bytes = tokio::time::timeout_at(
+            deadline.instant(),
+            request::read_body(&headers, body, config.max_body_bytes),
+        )
+        .await
+        .map_err(|_| GatewayError::BodyTimeout(requested_ms))??;
         let arguments = request::arguments(&bytes)?;
         let mut context = CallContext::rooted_at(request_id.clone()).with_deadline(deadline);
         if let Some(identity) = &identity {
             context = identity.annotate(context);
         }
-        // The caller's trace, when it sent one; the service's span then joins it.
-        context.traceparent = headers
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
-            .and_then(mesh::trace::TraceParent::parse)
-            .map(|t| t.to_string());
-        let requested_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        context.traceparent = traceparent.take();
         let result = app
             .client
             .call(&service, &method, arguments, context)
@@ -97,6 +125,7 @@ pub async fn call(
             })?;
         Ok::<_, GatewayError>(result)
     }
+    .instrument(span.clone())
     .await;
 
     // Names become labels only once proven real (a reply came back from the method, or a
@@ -116,11 +145,12 @@ pub async fn call(
         let problem = error.to_problem(&app.config.error_map, &info);
         (error, problem)
     });
-    timer.finish(
-        service_label,
-        method_label,
-        answer.as_ref().map_or_else(|(_, p)| p.status, |_| 200),
-    );
+    let status = answer.as_ref().map_or_else(|(_, p)| p.status, |_| 200);
+    span.record("http.response.status_code", status);
+    if status >= 500 {
+        span.record("otel.status_code", "error");
+    }
+    timer.finish(service_label, method_label, status);
     match answer {
         Ok(result) => {
             let mut response = Json(result).into_response();

@@ -135,6 +135,11 @@ impl Ctx {
         }
     }
 
+    /// Replaces this call's `traceparent` (an exporter's span now names the call).
+    pub(crate) fn set_traceparent(&mut self, traceparent: &TraceParent) {
+        self.context.traceparent = Some(traceparent.to_string());
+    }
+
     /// Gives the context a way to reach the mesh (the runtime does this for every call).
     pub fn with_outbound(mut self, outbound: Option<SharedOutbound>) -> Self {
         self.outbound = outbound;

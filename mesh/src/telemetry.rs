@@ -10,6 +10,7 @@ use crate::error::RpcError;
 use crate::handler::Call;
 use crate::running::ServiceStats;
 use crate::service::{ErasedHandler, Routes};
+use crate::trace::TraceParent;
 use futures_util::FutureExt;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::Value;
@@ -61,8 +62,7 @@ pub(crate) async fn run_rpc(
     let outcome = match body {
         Err(error) => Err(error),
         Ok(body) => {
-            let ctx = routes.ctx(method, context);
-            let span = call_span(&ctx);
+            let (ctx, span) = call_span(routes, method, context);
             AssertUnwindSafe(routes.dispatch(Call::rpc(ctx, body)))
                 .catch_unwind()
                 .instrument(span)
@@ -83,18 +83,34 @@ pub(crate) async fn run_rpc(
     outcome
 }
 
-/// The span of one call: service, method, the request id (the root of the call id stack), the
-/// whole stack, and the trace context.
-fn call_span(ctx: &crate::Ctx) -> tracing::Span {
+/// The context of one call of `method` and its span: service, method, the request id (the root
+/// of the call id stack), the whole stack, and the trace context. With a span linker installed
+/// (spans exported), the span is the caller's child and names the call's `traceparent`.
+fn call_span(routes: &Routes, method: &str, incoming: CallContext) -> (crate::Ctx, tracing::Span) {
+    let parent = crate::trace::linking()
+        .then(|| incoming.traceparent.as_deref().and_then(TraceParent::parse))
+        .flatten();
+    let mut ctx = routes.ctx(method, incoming);
     let stack = ctx.call_id_stack();
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "call",
+        otel.name = tracing::field::Empty,
+        otel.kind = tracing::field::Empty,
         service = %ctx.service(),
         method = %ctx.method(),
         request_id = %stack.first().map(String::as_str).unwrap_or(""),
         call_id_stack = %stack.join(" > "),
-        traceparent = %ctx.traceparent().unwrap_or(""),
-    )
+        traceparent = tracing::field::Empty,
+    );
+    if crate::trace::linking() {
+        span.record("otel.name", format!("{}.{}", ctx.service(), ctx.method()));
+        span.record("otel.kind", "server");
+        if let Some(own) = crate::trace::link_span(&span, parent.as_ref()) {
+            ctx.set_traceparent(&own);
+        }
+    }
+    span.record("traceparent", ctx.traceparent().unwrap_or(""));
+    (ctx, span)
 }
 
 /// Counts a request skipped because its deadline passed while it waited.
@@ -120,8 +136,7 @@ pub(crate) async fn run_event(
     context: CallContext,
     payload: Value,
 ) -> Result<Value, RpcError> {
-    let ctx = routes.ctx(method, context);
-    let span = call_span(&ctx);
+    let (ctx, span) = call_span(routes, method, context);
     AssertUnwindSafe(handler(Call::event(ctx, payload)))
         .catch_unwind()
         .instrument(span)

@@ -2,7 +2,36 @@
 //! one trace crosses the gateway and every service of a request. Each call is a span of its own:
 //! it keeps the trace id and takes a new parent id, which the calls it makes inherit.
 
+//!
+//! An exporter (the `warren` binary's OpenTelemetry export, behind its `otel` feature) records
+//! these spans through a [`SpanLinker`]: the gateway's span of a request and a service's span of
+//! a call are linked to their parent in the trace, and the `traceparent` passed on names the
+//! exporter's own span, so spans of every hop join one trace. Without a linker nothing changes.
+
 use std::fmt;
+use std::sync::OnceLock;
+
+/// Links `span` into the W3C trace it belongs to: makes it a child of `parent` (or the root of
+/// a new trace when `None`) and returns the `traceparent` naming `span` itself, which the calls
+/// it makes carry. `None` leaves the context as it was.
+pub type SpanLinker = fn(&tracing::Span, Option<&TraceParent>) -> Option<TraceParent>;
+
+static LINKER: OnceLock<SpanLinker> = OnceLock::new();
+
+/// Installs the process's span linker; `false` when one was installed already.
+pub fn set_span_linker(linker: SpanLinker) -> bool {
+    LINKER.set(linker).is_ok()
+}
+
+/// Whether a span linker is installed (spans are exported).
+pub fn linking() -> bool {
+    LINKER.get().is_some()
+}
+
+/// Links `span` under `parent` with the installed linker; `None` when there is none.
+pub fn link_span(span: &tracing::Span, parent: Option<&TraceParent>) -> Option<TraceParent> {
+    LINKER.get().and_then(|link| link(span, parent))
+}
 
 /// A parsed `traceparent` header.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,9 +91,26 @@ impl TraceParent {
         }
     }
 
+    /// A `traceparent` from its parts: a 32-hex-digit trace id, a 16-hex-digit span id
+    /// (lower case, not all zero) and whether the trace is sampled.
+    pub fn from_ids(trace_id: &str, span_id: &str, sampled: bool) -> Option<Self> {
+        let flags = if sampled { "01" } else { "00" };
+        Self::parse(&format!("00-{trace_id}-{span_id}-{flags}"))
+    }
+
     /// The trace id (32 hex digits).
     pub fn trace_id(&self) -> &str {
         &self.trace_id
+    }
+
+    /// The id of the span this names, the parent of the spans it is passed to (16 hex digits).
+    pub fn parent_id(&self) -> &str {
+        &self.parent_id
+    }
+
+    /// Whether the caller sampled (records) this trace: bit 0 of the flags.
+    pub fn sampled(&self) -> bool {
+        u8::from_str_radix(&self.flags, 16).is_ok_and(|f| f & 1 == 1)
     }
 }
 
@@ -98,5 +144,11 @@ mod tests {
             assert_eq!(TraceParent::parse(bad), None, "{bad}");
         }
         assert!(TraceParent::parse(&TraceParent::new_root().to_string()).is_some());
+        assert_eq!(t.parent_id(), "00f067aa0ba902b7");
+        assert!(t.sampled());
+        let rebuilt = TraceParent::from_ids(t.trace_id(), t.parent_id(), true);
+        assert_eq!(rebuilt, Some(t));
+        let unsampled = TraceParent::from_ids("4bf92f3577b34da6a3ce929d0e0e4736", "1", false);
+        assert_eq!(unsampled, None);
     }
 }

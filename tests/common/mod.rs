@@ -197,6 +197,15 @@ impl Harness {
 
     /// A gateway over a mesh of `kind` with `config` and no services yet.
     pub async fn on(kind: Kind, config: GatewayConfig) -> Self {
+        Self::with_limits(kind, config, warren_gateway::ServeConfig::default()).await
+    }
+
+    /// A gateway over a mesh of `kind` with `config`, its HTTP server limited by `limits`.
+    pub async fn with_limits(
+        kind: Kind,
+        config: GatewayConfig,
+        limits: warren_gateway::ServeConfig,
+    ) -> Self {
         let mesh = match kind {
             Kind::Amqp => Mesh::amqp(mesh_config())
                 .await
@@ -213,7 +222,8 @@ impl Harness {
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let server = tokio::spawn(async move {
-            let _ = warren_gateway::serve(listener, app, std::future::pending()).await;
+            let _ =
+                warren_gateway::serve_with(listener, app, &limits, std::future::pending()).await;
         });
         Self {
             kind,

@@ -52,8 +52,14 @@ impl Drop for Spawned {
 }
 
 pub fn spawn(args: &[&str]) -> (Spawned, String) {
+    spawn_with_env(args, &[])
+}
+
+/// [`spawn`] with extra environment variables.
+pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> (Spawned, String) {
     let mut child = warren()
         .args(args)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -64,6 +70,15 @@ pub fn spawn(args: &[&str]) -> (Spawned, String) {
         .read_line(&mut first)
         .expect("first line");
     (Spawned::new(child), first)
+}
+
+/// The `host:port` of the first `http://` URL in `line` (a started gateway's first line).
+pub fn http_address(line: &str) -> String {
+    line.split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_owned()
 }
 
 /// Sends SIGTERM and waits for the exit, at most `limit`.
