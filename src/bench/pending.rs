@@ -49,9 +49,11 @@ pub struct PendingOutcome {
     pub rss_idle_mb: f64,
     /// The gateway's RSS with the connections open and idle, MB.
     pub rss_connected_mb: f64,
-    /// The gateway's peak RSS, MB.
+    /// The gateway's RSS when it first counted all calls pending (before any answer), MB.
+    pub rss_all_pending_mb: Option<f64>,
+    /// The gateway's peak RSS (the answers arrive together, so usually during the drain), MB.
     pub peak_rss_mb: f64,
-    /// The gateway's RSS after the drain, MB.
+    /// The gateway's RSS after the drain (the connections still open), MB.
     pub rss_after_mb: f64,
     /// (peak - idle) / calls, KiB: a pending call with its connection.
     pub kib_per_call: f64,
@@ -129,7 +131,7 @@ pub async fn run(args: &BenchArgs, open_files: u64) -> Result<PendingOutcome> {
     let rss_connected = rss_bytes(pid);
 
     let rss = RssPeak::start(pid);
-    let watch = PendingWatch::start(control, calls as u64);
+    let watch = PendingWatch::start(control, pid, calls as u64);
     let first_sent = Instant::now();
     let release = first_sent + Duration::from_millis(hold_ms);
     let failures = Arc::new(Mutex::new((0u64, None::<String>)));
@@ -162,7 +164,7 @@ pub async fn run(args: &BenchArgs, open_files: u64) -> Result<PendingOutcome> {
     }
     let drain_seconds = last_answer.saturating_duration_since(release).as_secs_f64();
     let peak_rss = rss.stop();
-    let (peak_pending, all_pending_at) = watch.stop().await;
+    let (peak_pending, all_pending) = watch.stop().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_after = rss_bytes(pid);
     let (errors, first_error) = failures.lock().await.clone();
@@ -174,7 +176,8 @@ pub async fn run(args: &BenchArgs, open_files: u64) -> Result<PendingOutcome> {
         capped_by_open_files: capped,
         hold_ms,
         connect_seconds,
-        all_pending_after_seconds: all_pending_at.map(|t| (t - first_sent).as_secs_f64()),
+        all_pending_after_seconds: all_pending.map(|(t, _)| (t - first_sent).as_secs_f64()),
+        rss_all_pending_mb: all_pending.map(|(_, rss)| rss as f64 / MB),
         peak_pending,
         rss_idle_mb: rss_idle as f64 / MB,
         rss_connected_mb: rss_connected as f64 / MB,
@@ -195,17 +198,19 @@ impl PendingOutcome {
     /// The run as a Markdown table.
     pub fn markdown(&self) -> String {
         let mut md = String::from(
-            "| pending calls | all pending after s | peak pending | gateway RSS idle MB | with idle conns MB | peak MB | after drain MB | KiB / call | drain s | errors |\n|---|---|---|---|---|---|---|---|---|---|\n",
+            "| pending calls | all pending after s | peak pending | gateway RSS idle MB | with idle conns MB | all pending MB | peak MB | after drain MB | KiB / call | drain s | errors |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
         );
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} | {} |",
+            "| {} | {} | {} | {:.1} | {:.1} | {} | {:.1} | {:.1} | {:.2} | {:.2} | {} |",
             self.calls,
             self.all_pending_after_seconds
                 .map_or("never".to_owned(), |s| format!("{s:.2}")),
             self.peak_pending,
             self.rss_idle_mb,
             self.rss_connected_mb,
+            self.rss_all_pending_mb
+                .map_or("-".to_owned(), |mb| format!("{mb:.1}")),
             self.peak_rss_mb,
             self.rss_after_mb,
             self.kib_per_call,
@@ -226,15 +231,18 @@ impl PendingOutcome {
     }
 }
 
+/// When the target was first reached, and the gateway's RSS then.
+type Reached = Option<(Instant, u64)>;
+
 /// Polls the gateway's `/metrics` for `warren_gateway_pending_calls`: the peak, and when it
-/// first reached the target.
+/// first reached the target (with the RSS at that moment).
 struct PendingWatch {
     running: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<(u64, Option<Instant>)>,
+    task: tokio::task::JoinHandle<(u64, Reached)>,
 }
 
 impl PendingWatch {
-    fn start(control: Connection, target: u64) -> Self {
+    fn start(control: Connection, pid: u32, target: u64) -> Self {
         let running = Arc::new(AtomicBool::new(true));
         let flag = running.clone();
         let task = tokio::spawn(async move {
@@ -246,7 +254,7 @@ impl PendingWatch {
                         as u64;
                     peak = peak.max(now);
                     if now >= target && reached.is_none() {
-                        reached = Some(Instant::now());
+                        reached = Some((Instant::now(), rss_bytes(pid)));
                     }
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -256,7 +264,7 @@ impl PendingWatch {
         Self { running, task }
     }
 
-    async fn stop(self) -> (u64, Option<Instant>) {
+    async fn stop(self) -> (u64, Reached) {
         self.running.store(false, Ordering::Relaxed);
         self.task.await.unwrap_or((0, None))
     }
