@@ -88,18 +88,10 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     let open_files = procs::raise_open_files_limit();
     let warmup = Duration::from_secs(args.warmup_seconds);
     let measured = Duration::from_secs(args.seconds.max(1));
-    let workers = args.service_workers.to_string();
     let amqp = args.amqp_url.as_str();
     let mut report = Report::new(&args);
 
-    let _service = Process::start(&[
-        "run",
-        "greeting_service",
-        "--amqp",
-        amqp,
-        "--max-workers",
-        &workers,
-    ])?;
+    let _service = start_service("greeting_service", amqp, args.service_workers)?;
     let mesh = Mesh::amqp(MeshConfig::with_url(amqp)).await?;
     let client = mesh.client("bench").await?;
     wait_for_greeter(&client).await?;
@@ -154,6 +146,12 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     println!("wrote {}", args.out.display());
     mesh.close().await;
     Ok(())
+}
+
+/// Starts `warren run SERVICE` with `workers` workers (its prefetch).
+fn start_service(service: &str, amqp: &str, workers: u16) -> Result<Process> {
+    let workers = workers.to_string();
+    Process::start(&["run", service, "--amqp", amqp, "--max-workers", &workers])
 }
 
 /// Starts a `warren gateway` on a free local port, with `extra` flags.
@@ -245,7 +243,6 @@ async fn scaling(
     measured: Duration,
 ) -> Result<()> {
     let amqp = args.amqp_url.as_str();
-    let workers = args.service_workers.to_string();
     let gateway = start_gateway(amqp, &[])?;
     let address = address_of(&gateway)?;
     let cases: [(&str, &str, &str, serde_json::Value); 2] = [
@@ -260,14 +257,7 @@ async fn scaling(
     for (label, service, path, args_json) in cases {
         let mut instances = Vec::new();
         for count in 1..=2 {
-            instances.push(Process::start(&[
-                "run",
-                service,
-                "--amqp",
-                amqp,
-                "--max-workers",
-                &workers,
-            ])?);
+            instances.push(start_service(service, amqp, args.service_workers)?);
             let n = 64;
             let connections = Arc::new(
                 http::open_many(address, n)

@@ -9,8 +9,8 @@
 //! extrapolates the memory per call (connection included) to N, and says so.
 
 use super::http::{self, Connection, prometheus_value};
-use super::procs::{Process, RssPeak, rss_bytes};
-use super::{BenchArgs, address_of, start_gateway};
+use super::procs::{RssPeak, rss_bytes};
+use super::{BenchArgs, address_of, start_gateway, start_service};
 use anyhow::Result;
 use bytes::Bytes;
 use serde::Serialize;
@@ -87,15 +87,8 @@ pub async fn run(args: &BenchArgs, open_files: u64) -> Result<PendingOutcome> {
 
     let amqp = args.amqp_url.as_str();
     // One more greeter with a worker (and prefetch) for every call, so none waits in the queue.
-    let workers = u16::try_from(calls).unwrap_or(u16::MAX).to_string();
-    let _greeter = Process::start(&[
-        "run",
-        "greeting_service",
-        "--amqp",
-        amqp,
-        "--max-workers",
-        &workers,
-    ])?;
+    let workers = u16::try_from(calls).unwrap_or(u16::MAX);
+    let _greeter = start_service("greeting_service", amqp, workers)?;
     let max_in_flight = (calls + 1_000).to_string();
     let gateway = start_gateway(
         amqp,

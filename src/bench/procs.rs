@@ -2,6 +2,7 @@
 //! and CPU time.
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,8 +24,17 @@ impl Process {
         Self::spawn(command, &format!("warren {args:?}"))
     }
 
-    /// Starts `command` (stdout piped, stderr inherited) and waits for its first line.
+    /// Starts `command` (stdout piped, stderr inherited) and waits for its first line. The child
+    /// gets SIGTERM when the bench dies, so an interrupted bench leaves no process behind.
     pub fn spawn(mut command: Command, what: &str) -> anyhow::Result<Self> {
+        // SAFETY: the closure runs between fork and exec and only calls prctl, which is
+        // async-signal-safe and touches no memory of this process.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
         let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

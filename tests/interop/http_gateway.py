@@ -19,16 +19,14 @@ import eventlet  # noqa: E402
 
 eventlet.monkey_patch()
 
-import errno  # noqa: E402
 import json  # noqa: E402
-import logging  # noqa: E402
 import os  # noqa: E402
-import signal  # noqa: E402
 import sys  # noqa: E402
 
 from nameko.rpc import RpcProxy  # noqa: E402
 from nameko.runners import ServiceRunner  # noqa: E402
 from nameko.web.handlers import http  # noqa: E402
+from nameko_service import configure_logging, serve_until_signal  # noqa: E402
 
 DEFAULT_AMQP_URI = "amqp://guest:guest@127.0.0.1:5672//"
 
@@ -47,11 +45,7 @@ class HttpGateway:
 
 def main():
     port = int(sys.argv[1])
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=os.environ.get("NAMEKO_LOG_LEVEL", "WARNING"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging()
     config = {
         "AMQP_URI": os.environ.get("AMQP_URI", DEFAULT_AMQP_URI),
         "WEB_SERVER_ADDRESS": "127.0.0.1:{}".format(port),
@@ -59,30 +53,7 @@ def main():
     }
     runner = ServiceRunner(config)
     runner.add_service(HttpGateway)
-
-    def shutdown(signum, frame):
-        # Signal handlers must not block on eventlet primitives (as in nameko_service.py).
-        eventlet.spawn_n(runner.stop)
-
-    signal.signal(signal.SIGTERM, shutdown)
-    signal.signal(signal.SIGINT, shutdown)
-
-    runner.start()
-    sys.stdout.write("READY http://127.0.0.1:{}\n".format(port))
-    sys.stdout.flush()
-
-    runnlet = eventlet.spawn(runner.wait)
-    while True:
-        try:
-            runnlet.wait()
-        except OSError as exc:  # EINTR from the signal; keep waiting
-            if exc.errno == errno.EINTR:
-                continue
-            raise
-        else:
-            break
-    return 0
-
+    return serve_until_signal(runner, "READY http://127.0.0.1:{}".format(port))
 
 if __name__ == "__main__":
     sys.exit(main())
