@@ -228,6 +228,14 @@ async fn the_benchmark_runs_and_writes_its_table() {
         "0",
         "--connections",
         "2",
+        "--pending",
+        "200",
+        "--soak",
+        "2",
+        "--rate",
+        "100",
+        "--sample-seconds",
+        "1",
         "--out",
         &out_arg,
     ])
@@ -249,6 +257,23 @@ async fn the_benchmark_runs_and_writes_its_table() {
     }
     assert!(rows[1]["gateway_peak_rss_mb"].as_f64().unwrap_or(0.0) > 0.0);
     assert!(rows[1]["ratio_to_ceiling"].is_number());
+    let pending = &report["pending"];
+    assert_eq!(pending["calls"], 200, "{pending}");
+    assert_eq!(pending["errors"], 0, "{pending}");
+    assert!(
+        pending["peak_rss_mb"].as_f64().unwrap_or(0.0) > 0.0,
+        "{pending}"
+    );
+    let soak = &report["soak"];
+    assert_eq!(soak["errors"], 0, "{soak}");
+    assert!(
+        !soak["samples"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .is_empty(),
+        "{soak}"
+    );
     let markdown = std::fs::read_to_string(out.join("bench.md")).expect("bench.md");
     assert!(markdown.starts_with("| target |"), "{markdown}");
     let _ = std::fs::remove_dir_all(&out);

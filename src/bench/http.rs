@@ -36,13 +36,40 @@ impl Connection {
 
     /// POSTs `body` as JSON to `path`; Ok when the answer is 200.
     pub async fn post_json(&self, path: &str, body: Bytes) -> Result<(), String> {
-        let request = Request::builder()
+        self.post_json_with(path, body, &[]).await
+    }
+
+    /// POSTs `body` as JSON to `path` with extra `headers`; Ok when the answer is 200.
+    pub async fn post_json_with(
+        &self,
+        path: &str,
+        body: Bytes,
+        headers: &[(&str, &str)],
+    ) -> Result<(), String> {
+        let mut request = Request::builder()
             .method(Method::POST)
             .uri(path)
             .header("host", &self.host)
-            .header("content-type", "application/json")
-            .body(Full::new(body))
+            .header("content-type", "application/json");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(Full::new(body)).map_err(|e| e.to_string())?;
+        self.send(request).await.map(|_| ())
+    }
+
+    /// GETs `path`; its body when the answer is 200.
+    pub async fn get(&self, path: &str) -> Result<Bytes, String> {
+        let request = Request::builder()
+            .method(Method::GET)
+            .uri(path)
+            .header("host", &self.host)
+            .body(Full::new(Bytes::new()))
             .map_err(|e| e.to_string())?;
+        self.send(request).await
+    }
+
+    async fn send(&self, request: Request<Full<Bytes>>) -> Result<Bytes, String> {
         let mut sender = self.sender.lock().await;
         sender.ready().await.map_err(|e| e.to_string())?;
         let response = sender
@@ -57,9 +84,26 @@ impl Connection {
             .map_err(|e| e.to_string())?
             .to_bytes();
         if status.is_success() {
-            Ok(())
+            Ok(body)
         } else {
             Err(format!("{status}: {}", String::from_utf8_lossy(&body)))
         }
     }
+}
+
+/// Opens `n` connections to `address`.
+pub async fn open_many(address: SocketAddr, n: usize) -> Result<Vec<Connection>, String> {
+    let mut connections = Vec::with_capacity(n);
+    for _ in 0..n {
+        connections.push(Connection::open(address).await?);
+    }
+    Ok(connections)
+}
+
+/// The value of the unlabelled Prometheus sample `name` in `text`.
+pub fn prometheus_value(text: &str, name: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (key, value) = l.split_once(' ')?;
+        (key == name).then(|| value.trim().parse().ok())?
+    })
 }

@@ -4,11 +4,19 @@
 //! Process layout, the same for both: the greeter runs in its own process (`warren run`); the
 //! ceiling is mesh's RPC client in this process calling it over AMQP; the gateway runs in its own
 //! process (`warren gateway`) and this process loads it over HTTP/1.1 keep-alive connections.
+//!
+//! Optional runs: `--with-nameko` (nameko's own `@http` gateway at the same levels), `--pending`
+//! (many slow calls pending at once: the gateway's memory and time to drain, [`pending`]),
+//! `--soak` (a fixed rate for minutes: RSS and pending calls over time, [`soak`]) and
+//! `--scaling`.
 
 mod http;
 mod load;
+mod nameko;
+mod pending;
 mod procs;
 mod report;
+mod soak;
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
@@ -16,9 +24,10 @@ use clap::Args;
 use load::closed_loop;
 use mesh::protocol::RequestBody;
 use mesh::{CallContext, Mesh, MeshConfig};
-use procs::{RssPeak, Warren, cpu_seconds};
+use procs::{Process, RssPeak, cpu_seconds};
 use report::{Report, Row};
 use serde_json::json;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,9 +47,34 @@ pub struct BenchArgs {
     /// Concurrency levels: calls in flight (ceiling) and HTTP connections (gateway).
     #[arg(long, value_delimiter = ',', default_value = "8,64,256")]
     connections: Vec<usize>,
+    /// Skip the ceiling and gateway levels (run only the optional runs asked for).
+    #[arg(long)]
+    no_levels: bool,
     /// The greeter's max_workers (its prefetch).
     #[arg(long, default_value_t = 64)]
     service_workers: u16,
+    /// Also load nameko's `@http` gateway (from the interop venv) at the same levels.
+    #[arg(long)]
+    with_nameko: bool,
+    /// Calls to keep pending in the gateway at once (`greeting_service.slow`); 0: no such run.
+    #[arg(long, default_value_t = 0)]
+    pending: usize,
+    /// How long the pending calls sleep, counted from the first one sent (default: 1 s + 0.5 ms
+    /// per call, enough to get them all out first).
+    #[arg(long)]
+    pending_hold_ms: Option<u64>,
+    /// Seconds of the soak run (a fixed rate through the gateway); 0: no soak.
+    #[arg(long, default_value_t = 0)]
+    soak: u64,
+    /// The soak's request rate, per second (open loop).
+    #[arg(long, default_value_t = 2000)]
+    rate: u64,
+    /// The soak's keep-alive connections.
+    #[arg(long, default_value_t = 64)]
+    soak_connections: usize,
+    /// Seconds between the soak's samples of the gateway's RSS and pending calls.
+    #[arg(long, default_value_t = 10)]
+    sample_seconds: u64,
     /// Also run the scaling runs (kv.inc and fib with 1 and 2 instances).
     #[arg(long)]
     scaling: bool,
@@ -51,88 +85,59 @@ pub struct BenchArgs {
 
 /// Runs the benchmark and writes its report.
 pub async fn run(args: BenchArgs) -> Result<()> {
+    let open_files = procs::raise_open_files_limit();
     let warmup = Duration::from_secs(args.warmup_seconds);
     let measured = Duration::from_secs(args.seconds.max(1));
-    let workers = args.service_workers.to_string();
     let amqp = args.amqp_url.as_str();
     let mut report = Report::new(&args);
 
-    let _service = Warren::start(&[
-        "run",
-        "greeting_service",
-        "--amqp",
-        amqp,
-        "--max-workers",
-        &workers,
-    ])?;
+    let _service = start_service("greeting_service", amqp, args.service_workers)?;
     let mesh = Mesh::amqp(MeshConfig::with_url(amqp)).await?;
     let client = mesh.client("bench").await?;
     wait_for_greeter(&client).await?;
 
-    println!("ceiling: mesh's RPC client -> RabbitMQ -> greeter (no HTTP)");
-    for &n in &args.connections {
-        let client = client.clone();
-        let sample = closed_loop(n, warmup, measured, move |_| {
+    if !args.no_levels {
+        println!("ceiling: mesh's RPC client -> RabbitMQ -> greeter (no HTTP)");
+        for &n in &args.connections {
             let client = client.clone();
-            async move {
-                let body = RequestBody::kwargs(hello_args());
-                client
-                    .call("greeting_service", "hello", body, CallContext::default())
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            }
-        })
-        .await;
-        report.push(Row::measured("ceiling", n, &sample, None, None));
-    }
-
-    println!("gateway: HTTP keep-alive -> warren gateway -> RabbitMQ -> greeter");
-    let gateway = Warren::start(&["gateway", "--listen", "127.0.0.1:0", "--amqp", amqp])?;
-    let address = gateway
-        .http_address()
-        .with_context(|| format!("no address in {:?}", gateway.first_line))?;
-    for &n in &args.connections {
-        let mut connections = Vec::with_capacity(n);
-        for _ in 0..n {
-            connections.push(
-                http::Connection::open(address)
-                    .await
-                    .map_err(anyhow::Error::msg)?,
-            );
+            let sample = closed_loop(n, warmup, measured, move |_| {
+                let client = client.clone();
+                async move {
+                    let body = RequestBody::kwargs(hello_args());
+                    client
+                        .call("greeting_service", "hello", body, CallContext::default())
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                }
+            })
+            .await;
+            report.push(Row::measured("ceiling", n, &sample, None, None));
         }
-        let connections = Arc::new(connections);
-        let body = Bytes::from(serde_json::to_vec(&hello_args())?);
-        let rss = RssPeak::start(gateway.pid());
-        let cpu_before = cpu_seconds(gateway.pid());
-        let sample = closed_loop(n, warmup, measured, move |worker| {
-            let (connections, body) = (connections.clone(), body.clone());
-            async move {
-                connections[worker]
-                    .post_json("/rpc/greeting_service/hello", body)
-                    .await
-            }
-        })
-        .await;
-        // CPU over warm-up and measurement; requests over the same span are estimated from the
-        // measured rate.
-        let cpu = cpu_seconds(gateway.pid()) - cpu_before;
-        let requests = sample.rate() * (warmup + measured).as_secs_f64();
-        let cpu_per_10k = if requests > 0.0 {
-            cpu / requests * 10_000.0
-        } else {
-            0.0
-        };
-        report.push(Row::measured(
-            "gateway",
-            n,
-            &sample,
-            Some(rss.stop()),
-            Some(cpu_per_10k),
-        ));
-    }
-    drop(gateway);
 
+        println!("gateway: HTTP keep-alive -> warren gateway -> RabbitMQ -> greeter");
+        let gateway = start_gateway(amqp, &[])?;
+        for &n in &args.connections {
+            report.push(http_level("gateway", &gateway, n, warmup, measured).await?);
+        }
+    }
+
+    if args.with_nameko {
+        println!("nameko: HTTP keep-alive -> nameko @http + RpcProxy -> RabbitMQ -> greeter");
+        let nameko = nameko::start(amqp)?;
+        for &n in &args.connections {
+            report.push(http_level("nameko", &nameko, n, warmup, measured).await?);
+        }
+    }
+
+    if args.pending > 0 {
+        let outcome = pending::run(&args, open_files).await?;
+        report.pending = Some(outcome);
+    }
+    if args.soak > 0 {
+        let outcome = soak::run(&args).await?;
+        report.soak = Some(outcome);
+    }
     if args.scaling {
         scaling(&args, &mut report, warmup, measured).await?;
     }
@@ -141,6 +146,70 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     println!("wrote {}", args.out.display());
     mesh.close().await;
     Ok(())
+}
+
+/// Starts `warren run SERVICE` with `workers` workers (its prefetch).
+fn start_service(service: &str, amqp: &str, workers: u16) -> Result<Process> {
+    let workers = workers.to_string();
+    Process::start(&["run", service, "--amqp", amqp, "--max-workers", &workers])
+}
+
+/// Starts a `warren gateway` on a free local port, with `extra` flags.
+fn start_gateway(amqp: &str, extra: &[&str]) -> Result<Process> {
+    let mut args = vec!["gateway", "--listen", "127.0.0.1:0", "--amqp", amqp];
+    args.extend_from_slice(extra);
+    Process::start(&args)
+}
+
+/// The `http://ADDR` a started gateway printed.
+fn address_of(server: &Process) -> Result<SocketAddr> {
+    server
+        .http_address()
+        .with_context(|| format!("no address in {:?}", server.first_line))
+}
+
+/// One closed-loop level of `hello` over `n` keep-alive connections to `server`, with the
+/// server process's peak RSS and CPU per 10,000 requests.
+async fn http_level(
+    target: &str,
+    server: &Process,
+    n: usize,
+    warmup: Duration,
+    measured: Duration,
+) -> Result<Row> {
+    let connections = Arc::new(
+        http::open_many(address_of(server)?, n)
+            .await
+            .map_err(anyhow::Error::msg)?,
+    );
+    let body = Bytes::from(serde_json::to_vec(&hello_args())?);
+    let rss = RssPeak::start(server.pid());
+    let cpu_before = cpu_seconds(server.pid());
+    let sample = closed_loop(n, warmup, measured, move |worker| {
+        let (connections, body) = (connections.clone(), body.clone());
+        async move {
+            connections[worker]
+                .post_json("/rpc/greeting_service/hello", body)
+                .await
+        }
+    })
+    .await;
+    // CPU over warm-up and measurement; requests over the same span are estimated from the
+    // measured rate.
+    let cpu = cpu_seconds(server.pid()) - cpu_before;
+    let requests = sample.rate() * (warmup + measured).as_secs_f64();
+    let cpu_per_10k = if requests > 0.0 {
+        cpu / requests * 10_000.0
+    } else {
+        0.0
+    };
+    Ok(Row::measured(
+        target,
+        n,
+        &sample,
+        Some(rss.stop()),
+        Some(cpu_per_10k),
+    ))
 }
 
 fn hello_args() -> serde_json::Map<String, serde_json::Value> {
@@ -174,9 +243,8 @@ async fn scaling(
     measured: Duration,
 ) -> Result<()> {
     let amqp = args.amqp_url.as_str();
-    let workers = args.service_workers.to_string();
-    let gateway = Warren::start(&["gateway", "--listen", "127.0.0.1:0", "--amqp", amqp])?;
-    let address = gateway.http_address().context("no gateway address")?;
+    let gateway = start_gateway(amqp, &[])?;
+    let address = address_of(&gateway)?;
     let cases: [(&str, &str, &str, serde_json::Value); 2] = [
         ("kv.inc", "kv", "/rpc/kv/inc", json!({"key": "bench"})),
         (
@@ -189,24 +257,13 @@ async fn scaling(
     for (label, service, path, args_json) in cases {
         let mut instances = Vec::new();
         for count in 1..=2 {
-            instances.push(Warren::start(&[
-                "run",
-                service,
-                "--amqp",
-                amqp,
-                "--max-workers",
-                &workers,
-            ])?);
+            instances.push(start_service(service, amqp, args.service_workers)?);
             let n = 64;
-            let mut connections = Vec::with_capacity(n);
-            for _ in 0..n {
-                connections.push(
-                    http::Connection::open(address)
-                        .await
-                        .map_err(anyhow::Error::msg)?,
-                );
-            }
-            let connections = Arc::new(connections);
+            let connections = Arc::new(
+                http::open_many(address, n)
+                    .await
+                    .map_err(anyhow::Error::msg)?,
+            );
             let body = Bytes::from(serde_json::to_vec(&args_json)?);
             let sample = closed_loop(n, warmup, measured, move |worker| {
                 let (connections, body) = (connections.clone(), body.clone());

@@ -2,29 +2,44 @@
 //! and CPU time.
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-/// A child `warren` process, stopped with SIGTERM when dropped.
-pub struct Warren {
+/// A child process of the benchmark (`warren`, or nameko's gateway), stopped with SIGTERM when
+/// dropped.
+pub struct Process {
     child: Child,
     /// The first line it printed.
     pub first_line: String,
 }
 
-impl Warren {
+impl Process {
     /// Starts `warren ARGS...` and waits for its first line.
     pub fn start(args: &[&str]) -> anyhow::Result<Self> {
-        let exe = std::env::current_exe()?;
-        let mut child = Command::new(exe)
-            .args(args)
-            .env("RUST_LOG", "warn")
+        let mut command = Command::new(std::env::current_exe()?);
+        command.args(args).env("RUST_LOG", "warn");
+        Self::spawn(command, &format!("warren {args:?}"))
+    }
+
+    /// Starts `command` (stdout piped, stderr inherited) and waits for its first line. The child
+    /// gets SIGTERM when the bench dies, so an interrupted bench leaves no process behind.
+    pub fn spawn(mut command: Command, what: &str) -> anyhow::Result<Self> {
+        // SAFETY: the closure runs between fork and exec and only calls prctl, which is
+        // async-signal-safe and touches no memory of this process.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .map_err(|e| anyhow::anyhow!("cannot start warren {args:?}: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("cannot start {what}: {e}"))?;
         let stdout = child
             .stdout
             .take()
@@ -32,7 +47,7 @@ impl Warren {
         let mut first_line = String::new();
         BufReader::new(stdout).read_line(&mut first_line)?;
         if first_line.is_empty() {
-            anyhow::bail!("warren {args:?} exited before starting");
+            anyhow::bail!("{what} exited before starting");
         }
         Ok(Self { child, first_line })
     }
@@ -54,7 +69,7 @@ impl Warren {
     }
 }
 
-impl Drop for Warren {
+impl Drop for Process {
     fn drop(&mut self) {
         let _ = Command::new("kill")
             .arg("-TERM")
@@ -133,4 +148,31 @@ impl RssPeak {
         self.running.store(false, Ordering::Relaxed);
         self.peak.load(Ordering::Relaxed)
     }
+}
+
+/// Raises this process's soft limit on open files to its hard limit (children inherit it) and
+/// returns the new soft limit. Raising the hard limit needs `CAP_SYS_RESOURCE`, which a container
+/// usually lacks, so the hard limit is what the machine allows.
+pub fn raise_open_files_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read or write the struct passed by pointer, which
+    // lives on this stack frame for the whole call.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 1024;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    limit.rlim_cur
 }

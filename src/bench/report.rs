@@ -2,6 +2,8 @@
 
 use super::BenchArgs;
 use super::load::Sample;
+use super::pending::PendingOutcome;
+use super::soak::SoakOutcome;
 use anyhow::Result;
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -10,7 +12,7 @@ use std::path::Path;
 /// One measured line.
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
-    /// `ceiling`, `gateway`, or a scaling case.
+    /// `ceiling`, `gateway`, `nameko`, or a scaling case.
     pub target: String,
     /// Calls in flight (ceiling) or HTTP connections.
     pub concurrency: usize,
@@ -26,13 +28,13 @@ pub struct Row {
     pub errors: u64,
     /// The first error, if any.
     pub first_error: Option<String>,
-    /// The gateway process's peak RSS, MB.
+    /// The server process's (gateway's, or nameko's) peak RSS, MB.
     pub gateway_peak_rss_mb: Option<f64>,
-    /// The gateway process's CPU seconds per 10,000 requests.
+    /// The server process's CPU seconds per 10,000 requests.
     pub gateway_cpu_s_per_10k: Option<f64>,
-    /// Gateway rate / ceiling rate at the same concurrency.
+    /// Server rate / ceiling rate at the same concurrency.
     pub ratio_to_ceiling: Option<f64>,
-    /// Gateway p99 / ceiling p99 at the same concurrency.
+    /// Server p99 / ceiling p99 at the same concurrency.
     pub p99_ratio_to_ceiling: Option<f64>,
 }
 
@@ -69,6 +71,10 @@ pub struct Report {
     service_workers: u16,
     cores: usize,
     rows: Vec<Row>,
+    /// The `--pending` run, if any.
+    pub pending: Option<PendingOutcome>,
+    /// The `--soak` run, if any.
+    pub soak: Option<SoakOutcome>,
 }
 
 impl Report {
@@ -79,6 +85,8 @@ impl Report {
             service_workers: args.service_workers,
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             rows: Vec::new(),
+            pending: None,
+            soak: None,
         }
     }
 
@@ -88,7 +96,9 @@ impl Report {
             .rows
             .iter()
             .find(|r| r.target == "ceiling" && r.concurrency == row.concurrency);
-        if let Some(ceiling) = ceiling.filter(|_| row.target == "gateway") {
+        if let Some(ceiling) =
+            ceiling.filter(|_| matches!(row.target.as_str(), "gateway" | "nameko"))
+        {
             row.ratio_to_ceiling = Some(row.rps / ceiling.rps.max(1e-9));
             row.p99_ratio_to_ceiling = Some(row.p99_ms / ceiling.p99_ms.max(1e-9));
         }
@@ -101,10 +111,30 @@ impl Report {
         println!("{}", self.markdown());
     }
 
-    /// The table as Markdown.
+    /// The tables as Markdown.
     pub fn markdown(&self) -> String {
+        let mut md = String::new();
+        if !self.rows.is_empty() {
+            md.push_str(self.rows_markdown().as_str());
+        }
+        for extra in [
+            self.pending.as_ref().map(PendingOutcome::markdown),
+            self.soak.as_ref().map(SoakOutcome::markdown),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if !md.is_empty() {
+                md.push('\n');
+            }
+            md.push_str(&extra);
+        }
+        md
+    }
+
+    fn rows_markdown(&self) -> String {
         let mut md = String::from(
-            "| target | conc. | req/s | p50 ms | p99 ms | p99.9 ms | errors | gateway peak RSS MB | gateway CPU s / 10k req | gateway/ceiling req/s | gateway/ceiling p99 |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+            "| target | conc. | req/s | p50 ms | p99 ms | p99.9 ms | errors | server peak RSS MB | server CPU s / 10k req | /ceiling req/s | /ceiling p99 |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
         );
         let opt =
             |v: Option<f64>, digits: usize| v.map_or("-".to_owned(), |v| format!("{v:.digits$}"));

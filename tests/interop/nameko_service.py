@@ -153,11 +153,7 @@ def main():
         rpc_target=os.environ.get("WARREN_RPC_TARGET") or None,
     )
 
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=os.environ.get("NAMEKO_LOG_LEVEL", "WARNING"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging()
 
     config = {
         "AMQP_URI": os.environ.get("AMQP_URI", DEFAULT_AMQP_URI),
@@ -167,6 +163,24 @@ def main():
     runner = ServiceRunner(config)
     runner.add_service(service_cls)
 
+    # ServiceContainer.start() returns once every entrypoint has started; the
+    # QueueConsumer blocks there until basic.consume is confirmed for all
+    # queues, so at this point the service can receive requests.
+    return serve_until_signal(runner, "READY")
+
+
+def configure_logging():
+    """Logs on stderr at $NAMEKO_LOG_LEVEL (default WARNING)."""
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=os.environ.get("NAMEKO_LOG_LEVEL", "WARNING"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def serve_until_signal(runner, ready_line):
+    """Start `runner`, print `ready_line`, and run until SIGTERM/SIGINT; 0."""
+
     def shutdown(signum, frame):
         # Signal handlers run on the main loop and must not block on eventlet
         # primitives; stop from a fresh greenlet (same as `nameko run`).
@@ -175,11 +189,8 @@ def main():
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
 
-    # ServiceContainer.start() returns once every entrypoint has started; the
-    # QueueConsumer blocks there until basic.consume is confirmed for all
-    # queues, so at this point the service can receive requests.
     runner.start()
-    sys.stdout.write("READY\n")
+    sys.stdout.write(ready_line + "\n")
     sys.stdout.flush()
 
     runnlet = eventlet.spawn(runner.wait)
@@ -195,7 +206,6 @@ def main():
         else:
             break
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
