@@ -15,6 +15,9 @@ use mesh::protocol::validate_name;
 use mesh::{CallContext, Deadline};
 use tracing::Instrument;
 
+/// The least time a request's body gets to arrive, whatever its deadline (see [`call`]).
+const BODY_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Calls `service.method` with the body's arguments and answers with its result.
 ///
 /// Everything that can be checked locally is checked before anything is published: the names
@@ -100,14 +103,24 @@ pub async fn call(
         let deadline = Deadline::after(timeout);
         request::check_content_type(&headers)?;
         let requested_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-        // A client trickling its body (slow loris past the headers) gets the call's deadline.
+        // A client trickling its body (slow loris past the headers) gets the call's deadline,
+        // but at least BODY_GRACE: a body sent with its head is read even when the deadline is
+        // a millisecond away, and the call then answers 504 like any call out of time.
+        let body_deadline = deadline
+            .instant()
+            .max(tokio::time::Instant::now() + BODY_GRACE);
         let bytes = tokio::time::timeout_at(
-            deadline.instant(),
+            body_deadline,
             request::read_body(&headers, body, config.max_body_bytes),
         )
         .await
         .map_err(|_| GatewayError::BodyTimeout(requested_ms))??;
         let arguments = request::arguments(&bytes)?;
+        // The request's head and body are slices of hyper's read buffer, which hyper replaces
+        // with a fresh one for the connection's next read: release them before waiting on the
+        // call, so a pending call does not keep that buffer alive.
+        drop(bytes);
+        drop(headers);
         let mut context = CallContext::rooted_at(request_id.clone()).with_deadline(deadline);
         if let Some(identity) = &identity {
             context = identity.annotate(context);
