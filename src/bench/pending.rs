@@ -97,6 +97,10 @@ pub async fn run(args: &BenchArgs, open_files: u64) -> Result<PendingOutcome> {
             &max_in_flight,
             "--max-timeout-ms",
             &timeout_ms,
+            // The connections are opened first and sit idle until every one is open; the
+            // header read timeout would close them as idle keep-alive connections meanwhile.
+            "--header-read-timeout-ms",
+            &timeout_ms,
         ],
     )?;
     let address = address_of(&gateway)?;
