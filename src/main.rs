@@ -30,6 +30,10 @@ struct Cli {
     /// Log format: `pretty` for people, `json` for log collectors (filter with RUST_LOG).
     #[arg(long, global = true, env = "WARREN_LOG_FORMAT", default_value = "pretty", value_parser = ["pretty", "json"])]
     log_format: String,
+    /// Threads running requests and handlers [default: one per CPU core]. On a small machine
+    /// shared with the broker, fewer threads mean fewer cross-thread wake-ups.
+    #[arg(long, global = true, env = "WARREN_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
+    worker_threads: Option<u16>,
     #[command(subcommand)]
     command: Command,
 }
@@ -400,10 +404,11 @@ fn main() -> ExitCode {
 }
 
 fn run_cli(cli: Cli) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = cli.worker_threads {
+        builder.worker_threads(usize::from(threads));
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

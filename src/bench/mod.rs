@@ -53,6 +53,9 @@ pub struct BenchArgs {
     /// The greeter's max_workers (its prefetch).
     #[arg(long, default_value_t = 64)]
     service_workers: u16,
+    /// The gateway's runtime threads (`warren --worker-threads`; its default when not given).
+    #[arg(long)]
+    gateway_worker_threads: Option<u16>,
     /// Also load nameko's `@http` gateway (from the interop venv) at the same levels.
     #[arg(long)]
     with_nameko: bool,
@@ -116,7 +119,12 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         }
 
         println!("gateway: HTTP keep-alive -> warren gateway -> RabbitMQ -> greeter");
-        let gateway = start_gateway(amqp, &[])?;
+        let threads = args.gateway_worker_threads.map(|t| t.to_string());
+        let extra: Vec<&str> = match &threads {
+            Some(threads) => vec!["--worker-threads", threads],
+            None => Vec::new(),
+        };
+        let gateway = start_gateway(amqp, &extra)?;
         for &n in &args.connections {
             report.push(http_level("gateway", &gateway, n, warmup, measured).await?);
         }
