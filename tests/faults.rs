@@ -202,22 +202,8 @@ async fn survive_broker_loss(
         .await
     );
     // The reconnection is counted on /metrics.
-    let metrics = h
-        .http
-        .get(format!("{}/metrics", h.base))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    let reconnects = metrics
-        .lines()
-        .find(|l| l.starts_with("warren_broker_reconnects_total"))
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0);
-    assert!(reconnects >= 1.0, "no reconnection counted:\n{metrics}");
+    let reconnects = metric(&h.http, &h.base, "warren_broker_reconnects_total").await;
+    assert!(reconnects >= 1.0, "no reconnection counted: {reconnects}");
     let mut kinds: Vec<&str> = all.iter().filter_map(|o| o.kind.as_deref()).collect();
     kinds.sort_unstable();
     kinds.dedup();
@@ -308,15 +294,21 @@ fn greeter_process(workers: &str) -> (common::process::Spawned, String) {
 }
 
 async fn busy_workers(http: &reqwest::Client, ops: &str) -> u64 {
-    let Ok(r) = http.get(format!("http://{ops}/metrics")).send().await else {
-        return 0;
+    let series = "warren_service_busy_workers{service=\"greeting_service\"}";
+    metric(http, &format!("http://{ops}"), series).await as u64
+}
+
+/// The value of `series` on `base`'s `/metrics` (0 when it cannot be read or is absent).
+async fn metric(http: &reqwest::Client, base: &str, series: &str) -> f64 {
+    let Ok(r) = http.get(format!("{base}/metrics")).send().await else {
+        return 0.0;
     };
     let text = r.text().await.unwrap_or_default();
     text.lines()
-        .find(|l| l.starts_with("warren_service_busy_workers{service=\"greeting_service\"}"))
+        .find(|l| l.starts_with(series))
         .and_then(|l| l.split_whitespace().last())
         .and_then(|v| v.parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
+        .unwrap_or(0.0)
 }
 
 /// Starts `count` calls of `greeting_service.slow(ms)`, each with a 30 s deadline.

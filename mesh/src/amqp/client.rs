@@ -302,10 +302,8 @@ async fn serve_replies(
                 None => "the reply consumer ended".to_owned(),
             },
             changed = links.changed() => {
-                let gone = changed.is_err() || {
-                    let link = links.borrow_and_update();
-                    link.generation != attached.generation || link.connection.is_none()
-                };
+                let gone = changed.is_err()
+                        || links.borrow_and_update().left_behind(attached.generation);
                 if !gone {
                     continue;
                 }

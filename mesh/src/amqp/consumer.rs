@@ -73,10 +73,8 @@ impl ConsumeLoop {
                 biased;
                 () = stop.triggered() => break,
                 changed = links.changed() => {
-                    let gone = changed.is_err() || {
-                        let link = links.borrow_and_update();
-                        link.generation != attached.generation || link.connection.is_none()
-                    };
+                    let gone = changed.is_err()
+                        || links.borrow_and_update().left_behind(attached.generation);
                     if !gone {
                         continue;
                     }

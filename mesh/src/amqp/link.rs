@@ -38,6 +38,12 @@ pub(crate) struct Link {
 }
 
 impl Link {
+    /// Whether something attached on connection `generation` lost it: the link is down, or
+    /// is a newer connection.
+    pub fn left_behind(&self, generation: u64) -> bool {
+        self.generation != generation || self.connection.is_none()
+    }
+
     /// The connection, when it is up.
     pub fn connected(&self) -> Option<&Connection> {
         self.connection
