@@ -2,7 +2,8 @@
 # Warren's whole test suite, as CI runs it:
 #   1. RabbitMQ up on 127.0.0.1:5672 (installed and started when needed) with an amqps://
 #      listener on 5671 (private test CA), PostgreSQL up,
-#   2. the nameko venv for the interop tests (scripts/nameko-venv.sh, reused when current),
+#   2. wrk (apt-get, when missing) and the nameko venv for the interop tests
+#      (scripts/nameko-venv.sh, reused when current),
 #   3. cargo fmt --check, cargo clippy --all-targets -D warnings,
 #   4. the container image and Helm chart checks (no Docker engine or cluster needed),
 #   5. openapi/openapi.json current, then every unit, doc and end-to-end test (cargo nextest
@@ -28,6 +29,11 @@ ensure_rabbitmq
 ensure_rabbitmq_tls
 ensure_postgres
 remove_test_queues
+
+step "wrk (the benchmark's load generator; its smoke test runs it)"
+if ! command -v wrk >/dev/null 2>&1; then
+    apt-get install -y -qq wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+fi
 
 step "nameko venv"
 scripts/nameko-venv.sh >/dev/null

@@ -214,6 +214,9 @@ struct GatewayArgs {
     /// The most headers a request may carry (431 above).
     #[arg(long, env = "WARREN_MAX_HEADERS", default_value_t = warren_gateway::ServeConfig::DEFAULT_MAX_HEADERS)]
     max_headers: usize,
+    /// The most requests one HTTP/2 (h2c) connection carries at once.
+    #[arg(long, env = "WARREN_HTTP2_MAX_CONCURRENT_STREAMS", default_value_t = warren_gateway::ServeConfig::DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS)]
+    http2_max_concurrent_streams: u32,
     /// Map a remote error type to an HTTP status, e.g. `InsufficientFunds=402` (repeatable).
     #[arg(long = "error-status", value_name = "EXC_TYPE=STATUS", value_parser = ErrorMap::parse_entry)]
     error_status: Vec<(String, StatusCode)>,
@@ -330,6 +333,7 @@ impl GatewayArgs {
             header_read_timeout: Duration::from_millis(self.header_read_timeout_ms.max(1)),
             max_header_bytes: self.max_header_bytes.max(1024),
             max_headers: self.max_headers.max(1),
+            http2_max_concurrent_streams: self.http2_max_concurrent_streams.max(1),
         }
     }
 }

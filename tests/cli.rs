@@ -222,6 +222,8 @@ async fn the_benchmark_runs_and_writes_its_table() {
     let out_arg = out.to_string_lossy().into_owned();
     let output = run(&[
         "bench",
+        "--load",
+        "hyper",
         "--seconds",
         "1",
         "--warmup-seconds",
@@ -257,8 +259,21 @@ async fn the_benchmark_runs_and_writes_its_table() {
     }
     assert!(rows[1]["gateway_peak_rss_mb"].as_f64().unwrap_or(0.0) > 0.0);
     assert!(rows[1]["ratio_to_ceiling"].is_number());
+    assert_eq!(report["load_generator"], "hyper (built in)");
+    for row in &rows {
+        assert!(
+            row["cpu"]["bench_us"].as_f64().unwrap_or(0.0) > 0.0,
+            "{row}"
+        );
+        assert!(
+            row["cpu"]["broker_us"].as_f64().unwrap_or(0.0) > 0.0,
+            "{row}"
+        );
+    }
+    assert!(rows[1]["cpu"]["server_us"].as_f64().unwrap_or(0.0) > 0.0);
     let pending = &report["pending"];
     assert_eq!(pending["calls"], 200, "{pending}");
+    assert_eq!(pending["http"], "HTTP/2", "{pending}");
     assert_eq!(pending["errors"], 0, "{pending}");
     assert!(
         pending["peak_rss_mb"].as_f64().unwrap_or(0.0) > 0.0,
@@ -276,6 +291,47 @@ async fn the_benchmark_runs_and_writes_its_table() {
     );
     let markdown = std::fs::read_to_string(out.join("bench.md")).expect("bench.md");
     assert!(markdown.starts_with("| target |"), "{markdown}");
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// The levels with wrk as the load generator (the test script installs wrk).
+#[tokio::test]
+async fn the_benchmark_loads_the_gateway_with_wrk() {
+    let out = std::env::temp_dir().join(format!("warren-bench-{}", unique("wrk")));
+    let out_arg = out.to_string_lossy().into_owned();
+    let output = run(&[
+        "bench",
+        "--load",
+        "wrk",
+        "--seconds",
+        "1",
+        "--warmup-seconds",
+        "1",
+        "--connections",
+        "4",
+        "--out",
+        &out_arg,
+    ])
+    .await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("bench.json")).expect("bench.json"))
+            .expect("json");
+    assert_eq!(report["load_generator"], "wrk -t1");
+    let gateway = &report["rows"][1];
+    assert_eq!(gateway["target"], "gateway", "{report}");
+    assert_eq!(gateway["errors"], 0, "{gateway}");
+    assert!(gateway["rps"].as_f64().unwrap_or(0.0) > 0.0, "{gateway}");
+    assert!(gateway["p99_ms"].as_f64().unwrap_or(0.0) > 0.0, "{gateway}");
+    // wrk's CPU is counted with the bench process's once it has exited.
+    assert!(
+        gateway["cpu"]["bench_us"].as_f64().unwrap_or(0.0) > 0.0,
+        "{gateway}"
+    );
     let _ = std::fs::remove_dir_all(&out);
 }
 

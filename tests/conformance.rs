@@ -10,6 +10,8 @@ mod auth_scenarios;
 mod describe_scenarios;
 #[path = "conformance/events.rs"]
 mod event_scenarios;
+#[path = "conformance/http2.rs"]
+mod http2_scenarios;
 #[path = "conformance/http.rs"]
 mod http_scenarios;
 #[path = "conformance/limits.rs"]
@@ -73,6 +75,13 @@ on_both_transports!(http_limits = limit_scenarios:
     huge_or_too_many_headers_are_431_and_the_gateway_keeps_serving,
     a_body_that_stops_arriving_is_408_problem_json,
     a_stalled_client_does_not_hold_up_a_graceful_shutdown,
+);
+
+on_both_transports!(http2 = http2_scenarios:
+    h2c_with_prior_knowledge_gets_the_http1_contract,
+    one_connection_carries_calls_up_to_the_stream_limit,
+    an_oversize_header_list_is_431_and_the_connection_carries_on,
+    a_client_stalled_in_the_preface_is_cut_off_after_the_header_timeout,
 );
 
 on_both_transports!(rpc = rpc_scenarios:

@@ -21,6 +21,7 @@ mod health;
 mod metrics;
 mod openapi;
 mod policy;
+mod preface;
 mod problem;
 mod registry;
 mod request;
@@ -45,11 +46,12 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post_service};
 use mesh::describe::{DESCRIPTOR_EVENT, DESCRIPTOR_SOURCE};
 use mesh::{Client, ConnectError, Mesh, RunningService, Service, Subscription};
 use std::sync::Arc;
 use std::time::Duration;
+use tower::service_fn;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
@@ -182,7 +184,11 @@ fn router(state: AppState) -> Router {
     let router = Router::new()
         .route(
             "/rpc/{service}/{method}",
-            post(rpc::call).fallback(rpc::method_not_allowed),
+            post_service(service_fn({
+                let app = state.clone();
+                move |request| rpc::serve(app.clone(), request)
+            }))
+            .fallback(rpc::method_not_allowed),
         )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

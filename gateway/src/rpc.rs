@@ -8,27 +8,54 @@ use crate::request::{self, REQUEST_ID};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, Uri};
 use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt;
 use mesh::protocol::validate_name;
-use mesh::{CallContext, Deadline};
+use mesh::{BoxFuture, CallContext, Deadline};
+use std::convert::Infallible;
+use std::future::Future;
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
 /// The least time a request's body gets to arrive, whatever its deadline (see [`call`]).
 const BODY_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// `POST /rpc/{service}/{method}` as a tower service (`service_fn`), not an axum handler: the
+/// request is taken apart here (its headers moved, not cloned), and the future axum boxes is
+/// [`call`]'s alone, without an extractor state machine around it.
+pub fn serve(
+    app: AppState,
+    request: axum::extract::Request,
+) -> impl Future<Output = Result<Response, Infallible>> + Send {
+    let (mut parts, body) = request.into_parts();
+    // The router matched the route and put its parameters in the request: reading them never
+    // waits.
+    let path = Path::<(String, String)>::from_request_parts(&mut parts, &())
+        .now_or_never()
+        .unwrap_or(Err(PathRejection::MissingPathParams(
+            axum::extract::rejection::MissingPathParams::default(),
+        )));
+    call(app, path, parts.headers, body).map(Ok)
+}
 
 /// Calls `service.method` with the body's arguments and answers with its result.
 ///
 /// Everything that can be checked locally is checked before anything is published: the names
 /// (so no `*`, `#` or `.` reaches a routing key), the headers, the content type, the size and
 /// the JSON of the body.
-pub async fn call(
-    State(app): State<AppState>,
+///
+/// A plain function returning the future, not an `async fn`: the request's head and body and
+/// the checks on them ([`admit`]) go into a boxed future of their own that is freed once the
+/// call is admitted, so a call pending for its reply keeps only what it needs to wait and to
+/// answer (a gateway may hold a hundred thousand of them).
+fn call(
+    app: AppState,
     path: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
     body: Body,
-) -> Response {
+) -> impl Future<Output = Response> + Send {
     let timer = CallTimer::start();
     let request_id = request::request_id(&headers);
     let mut info = CallInfo {
@@ -56,91 +83,160 @@ pub async fn call(
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
         .and_then(mesh::trace::TraceParent::parse);
-    let mut traceparent = mesh::trace::link_span(&span, caller.as_ref())
+    let traceparent = mesh::trace::link_span(&span, caller.as_ref())
         .or(caller)
         .map(|t| t.to_string());
-    let outcome = async {
-        let Path((service, method)) = path.map_err(|_| GatewayError::BadRpcPath)?;
-        info.service = Some(service.clone());
-        info.method = Some(method.clone());
-        // Credentials first: a caller without them learns nothing else about the call.
-        let identity = app
-            .config
-            .auth
-            .authenticate(&headers)
-            .map_err(GatewayError::Unauthenticated)?;
-        for (what, name) in [("service", &service), ("method", &method)] {
-            validate_name(name).map_err(|reason| GatewayError::InvalidName {
-                what,
-                name: name.chars().take(200).collect(),
-                reason,
-            })?;
+    let admitted: BoxFuture<Result<Admitted, GatewayError>> = match path {
+        Ok(Path((service, method))) => {
+            info.service = Some(service.clone());
+            info.method = Some(method.clone());
+            let request = Request {
+                service,
+                method,
+                headers,
+                body,
+                request_id: request_id.clone(),
+                traceparent,
+            };
+            Box::pin(admit(app.clone(), request, span.clone()).instrument(span.clone()))
         }
-        span.record("service", service.as_str());
-        span.record("method", method.as_str());
-        if !app.config.exposure.allows(&service, &method) {
-            return Err(GatewayError::NotExposed(service.clone(), method.clone()));
-        }
-        if let Some(identity) = identity.as_ref().filter(|i| !i.allows(&service, &method)) {
-            return Err(GatewayError::Forbidden {
-                user: identity.user_id().to_owned(),
-                service: service.clone(),
-                method: method.clone(),
-            });
-        }
-        // Bounded work: above the limit, refuse at once rather than queue without end.
-        let _permit = app
-            .in_flight
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| GatewayError::Overloaded(app.config.max_in_flight))?;
-        // A service whose instances all stopped would only queue the call until its deadline.
-        if app.registry.liveness(&service) == Liveness::NoLiveInstance {
-            return Err(GatewayError::NoLiveInstance(service.clone()));
-        }
-        let config = &app.config;
-        let timeout = request::timeout(&headers, config.default_timeout, config.max_timeout)?;
-        let deadline = Deadline::after(timeout);
-        request::check_content_type(&headers)?;
-        let requested_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-        // A client trickling its body (slow loris past the headers) gets the call's deadline,
-        // but at least BODY_GRACE: a body sent with its head is read even when the deadline is
-        // a millisecond away, and the call then answers 504 like any call out of time.
-        let body_deadline = deadline
-            .instant()
-            .max(tokio::time::Instant::now() + BODY_GRACE);
-        let bytes = tokio::time::timeout_at(
-            body_deadline,
-            request::read_body(&headers, body, config.max_body_bytes),
-        )
-        .await
-        .map_err(|_| GatewayError::BodyTimeout(requested_ms))??;
-        let arguments = request::arguments(&bytes)?;
-        // The request's head and body are slices of hyper's read buffer, which hyper replaces
-        // with a fresh one for the connection's next read: release them before waiting on the
-        // call, so a pending call does not keep that buffer alive.
-        drop(bytes);
-        drop(headers);
-        let mut context = CallContext::rooted_at(request_id.clone()).with_deadline(deadline);
-        if let Some(identity) = &identity {
-            context = identity.annotate(context);
-        }
-        context.traceparent = traceparent.take();
-        let result = app
-            .client
-            .call(&service, &method, arguments, context)
-            .await
-            .map_err(|e| match e {
+        Err(_) => Box::pin(std::future::ready(Err(GatewayError::BadRpcPath))),
+    };
+    async move {
+        let outcome = async {
+            let Admitted {
+                call,
+                permit,
+                requested_ms,
+            } = admitted.await?;
+            let result = call.await.map_err(|e| match e {
                 mesh::CallError::DeadlineExceeded(_) => {
                     GatewayError::DeadlineExceeded(requested_ms)
                 }
                 other => other.into(),
-            })?;
-        Ok::<_, GatewayError>(result)
+            });
+            drop(permit);
+            result
+        }
+        .instrument(span.clone())
+        .await;
+        answer(&app, outcome, &info, &span, timer, &request_id)
     }
-    .instrument(span.clone())
-    .await;
+}
 
+/// A call's request, its names parsed from the path.
+struct Request {
+    service: String,
+    method: String,
+    headers: HeaderMap,
+    body: Body,
+    request_id: String,
+    traceparent: Option<String>,
+}
+
+/// A call that passed every local check, on its way.
+struct Admitted {
+    /// The call: published when first polled, then waiting for its reply.
+    call: BoxFuture<Result<serde_json::Value, mesh::CallError>>,
+    /// Its place among the calls in flight, held until it is answered.
+    permit: OwnedSemaphorePermit,
+    /// The deadline it asked for, ms (for a 504's detail).
+    requested_ms: u64,
+}
+
+/// Checks a call before anything is published: credentials, names, exposure, permissions, the
+/// in-flight limit, liveness, the deadline, the content type, and the body (read within the
+/// deadline, decoded as arguments).
+async fn admit(
+    app: AppState,
+    request: Request,
+    span: tracing::Span,
+) -> Result<Admitted, GatewayError> {
+    let Request {
+        service,
+        method,
+        headers,
+        body,
+        request_id,
+        traceparent,
+    } = request;
+    // Credentials first: a caller without them learns nothing else about the call.
+    let identity = app
+        .config
+        .auth
+        .authenticate(&headers)
+        .map_err(GatewayError::Unauthenticated)?;
+    for (what, name) in [("service", &service), ("method", &method)] {
+        validate_name(name).map_err(|reason| GatewayError::InvalidName {
+            what,
+            name: name.chars().take(200).collect(),
+            reason,
+        })?;
+    }
+    span.record("service", service.as_str());
+    span.record("method", method.as_str());
+    if !app.config.exposure.allows(&service, &method) {
+        return Err(GatewayError::NotExposed(service, method));
+    }
+    if let Some(identity) = identity.as_ref().filter(|i| !i.allows(&service, &method)) {
+        return Err(GatewayError::Forbidden {
+            user: identity.user_id().to_owned(),
+            service,
+            method,
+        });
+    }
+    // Bounded work: above the limit, refuse at once rather than queue without end.
+    let permit = app
+        .in_flight
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| GatewayError::Overloaded(app.config.max_in_flight))?;
+    // A service whose instances all stopped would only queue the call until its deadline.
+    if app.registry.liveness(&service) == Liveness::NoLiveInstance {
+        return Err(GatewayError::NoLiveInstance(service));
+    }
+    let config = &app.config;
+    let timeout = request::timeout(&headers, config.default_timeout, config.max_timeout)?;
+    let deadline = Deadline::after(timeout);
+    request::check_content_type(&headers)?;
+    let requested_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+    // A client trickling its body (slow loris past the headers) gets the call's deadline,
+    // but at least BODY_GRACE: a body sent with its head is read even when the deadline is
+    // a millisecond away, and the call then answers 504 like any call out of time.
+    let body_deadline = deadline
+        .instant()
+        .max(tokio::time::Instant::now() + BODY_GRACE);
+    let bytes = tokio::time::timeout_at(
+        body_deadline,
+        request::read_body(&headers, body, config.max_body_bytes),
+    )
+    .await
+    .map_err(|_| GatewayError::BodyTimeout(requested_ms))??;
+    let arguments = request::arguments(&bytes)?;
+    // The request's head and body are slices of hyper's read buffer, which hyper replaces
+    // with a fresh one for the connection's next read: they go with this future, so a
+    // pending call does not keep that buffer alive.
+    let mut context = CallContext::rooted_at(request_id).with_deadline(deadline);
+    if let Some(identity) = &identity {
+        context = identity.annotate(context);
+    }
+    context.traceparent = traceparent;
+    Ok(Admitted {
+        call: app.client.call(&service, &method, arguments, context),
+        permit,
+        requested_ms,
+    })
+}
+
+/// The HTTP answer to a call's `outcome`, with its metrics and span fields.
+fn answer(
+    app: &AppState,
+    outcome: Result<serde_json::Value, GatewayError>,
+    info: &CallInfo,
+    span: &tracing::Span,
+    timer: CallTimer,
+    request_id: &str,
+) -> Response {
     // Names become labels only once proven real (a reply came back from the method, or a
     // descriptor lists it): any other failure with a made-up name must not grow the label set.
     let (service, method) = (info.service.as_deref(), info.method.as_deref());
@@ -155,7 +251,7 @@ pub async fn call(
     let (service_label, method_label) = proven.unwrap_or(("_unknown", "_unknown"));
     // Each error's problem is built once: its status labels the metrics and answers the client.
     let answer = outcome.map_err(|error| {
-        let problem = error.to_problem(&app.config.error_map, &info);
+        let problem = error.to_problem(&app.config.error_map, info);
         (error, problem)
     });
     let status = answer.as_ref().map_or_else(|(_, p)| p.status, |_| 200);
@@ -167,7 +263,7 @@ pub async fn call(
     match answer {
         Ok(result) => {
             let mut response = Json(result).into_response();
-            if let Ok(id) = HeaderValue::from_str(&request_id) {
+            if let Ok(id) = HeaderValue::from_str(request_id) {
                 response.headers_mut().insert(REQUEST_ID, id);
             }
             response

@@ -132,14 +132,18 @@ impl Client {
 
     /// Calls `service.method` with `body` and `context` (the default deadline applies when the
     /// context has none). Dropping the future abandons the call.
-    pub async fn call(
+    ///
+    /// The future owns what it needs (it borrows nothing), and holds as little as the transport
+    /// can while it waits: the AMQP client serializes and frees `body` and `context` before it
+    /// returns the future.
+    pub fn call(
         &self,
         service: &str,
         method: &str,
         body: RequestBody,
         context: CallContext,
-    ) -> Result<Value, CallError> {
-        self.outbound.call(service, method, body, context).await
+    ) -> BoxFuture<Result<Value, CallError>> {
+        self.outbound.call(service, method, body, context)
     }
 
     /// Whether calls can be made now (for AMQP: connected and consuming replies).

@@ -1,37 +1,65 @@
-//! HTTP/1.1 keep-alive connections for the load generator (hyper's client connection API: one
-//! TCP connection per worker, no per-request connection setup, Nagle off).
+//! Client connections for the load generator (hyper's client connection API, no per-request
+//! connection setup, Nagle off): HTTP/1.1 keep-alive, one request at a time per connection, or
+//! HTTP/2 over cleartext with prior knowledge, many at once.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper::{Method, Request};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper::{Method, Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::net::SocketAddr;
+use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
 /// One keep-alive connection.
 pub struct Connection {
-    sender: Mutex<SendRequest<Full<Bytes>>>,
+    sender: Sender,
     host: String,
 }
 
+/// The request side of a connection.
+enum Sender {
+    /// HTTP/1.1: one request at a time.
+    Http1(Mutex<http1::SendRequest<Full<Bytes>>>),
+    /// HTTP/2: requests run at once, up to the server's stream limit (more wait in the client
+    /// for a free stream).
+    Http2(http2::SendRequest<Full<Bytes>>),
+}
+
 impl Connection {
-    /// Opens a connection to `address`.
+    /// Opens an HTTP/1.1 connection to `address`.
     pub async fn open(address: SocketAddr) -> Result<Self, String> {
-        let stream = tokio::net::TcpStream::connect(address)
-            .await
-            .map_err(|e| format!("connect {address}: {e}"))?;
-        stream.set_nodelay(true).map_err(|e| e.to_string())?;
-        let io = hyper_util::rt::TokioIo::new(stream);
-        let (sender, connection) = hyper::client::conn::http1::handshake(io)
+        let io = TokioIo::new(connect(address).await?);
+        let (sender, connection) = http1::handshake(io)
             .await
             .map_err(|e| format!("handshake: {e}"))?;
         tokio::spawn(async move {
             let _ = connection.await;
         });
         Ok(Self {
-            sender: Mutex::new(sender),
+            sender: Sender::Http1(Mutex::new(sender)),
             host: address.to_string(),
         })
+    }
+
+    /// Opens an HTTP/2 connection (h2c, prior knowledge) to `address`.
+    pub async fn open_h2(address: SocketAddr) -> Result<Self, String> {
+        let io = TokioIo::new(connect(address).await?);
+        let (sender, connection) = http2::handshake(TokioExecutor::new(), io)
+            .await
+            .map_err(|e| format!("h2 handshake: {e}"))?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let connection = Self {
+            sender: Sender::Http2(sender),
+            host: address.to_string(),
+        };
+        // One request first: the server's SETTINGS (its stream limit) have arrived once it is
+        // answered, and streams opened above the limit before that would be refused.
+        connection.get("/healthz").await?;
+        Ok(connection)
     }
 
     /// POSTs `body` as JSON to `path`; Ok when the answer is 200.
@@ -70,24 +98,45 @@ impl Connection {
     }
 
     async fn send(&self, request: Request<Full<Bytes>>) -> Result<Bytes, String> {
-        let mut sender = self.sender.lock().await;
-        sender.ready().await.map_err(|e| e.to_string())?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| e.to_string())?;
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        if status.is_success() {
-            Ok(body)
-        } else {
-            Err(format!("{status}: {}", String::from_utf8_lossy(&body)))
-        }
+        let response = match &self.sender {
+            Sender::Http1(sender) => {
+                let mut sender = sender.lock().await;
+                sender.ready().await.map_err(|e| e.to_string())?;
+                sender.send_request(request).await
+            }
+            Sender::Http2(sender) => {
+                let mut sender = sender.clone();
+                sender.ready().await.map_err(|e| e.to_string())?;
+                sender.send_request(request).await
+            }
+        };
+        answer(response.map_err(|e| e.to_string())?).await
+    }
+}
+
+/// A TCP connection to `address` with Nagle's algorithm off.
+async fn connect(address: SocketAddr) -> Result<TcpStream, String> {
+    let stream = TcpStream::connect(address)
+        .await
+        .map_err(|e| format!("connect {address}: {e}"))?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    Ok(stream)
+}
+
+/// The body of `response` when its status is a success; otherwise the status and body as the
+/// error.
+async fn answer(response: Response<Incoming>) -> Result<Bytes, String> {
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    if status.is_success() {
+        Ok(body)
+    } else {
+        Err(format!("{status}: {}", String::from_utf8_lossy(&body)))
     }
 }
 

@@ -35,6 +35,41 @@ impl Sample {
     }
 }
 
+/// What a load level reports, from whichever load generator ran it.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Figures {
+    /// Successful requests per second.
+    pub rps: f64,
+    /// Latency percentiles of successful requests, ms.
+    pub p50_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+    /// 99.9th percentile, ms.
+    pub p999_ms: f64,
+    /// Failed requests.
+    pub errors: u64,
+    /// The first error seen, if known.
+    pub first_error: Option<String>,
+    /// Requests sent over warm-up and measurement together (for CPU per request).
+    #[serde(skip)]
+    pub requests_in_all: f64,
+}
+
+impl Sample {
+    /// The sample's figures; `warmup` was not measured but ran at about the same rate.
+    pub fn figures(&self, warmup: Duration) -> Figures {
+        Figures {
+            rps: self.rate(),
+            p50_ms: self.quantile_ms(0.50),
+            p99_ms: self.quantile_ms(0.99),
+            p999_ms: self.quantile_ms(0.999),
+            errors: self.errors,
+            first_error: self.first_error.clone(),
+            requests_in_all: self.rate() * (warmup + self.elapsed).as_secs_f64(),
+        }
+    }
+}
+
 /// Runs `workers` closed loops of `request` for `duration` (after `warmup`, which is not
 /// measured). `request(worker)` builds the future for one request of that worker.
 pub async fn closed_loop<F, Fut>(

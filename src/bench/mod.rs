@@ -10,6 +10,7 @@
 //! `--soak` (a fixed rate for minutes: RSS and pending calls over time, [`soak`]) and
 //! `--scaling`.
 
+mod cpu;
 mod http;
 mod load;
 mod nameko;
@@ -17,10 +18,12 @@ mod pending;
 mod procs;
 mod report;
 mod soak;
+mod wrk;
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use clap::Args;
+use cpu::CpuMeter;
 use load::closed_loop;
 use mesh::protocol::RequestBody;
 use mesh::{CallContext, Mesh, MeshConfig};
@@ -47,6 +50,10 @@ pub struct BenchArgs {
     /// Concurrency levels: calls in flight (ceiling) and HTTP connections (gateway).
     #[arg(long, value_delimiter = ',', default_value = "8,64,256")]
     connections: Vec<usize>,
+    /// The HTTP load generator of the levels: `wrk` (needs it installed), the built-in `hyper`
+    /// client, or `auto` (wrk when installed).
+    #[arg(long, value_enum, default_value_t = LoadGenerator::Auto)]
+    load: LoadGenerator,
     /// Skip the ceiling and gateway levels (run only the optional runs asked for).
     #[arg(long)]
     no_levels: bool,
@@ -62,6 +69,12 @@ pub struct BenchArgs {
     /// Calls to keep pending in the gateway at once (`greeting_service.slow`); 0: no such run.
     #[arg(long, default_value_t = 0)]
     pending: usize,
+    /// Pending calls per HTTP/2 connection (and the gateway's stream limit for the run).
+    #[arg(long, default_value_t = 1_000)]
+    pending_streams: usize,
+    /// Send the pending calls over HTTP/1.1, one connection per call, instead of HTTP/2.
+    #[arg(long)]
+    pending_http1: bool,
     /// How long the pending calls sleep, counted from the first one sent (default: 1 s + 0.5 ms
     /// per call, enough to get them all out first).
     #[arg(long)]
@@ -86,6 +99,47 @@ pub struct BenchArgs {
     out: PathBuf,
 }
 
+/// Which program sends the HTTP load of the levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LoadGenerator {
+    /// wrk when installed, else hyper.
+    Auto,
+    /// The built-in hyper client, in this process.
+    Hyper,
+    /// wrk, one thread, in its own process.
+    Wrk,
+}
+
+/// The load generator a run uses, ready to go.
+enum Load {
+    Hyper,
+    /// wrk with its Lua script.
+    Wrk(PathBuf),
+}
+
+impl Load {
+    fn choose(args: &BenchArgs) -> Result<Self> {
+        let wrk = match args.load {
+            LoadGenerator::Hyper => false,
+            LoadGenerator::Auto => wrk::installed(),
+            LoadGenerator::Wrk if wrk::installed() => true,
+            LoadGenerator::Wrk => bail!("--load wrk: wrk is not installed (apt-get install wrk)"),
+        };
+        if !wrk {
+            return Ok(Self::Hyper);
+        }
+        let body = serde_json::to_string(&hello_args())?;
+        Ok(Self::Wrk(wrk::script(&args.out, &body)?))
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Hyper => "hyper (built in)",
+            Self::Wrk(_) => "wrk -t1",
+        }
+    }
+}
+
 /// Runs the benchmark and writes its report.
 pub async fn run(args: BenchArgs) -> Result<()> {
     let open_files = procs::raise_open_files_limit();
@@ -93,8 +147,10 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     let measured = Duration::from_secs(args.seconds.max(1));
     let amqp = args.amqp_url.as_str();
     let mut report = Report::new(&args);
+    let load = Load::choose(&args)?;
+    report.load_generator = load.name();
 
-    let _service = start_service("greeting_service", amqp, args.service_workers)?;
+    let service = start_service("greeting_service", amqp, args.service_workers)?;
     let mesh = Mesh::amqp(MeshConfig::with_url(amqp)).await?;
     let client = mesh.client("bench").await?;
     wait_for_greeter(&client).await?;
@@ -103,6 +159,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         println!("ceiling: mesh's RPC client -> RabbitMQ -> greeter (no HTTP)");
         for &n in &args.connections {
             let client = client.clone();
+            let meter = CpuMeter::start(None, service.pid());
             let sample = closed_loop(n, warmup, measured, move |_| {
                 let client = client.clone();
                 async move {
@@ -114,11 +171,16 @@ pub async fn run(args: BenchArgs) -> Result<()> {
                         .map_err(|e| e.to_string())
                 }
             })
-            .await;
-            report.push(Row::measured("ceiling", n, &sample, None, None));
+            .await
+            .figures(warmup);
+            let cpu = meter.stop(sample.requests_in_all);
+            report.push(Row::measured("ceiling", n, &sample, None, None).with_cpu(cpu));
         }
 
-        println!("gateway: HTTP keep-alive -> warren gateway -> RabbitMQ -> greeter");
+        println!(
+            "gateway: HTTP keep-alive ({}) -> warren gateway -> RabbitMQ -> greeter",
+            load.name()
+        );
         let threads = args.gateway_worker_threads.map(|t| t.to_string());
         let extra: Vec<&str> = match &threads {
             Some(threads) => vec!["--worker-threads", threads],
@@ -126,7 +188,8 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         };
         let gateway = start_gateway(amqp, &extra)?;
         for &n in &args.connections {
-            report.push(http_level("gateway", &gateway, n, warmup, measured).await?);
+            report
+                .push(http_level("gateway", &gateway, &service, &load, n, warmup, measured).await?);
         }
     }
 
@@ -134,7 +197,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         println!("nameko: HTTP keep-alive -> nameko @http + RpcProxy -> RabbitMQ -> greeter");
         let nameko = nameko::start(amqp)?;
         for &n in &args.connections {
-            report.push(http_level("nameko", &nameko, n, warmup, measured).await?);
+            report.push(http_level("nameko", &nameko, &service, &load, n, warmup, measured).await?);
         }
     }
 
@@ -177,47 +240,50 @@ fn address_of(server: &Process) -> Result<SocketAddr> {
 }
 
 /// One closed-loop level of `hello` over `n` keep-alive connections to `server`, with the
-/// server process's peak RSS and CPU per 10,000 requests.
+/// server process's peak RSS and CPU per 10,000 requests, and the machine's CPU split.
 async fn http_level(
     target: &str,
     server: &Process,
+    service: &Process,
+    load: &Load,
     n: usize,
     warmup: Duration,
     measured: Duration,
 ) -> Result<Row> {
-    let connections = Arc::new(
-        http::open_many(address_of(server)?, n)
+    const PATH: &str = "/rpc/greeting_service/hello";
+    let address = address_of(server)?;
+    let connections = match load {
+        Load::Hyper => http::open_many(address, n)
             .await
             .map_err(anyhow::Error::msg)?,
-    );
+        Load::Wrk(_) => Vec::new(),
+    };
     let body = Bytes::from(serde_json::to_vec(&hello_args())?);
     let rss = RssPeak::start(server.pid());
     let cpu_before = cpu_seconds(server.pid());
-    let sample = closed_loop(n, warmup, measured, move |worker| {
-        let (connections, body) = (connections.clone(), body.clone());
-        async move {
-            connections[worker]
-                .post_json("/rpc/greeting_service/hello", body)
-                .await
+    let meter = CpuMeter::start(Some(server.pid()), service.pid());
+    let sample = match load {
+        Load::Hyper => {
+            let connections = Arc::new(connections);
+            closed_loop(n, warmup, measured, move |worker| {
+                let (connections, body) = (connections.clone(), body.clone());
+                async move { connections[worker].post_json(PATH, body).await }
+            })
+            .await
+            .figures(warmup)
         }
-    })
-    .await;
-    // CPU over warm-up and measurement; requests over the same span are estimated from the
-    // measured rate.
+        Load::Wrk(script) => wrk::level(address, PATH, script, n, warmup, measured).await?,
+    };
+    // CPU over warm-up and measurement, over the requests of both.
     let cpu = cpu_seconds(server.pid()) - cpu_before;
-    let requests = sample.rate() * (warmup + measured).as_secs_f64();
+    let requests = sample.requests_in_all;
+    let split = meter.stop(requests);
     let cpu_per_10k = if requests > 0.0 {
         cpu / requests * 10_000.0
     } else {
         0.0
     };
-    Ok(Row::measured(
-        target,
-        n,
-        &sample,
-        Some(rss.stop()),
-        Some(cpu_per_10k),
-    ))
+    Ok(Row::measured(target, n, &sample, Some(rss.stop()), Some(cpu_per_10k)).with_cpu(split))
 }
 
 fn hello_args() -> serde_json::Map<String, serde_json::Value> {
@@ -277,7 +343,8 @@ async fn scaling(
                 let (connections, body) = (connections.clone(), body.clone());
                 async move { connections[worker].post_json(path, body).await }
             })
-            .await;
+            .await
+            .figures(warmup);
             report.push(Row::measured(
                 &format!("{label} x{count}"),
                 n,

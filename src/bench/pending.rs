@@ -3,10 +3,13 @@
 //! gateway's RSS idle, with N idle connections, and at its peak, then the time from release until
 //! the last answer, and the errors.
 //!
-//! HTTP/1.1 carries one call per connection at a time, so N pending calls are N connections,
-//! and each end holds N sockets. When the open-files limit (raised to the hard limit, which needs
-//! `CAP_SYS_RESOURCE` to go higher) cannot hold N, the run measures as many calls as it can and
-//! extrapolates the memory per call (connection included) to N, and says so.
+//! The calls go over HTTP/2 (h2c, prior knowledge), `--pending-streams` of them per connection
+//! (the gateway's `--http2-max-concurrent-streams` is set to the same), so 100,000 calls need a
+//! hundred sockets. `--pending-http1` sends them over HTTP/1.1 instead, which carries one call
+//! per connection at a time: N pending calls are N connections, and each end holds N sockets.
+//! When the open-files limit (raised to the hard limit, which needs `CAP_SYS_RESOURCE` to go
+//! higher) cannot hold N, that run measures as many calls as it can and extrapolates the memory
+//! per call (connection included) to N, and says so.
 
 use super::http::{self, Connection, prometheus_value};
 use super::procs::{RssPeak, rss_bytes};
@@ -16,6 +19,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde_json::json;
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -27,9 +31,16 @@ const FD_RESERVE: u64 = 200;
 /// Bytes per MiB.
 const MB: f64 = 1024.0 * 1024.0;
 
+/// The most workers (and prefetch: AMQP's is 16 bits) one greeter process gets.
+const WORKERS_PER_GREETER: usize = 50_000;
+
 /// What the pending run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct PendingOutcome {
+    /// The HTTP version the calls went over.
+    pub http: &'static str,
+    /// Client connections the calls went over.
+    pub connections: usize,
     /// Calls asked for.
     pub requested: usize,
     /// Calls made (fewer when the open-files limit is lower).
@@ -67,11 +78,41 @@ pub struct PendingOutcome {
     pub first_error: Option<String>,
 }
 
+/// Opens the connections for `calls` calls: one HTTP/1.1 connection per call (`streams` is
+/// `None`), or HTTP/2 connections that each carry `streams`.
+async fn open_callers(
+    address: SocketAddr,
+    calls: usize,
+    streams: Option<usize>,
+) -> Result<Vec<Connection>> {
+    let Some(streams) = streams else {
+        return http::open_many(address, calls)
+            .await
+            .map_err(anyhow::Error::msg);
+    };
+    let mut connections = Vec::new();
+    for _ in 0..calls.div_ceil(streams.max(1)) {
+        connections.push(
+            Connection::open_h2(address)
+                .await
+                .map_err(anyhow::Error::msg)?,
+        );
+    }
+    Ok(connections)
+}
+
 /// Runs the pending-calls measurement with its own greeter and gateway processes.
 pub async fn run(args: &BenchArgs, open_files: u64) -> Result<PendingOutcome> {
     let requested = args.pending;
+    let streams = (!args.pending_http1).then_some(args.pending_streams.max(1));
+    let needed_fds = streams.map_or(requested, |s| requested.div_ceil(s));
     let room = usize::try_from(open_files.saturating_sub(FD_RESERVE)).unwrap_or(usize::MAX);
-    let calls = requested.min(room).max(1);
+    let calls = if needed_fds <= room {
+        requested
+    } else {
+        streams.map_or(room, |s| room.saturating_mul(s))
+    }
+    .max(1);
     let capped = (calls < requested).then_some(open_files);
     if capped.is_some() {
         println!(
@@ -86,10 +127,14 @@ pub async fn run(args: &BenchArgs, open_files: u64) -> Result<PendingOutcome> {
     );
 
     let amqp = args.amqp_url.as_str();
-    // One more greeter with a worker (and prefetch) for every call, so none waits in the queue.
-    let workers = u16::try_from(calls).unwrap_or(u16::MAX);
-    let _greeter = start_service("greeting_service", amqp, workers)?;
+    // More greeters with a worker (and prefetch) for every call, so none waits in the queue.
+    let greeters = calls.div_ceil(WORKERS_PER_GREETER);
+    let workers = u16::try_from(calls.div_ceil(greeters)).unwrap_or(u16::MAX);
+    let _greeters = (0..greeters)
+        .map(|_| start_service("greeting_service", amqp, workers))
+        .collect::<Result<Vec<_>>>()?;
     let max_in_flight = (calls + 1_000).to_string();
+    let max_streams = streams.unwrap_or(1).to_string();
     let gateway = start_gateway(
         amqp,
         &[
@@ -101,6 +146,8 @@ pub async fn run(args: &BenchArgs, open_files: u64) -> Result<PendingOutcome> {
             // header read timeout would close them as idle keep-alive connections meanwhile.
             "--header-read-timeout-ms",
             &timeout_ms,
+            "--http2-max-concurrent-streams",
+            &max_streams,
         ],
     )?;
     let address = address_of(&gateway)?;
@@ -120,9 +167,7 @@ pub async fn run(args: &BenchArgs, open_files: u64) -> Result<PendingOutcome> {
     }
     let rss_idle = rss_bytes(pid);
     let connect_start = Instant::now();
-    let connections = http::open_many(address, calls)
-        .await
-        .map_err(anyhow::Error::msg)?;
+    let callers = Arc::new(open_callers(address, calls, streams).await?);
     let connect_seconds = connect_start.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_connected = rss_bytes(pid);
@@ -133,8 +178,8 @@ pub async fn run(args: &BenchArgs, open_files: u64) -> Result<PendingOutcome> {
     let release = first_sent + Duration::from_millis(hold_ms);
     let failures = Arc::new(Mutex::new((0u64, None::<String>)));
     let mut tasks = Vec::with_capacity(calls);
-    for connection in connections {
-        let failures = failures.clone();
+    for i in 0..calls {
+        let (callers, failures) = (callers.clone(), failures.clone());
         let timeout_ms = timeout_ms.clone();
         tasks.push(tokio::spawn(async move {
             let ms = release
@@ -142,7 +187,7 @@ pub async fn run(args: &BenchArgs, open_files: u64) -> Result<PendingOutcome> {
                 .as_millis();
             let body = Bytes::from(json!({ "ms": ms }).to_string());
             let headers = [("x-timeout-ms", timeout_ms.as_str())];
-            let outcome = connection
+            let outcome = callers[i % callers.len()]
                 .post_json_with("/rpc/greeting_service/slow", body, &headers)
                 .await;
             if let Err(e) = outcome {
@@ -168,6 +213,12 @@ pub async fn run(args: &BenchArgs, open_files: u64) -> Result<PendingOutcome> {
 
     let kib_per_call = peak_rss.saturating_sub(rss_idle) as f64 / 1024.0 / calls as f64;
     let outcome = PendingOutcome {
+        http: if streams.is_some() {
+            "HTTP/2"
+        } else {
+            "HTTP/1.1"
+        },
+        connections: callers.len(),
         requested,
         calls,
         capped_by_open_files: capped,
@@ -195,12 +246,13 @@ impl PendingOutcome {
     /// The run as a Markdown table.
     pub fn markdown(&self) -> String {
         let mut md = String::from(
-            "| pending calls | all pending after s | peak pending | gateway RSS idle MB | with idle conns MB | all pending MB | peak MB | after drain MB | KiB / call | drain s | errors |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+            "| pending calls | over | all pending after s | peak pending | gateway RSS idle MB | with idle conns MB | all pending MB | peak MB | after drain MB | KiB / call | drain s | errors |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         );
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {:.1} | {:.1} | {} | {:.1} | {:.1} | {:.2} | {:.2} | {} |",
+            "| {} | {} | {} | {} | {:.1} | {:.1} | {} | {:.1} | {:.1} | {:.2} | {:.2} | {} |",
             self.calls,
+            format_args!("{} x {}", self.connections, self.http),
             self.all_pending_after_seconds
                 .map_or("never".to_owned(), |s| format!("{s:.2}")),
             self.peak_pending,

@@ -81,6 +81,15 @@ impl Drop for Process {
 
 /// CPU seconds (user + system) the process has used.
 pub fn cpu_seconds(pid: u32) -> f64 {
+    stat_seconds(pid, false)
+}
+
+/// CPU seconds (user + system) the process and its finished, waited-for children have used.
+pub fn cpu_seconds_with_children(pid: u32) -> f64 {
+    stat_seconds(pid, true)
+}
+
+fn stat_seconds(pid: u32, children: bool) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0.0;
     };
@@ -95,17 +104,25 @@ pub fn cpu_seconds(pid: u32) -> f64 {
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    // utime and stime are fields 14 and 15 of the file: 11 and 12 after the ')'.
-    (ticks(11) + ticks(12)) / clock_ticks_per_second()
+    // utime, stime, cutime and cstime are fields 14 to 17 of the file: 11 to 14 after the ')'.
+    let mut sum = ticks(11) + ticks(12);
+    if children {
+        sum += ticks(13) + ticks(14);
+    }
+    sum / clock_ticks_per_second()
 }
 
-fn clock_ticks_per_second() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
+/// The kernel's clock ticks per second (`getconf CLK_TCK`, asked once).
+pub fn clock_ticks_per_second() -> f64 {
+    static HZ: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *HZ.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    })
 }
 
 /// Resident memory of the process, bytes.

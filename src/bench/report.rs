@@ -1,7 +1,8 @@
 //! The benchmark's table: printed, and written as JSON and Markdown.
 
 use super::BenchArgs;
-use super::load::Sample;
+use super::cpu::CpuSplit;
+use super::load::Figures;
 use super::pending::PendingOutcome;
 use super::soak::SoakOutcome;
 use anyhow::Result;
@@ -16,18 +17,9 @@ pub struct Row {
     pub target: String,
     /// Calls in flight (ceiling) or HTTP connections.
     pub concurrency: usize,
-    /// Successful requests per second.
-    pub rps: f64,
-    /// Latency percentiles, ms.
-    pub p50_ms: f64,
-    /// 99th percentile, ms.
-    pub p99_ms: f64,
-    /// 99.9th percentile, ms.
-    pub p999_ms: f64,
-    /// Failed requests.
-    pub errors: u64,
-    /// The first error, if any.
-    pub first_error: Option<String>,
+    /// Rate, latencies and errors.
+    #[serde(flatten)]
+    pub figures: Figures,
     /// The server process's (gateway's, or nameko's) peak RSS, MB.
     pub gateway_peak_rss_mb: Option<f64>,
     /// The server process's CPU seconds per 10,000 requests.
@@ -36,30 +28,36 @@ pub struct Row {
     pub ratio_to_ceiling: Option<f64>,
     /// Server p99 / ceiling p99 at the same concurrency.
     pub p99_ratio_to_ceiling: Option<f64>,
+    /// The machine's CPU per request, by process.
+    pub cpu: Option<CpuSplit>,
 }
 
 impl Row {
-    /// A row from a sample.
+    /// A row from a level's figures.
     pub fn measured(
         target: &str,
         concurrency: usize,
-        sample: &Sample,
+        sample: &Figures,
         rss: Option<u64>,
         cpu_per_10k: Option<f64>,
     ) -> Self {
         Self {
             target: target.to_owned(),
             concurrency,
-            rps: sample.rate(),
-            p50_ms: sample.quantile_ms(0.50),
-            p99_ms: sample.quantile_ms(0.99),
-            p999_ms: sample.quantile_ms(0.999),
-            errors: sample.errors,
-            first_error: sample.first_error.clone(),
+            figures: sample.clone(),
             gateway_peak_rss_mb: rss.map(|b| b as f64 / (1024.0 * 1024.0)),
             gateway_cpu_s_per_10k: cpu_per_10k,
             ratio_to_ceiling: None,
             p99_ratio_to_ceiling: None,
+            cpu: None,
+        }
+    }
+
+    /// The row with its CPU split.
+    pub fn with_cpu(self, cpu: CpuSplit) -> Self {
+        Self {
+            cpu: Some(cpu),
+            ..self
         }
     }
 }
@@ -68,6 +66,8 @@ impl Row {
 #[derive(Debug, Serialize)]
 pub struct Report {
     seconds_per_level: u64,
+    /// The HTTP load generator of the levels.
+    pub load_generator: &'static str,
     service_workers: u16,
     cores: usize,
     rows: Vec<Row>,
@@ -82,6 +82,7 @@ impl Report {
     pub fn new(args: &BenchArgs) -> Self {
         Self {
             seconds_per_level: args.seconds,
+            load_generator: "",
             service_workers: args.service_workers,
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             rows: Vec::new(),
@@ -99,8 +100,8 @@ impl Report {
         if let Some(ceiling) =
             ceiling.filter(|_| matches!(row.target.as_str(), "gateway" | "nameko"))
         {
-            row.ratio_to_ceiling = Some(row.rps / ceiling.rps.max(1e-9));
-            row.p99_ratio_to_ceiling = Some(row.p99_ms / ceiling.p99_ms.max(1e-9));
+            row.ratio_to_ceiling = Some(row.figures.rps / ceiling.figures.rps.max(1e-9));
+            row.p99_ratio_to_ceiling = Some(row.figures.p99_ms / ceiling.figures.p99_ms.max(1e-9));
         }
         println!("  {}", line(&row));
         self.rows.push(row);
@@ -116,6 +117,11 @@ impl Report {
         let mut md = String::new();
         if !self.rows.is_empty() {
             md.push_str(self.rows_markdown().as_str());
+            let _ = writeln!(md, "\nHTTP load generator: {}.", self.load_generator);
+        }
+        if self.rows.iter().any(|r| r.cpu.is_some()) {
+            md.push('\n');
+            md.push_str(self.cpu_markdown().as_str());
         }
         for extra in [
             self.pending.as_ref().map(PendingOutcome::markdown),
@@ -144,15 +150,41 @@ impl Report {
                 "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {} |",
                 r.target,
                 r.concurrency,
-                r.rps,
-                r.p50_ms,
-                r.p99_ms,
-                r.p999_ms,
-                r.errors,
+                r.figures.rps,
+                r.figures.p50_ms,
+                r.figures.p99_ms,
+                r.figures.p999_ms,
+                r.figures.errors,
                 opt(r.gateway_peak_rss_mb, 1),
                 opt(r.gateway_cpu_s_per_10k, 3),
                 opt(r.ratio_to_ceiling, 3),
                 opt(r.p99_ratio_to_ceiling, 2),
+            );
+        }
+        md
+    }
+
+    /// CPU per request by process (µs), for the rows that measured it.
+    fn cpu_markdown(&self) -> String {
+        let mut md = String::from(
+            "| target | conc. | bench process µs/req | server µs/req | greeter µs/req | broker µs/req | rest µs/req | total µs/req | machine idle % |\n|---|---|---|---|---|---|---|---|---|\n",
+        );
+        for r in &self.rows {
+            let Some(c) = r.cpu else { continue };
+            let total =
+                c.bench_us + c.server_us.unwrap_or(0.0) + c.service_us + c.broker_us + c.rest_us;
+            let _ = writeln!(
+                md,
+                "| {} | {} | {:.0} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} |",
+                r.target,
+                r.concurrency,
+                c.bench_us,
+                c.server_us.map_or("-".to_owned(), |us| format!("{us:.0}")),
+                c.service_us,
+                c.broker_us,
+                c.rest_us,
+                total,
+                c.idle_pct,
             );
         }
         md
@@ -172,12 +204,13 @@ fn line(r: &Row) -> String {
         "{:<28} {:>4}  {:>8.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  p99.9 {:>6.2} ms  errors {}{}",
         r.target,
         r.concurrency,
-        r.rps,
-        r.p50_ms,
-        r.p99_ms,
-        r.p999_ms,
-        r.errors,
-        r.first_error
+        r.figures.rps,
+        r.figures.p50_ms,
+        r.figures.p99_ms,
+        r.figures.p999_ms,
+        r.figures.errors,
+        r.figures
+            .first_error
             .as_deref()
             .map(|e| format!(" (first: {e})"))
             .unwrap_or_default()

@@ -63,6 +63,24 @@ struct Shared {
     timeouts: AtomicU64,
     unknown_service: AtomicU64,
     broker_lost: AtomicU64,
+    publishing: PublishWindow,
+}
+
+/// How many requests may await the broker's confirmation at once; more wait their turn.
+///
+/// A publish in flight is the largest state a call has (lapin's publish future and confirm
+/// bookkeeping, about 2.5 KiB); a burst of a hundred thousand requests would otherwise have them
+/// all at once. Confirms come back within a millisecond or so, so at any real rate the window is
+/// far from full.
+const PUBLISH_WINDOW: usize = 1024;
+
+/// The permits of [`PUBLISH_WINDOW`].
+struct PublishWindow(tokio::sync::Semaphore);
+
+impl Default for PublishWindow {
+    fn default() -> Self {
+        Self(tokio::sync::Semaphore::new(PUBLISH_WINDOW))
+    }
 }
 
 impl Shared {
@@ -124,6 +142,19 @@ impl RpcClient {
         body: &RequestBody,
         context: CallContext,
     ) -> Result<Value, CallError> {
+        let request = self.prepare(service, method, body, context)?;
+        self.send(service, request).await
+    }
+
+    /// Checks and serializes a call: everything up to publishing, done before the first
+    /// `await` so the call's future keeps none of it (only the [`Prepared`] request).
+    fn prepare(
+        &self,
+        service: &str,
+        method: &str,
+        body: &RequestBody,
+        context: CallContext,
+    ) -> Result<Prepared, CallError> {
         for name in [service, method] {
             validate_name(name).map_err(|reason| CallError::InvalidName {
                 name: name.to_owned(),
@@ -144,64 +175,83 @@ impl RpcClient {
         }
         let payload =
             serde_json::to_vec(body).map_err(|e| CallError::InvalidArguments(e.to_string()))?;
-
-        let mut pending = shared.pending.register(uuid::Uuid::new_v4().to_string());
+        let correlation_id = uuid::Uuid::new_v4().to_string();
+        let routing_key = request_routing_key(service, method);
         let properties = BasicProperties::default()
             .with_reply_to(inner.reply_to.clone())
-            .with_correlation_id(pending.correlation_id().into())
+            .with_correlation_id(correlation_id.as_str().into())
             .with_content_type("application/json".into())
             .with_content_encoding("utf-8".into())
             .with_delivery_mode(1)
             .with_expiration(budget_ms.to_string().into())
             .with_headers(headers::write(&context));
-        let routing_key = request_routing_key(service, method);
+        let publish = Box::new(Publish {
+            routing_key,
+            payload,
+            properties,
+        });
+        Ok(Prepared {
+            correlation_id,
+            publish,
+            deadline,
+            budget_ms,
+        })
+    }
 
-        let exchange = inner.exchange.clone();
-        let outcome = tokio::time::timeout_at(deadline.instant(), async {
-            let Some(publisher) = shared.publisher() else {
-                return Err(CallError::Unavailable("not connected to the broker".into()));
+    /// Publishes a prepared request and waits for its reply until its deadline.
+    ///
+    /// What a pending call holds while it waits is kept small (a server may have a hundred
+    /// thousand of them): the entry is registered here, and the returned future captures only
+    /// the entry, the boxed publish and the deadline.
+    fn send<'a>(
+        &'a self,
+        service: &'a str,
+        request: Prepared,
+    ) -> impl Future<Output = Result<Value, CallError>> + Send + 'a {
+        let shared = &self.inner.shared;
+        let mut pending = shared.pending.register(request.correlation_id);
+        let Prepared {
+            publish: request,
+            deadline,
+            budget_ms,
+            ..
+        } = request;
+        async move {
+            let timed_out = || {
+                shared.timeouts.fetch_add(1, Ordering::Relaxed);
+                CallError::DeadlineExceeded(budget_ms)
             };
-            let confirmation = publisher
-                .basic_publish(
-                    exchange,
-                    routing_key.into(),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        ..BasicPublishOptions::default()
-                    },
-                    &payload,
-                    properties,
-                )
+            // The publish future (frames, properties, confirm) is large: made only once the
+            // request's turn in the window comes, boxed, and freed once the broker confirmed
+            // it, so a call waiting for its reply does not keep it.
+            let published = async {
+                let _turn = shared.publishing.0.acquire().await.map_err(|_| {
+                    Unpublished::Failed(CallError::Unavailable("the client is closed".into()))
+                })?;
+                Box::pin(publish(
+                    shared.publisher(),
+                    self.inner.exchange.clone(),
+                    *request,
+                ))
                 .await
-                .map_err(unavailable)?
-                .await
-                .map_err(unavailable)?;
-            match confirmation {
-                Confirmation::Ack(Some(_returned)) => {
+            };
+            match tokio::time::timeout_at(deadline.instant(), published).await {
+                Err(_elapsed) => return Err(timed_out()),
+                Ok(Err(Unpublished::Returned)) => {
                     shared.unknown_service.fetch_add(1, Ordering::Relaxed);
                     return Err(CallError::UnknownService(service.to_owned()));
                 }
-                Confirmation::Nack(_) => {
-                    return Err(CallError::Unavailable(
-                        "the broker refused the request".into(),
-                    ));
-                }
-                Confirmation::Ack(None) | Confirmation::NotRequested => {}
+                Ok(Err(Unpublished::Failed(error))) => return Err(error),
+                Ok(Ok(())) => {}
             }
-            pending.reply().await
-        })
-        .await;
-
-        let bytes = match outcome {
-            Ok(result) => result?,
-            Err(_elapsed) => {
-                shared.timeouts.fetch_add(1, Ordering::Relaxed);
-                return Err(CallError::DeadlineExceeded(budget_ms));
-            }
-        };
-        let reply: ReplyBody = serde_json::from_slice(&bytes)
-            .map_err(|e| CallError::MalformedReply(format!("reply is not valid: {e}")))?;
-        reply.into_result().map_err(CallError::Remote)
+            let bytes = match tokio::time::timeout_at(deadline.instant(), pending.reply()).await {
+                Ok(result) => result?,
+                Err(_elapsed) => return Err(timed_out()),
+            };
+            let reply: ReplyBody = serde_json::from_slice(&bytes)
+                .map_err(|e| CallError::MalformedReply(format!("reply is not valid: {e}")))?;
+            reply.into_result().map_err(CallError::Remote)
+        }
     }
 
     /// Whether calls can be made: connected to the broker and consuming replies.
@@ -225,6 +275,65 @@ impl RpcClient {
             unmatched_replies: shared.pending.unmatched(),
             broker_lost: shared.broker_lost.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// A call checked and serialized, ready to publish.
+struct Prepared {
+    correlation_id: String,
+    publish: Box<Publish>,
+    deadline: Deadline,
+    budget_ms: u64,
+}
+
+/// What goes to the broker.
+struct Publish {
+    routing_key: String,
+    payload: Vec<u8>,
+    properties: BasicProperties,
+}
+
+/// Why a request was not published.
+enum Unpublished {
+    /// No queue is bound for its routing key: the broker returned it (mandatory).
+    Returned,
+    /// Not connected, or the broker refused or lost it.
+    Failed(CallError),
+}
+
+/// Publishes a request `mandatory` on `publisher` and waits for the broker's confirmation.
+async fn publish(
+    publisher: Option<Channel>,
+    exchange: ShortString,
+    request: Publish,
+) -> Result<(), Unpublished> {
+    let Publish {
+        routing_key,
+        payload,
+        properties,
+    } = request;
+    let failed = |e| Unpublished::Failed(unavailable(e));
+    let Some(publisher) = publisher else {
+        return Err(Unpublished::Failed(CallError::Unavailable(
+            "not connected to the broker".into(),
+        )));
+    };
+    let options = BasicPublishOptions {
+        mandatory: true,
+        ..BasicPublishOptions::default()
+    };
+    let confirmation = publisher
+        .basic_publish(exchange, routing_key.into(), options, &payload, properties)
+        .await
+        .map_err(failed)?
+        .await
+        .map_err(failed)?;
+    match confirmation {
+        Confirmation::Ack(Some(_returned)) => Err(Unpublished::Returned),
+        Confirmation::Nack(_) => Err(Unpublished::Failed(CallError::Unavailable(
+            "the broker refused the request".into(),
+        ))),
+        Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
     }
 }
 
@@ -359,9 +468,15 @@ impl Outbound for RpcClient {
         body: RequestBody,
         context: CallContext,
     ) -> BoxFuture<Result<Value, CallError>> {
+        // Prepared now, so the body and context are freed before the call waits.
+        let request = match self.prepare(service, method, &body, context) {
+            Ok(request) => request,
+            Err(error) => return Box::pin(std::future::ready(Err(error))),
+        };
+        drop(body);
         let client = self.clone();
-        let (service, method) = (service.to_owned(), method.to_owned());
-        Box::pin(async move { client.call(&service, &method, &body, context).await })
+        let service = service.to_owned();
+        Box::pin(async move { client.send(&service, request).await })
     }
 
     fn dispatch(

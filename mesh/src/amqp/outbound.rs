@@ -52,14 +52,15 @@ impl Outbound for AmqpOutbound {
         body: RequestBody,
         context: CallContext,
     ) -> BoxFuture<Result<Value, CallError>> {
+        // Once the client is up (every call but the first), its own future is the call's.
+        if let Some(client) = self.inner.client.get() {
+            return Outbound::call(client, service, method, body, context);
+        }
         let inner = self.inner.clone();
         let (service, method) = (service.to_owned(), method.to_owned());
         Box::pin(async move {
-            inner
-                .client()
-                .await?
-                .call(&service, &method, &body, context)
-                .await
+            let client = inner.client().await?;
+            Outbound::call(client, &service, &method, body, context).await
         })
     }
 
