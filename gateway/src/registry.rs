@@ -21,7 +21,9 @@ pub enum Liveness {
     Unknown,
     /// This many live instances.
     Live(usize),
-    /// Described before, but no instance is live now.
+    /// Described before, but no instance is live now: one was heard `up` and none is now, or
+    /// the gateway has listened for a heartbeat and heard of none (a gateway that has only heard
+    /// an instance say `down` may not have heard yet from another, live one).
     NoLiveInstance,
 }
 
@@ -34,12 +36,22 @@ struct Known {
     /// The newest incarnation heard of each instance (its start, epoch ms): after a restart
     /// under the same instance id, the old process's late `down` must not remove the new one.
     incarnations: BTreeMap<String, u64>,
+    /// Whether any instance was heard `up`.
+    heard_up: bool,
 }
 
 /// The services the gateway knows, shared by its handlers.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Registry {
     services: RwLock<BTreeMap<String, Known>>,
+    /// When the registry started listening, epoch ms.
+    listening_since_ms: u64,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::listening_since(now_ms())
+    }
 }
 
 fn now_ms() -> u64 {
@@ -50,6 +62,14 @@ fn now_ms() -> u64 {
 }
 
 impl Registry {
+    /// An empty registry that started listening at `ms` (epoch ms).
+    fn listening_since(ms: u64) -> Self {
+        Self {
+            services: RwLock::default(),
+            listening_since_ms: ms,
+        }
+    }
+
     /// Takes in a descriptor.
     pub fn apply(&self, descriptor: ServiceDescriptor) {
         let mut services = self.services.write().unwrap_or_else(|e| e.into_inner());
@@ -69,6 +89,7 @@ impl Registry {
             .insert(descriptor.instance.clone(), descriptor.started_at_ms);
         match descriptor.state {
             InstanceState::Up => {
+                known.heard_up = true;
                 let until = descriptor
                     .sent_at_ms
                     .saturating_add(descriptor.heartbeat_ms.saturating_mul(MISSED_HEARTBEATS));
@@ -91,13 +112,18 @@ impl Registry {
             None => Liveness::Unknown,
             Some(known) => {
                 let now = now_ms();
-                match known
+                let live = known
                     .instances
                     .values()
                     .filter(|(_, until)| *until > now)
-                    .count()
-                {
-                    0 => Liveness::NoLiveInstance,
+                    .count();
+                // Every live instance announces itself each heartbeat: after one, silence means
+                // none is live.
+                let heartbeat = known.latest.as_ref().map_or(0, |d| d.heartbeat_ms);
+                let heard_all = now >= self.listening_since_ms.saturating_add(heartbeat);
+                match live {
+                    0 if known.heard_up || heard_all => Liveness::NoLiveInstance,
+                    0 => Liveness::Unknown,
                     n => Liveness::Live(n),
                 }
             }
@@ -241,5 +267,23 @@ mod tests {
         let overview = r.overview();
         assert_eq!(overview.len(), 1);
         assert!(overview[0].instances.is_empty());
+    }
+
+    #[test]
+    fn a_down_alone_proves_nothing_until_a_heartbeat_has_passed() {
+        // A gateway that just started hears one instance leave: another may be live and not
+        // have announced itself yet.
+        let r = Registry::default();
+        r.apply(descriptor("gone", InstanceState::Down, now_ms()));
+        assert_eq!(r.liveness("s"), Liveness::Unknown);
+        // After a heartbeat (1 s here) of listening, every live instance would have spoken.
+        let r = Registry::listening_since(now_ms() - 1_500);
+        r.apply(descriptor("gone", InstanceState::Down, now_ms()));
+        assert_eq!(r.liveness("s"), Liveness::NoLiveInstance);
+        // One heard up, then down: none is live.
+        let r = Registry::default();
+        r.apply(descriptor("a", InstanceState::Up, now_ms()));
+        r.apply(descriptor("a", InstanceState::Down, now_ms()));
+        assert_eq!(r.liveness("s"), Liveness::NoLiveInstance);
     }
 }

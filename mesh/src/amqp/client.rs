@@ -175,23 +175,15 @@ impl RpcClient {
         }
         let payload =
             serde_json::to_vec(body).map_err(|e| CallError::InvalidArguments(e.to_string()))?;
-        let correlation_id = uuid::Uuid::new_v4().to_string();
-        let routing_key = request_routing_key(service, method);
-        let properties = BasicProperties::default()
-            .with_reply_to(inner.reply_to.clone())
-            .with_correlation_id(correlation_id.as_str().into())
-            .with_content_type("application/json".into())
-            .with_content_encoding("utf-8".into())
-            .with_delivery_mode(1)
-            .with_expiration(budget_ms.to_string().into())
-            .with_headers(headers::write(&context));
+        // The AMQP properties and headers are made when the request's turn to publish comes (a
+        // burst may wait for the publish window): until then it keeps only these.
         let publish = Box::new(Publish {
-            routing_key,
+            routing_key: request_routing_key(service, method),
             payload,
-            properties,
+            context,
         });
         Ok(Prepared {
-            correlation_id,
+            correlation_id: uuid::Uuid::new_v4().to_string(),
             publish,
             deadline,
             budget_ms,
@@ -228,10 +220,26 @@ impl RpcClient {
                 let _turn = shared.publishing.0.acquire().await.map_err(|_| {
                     Unpublished::Failed(CallError::Unavailable("the client is closed".into()))
                 })?;
+                let Publish {
+                    routing_key,
+                    payload,
+                    context,
+                } = *request;
+                let properties = BasicProperties::default()
+                    .with_reply_to(self.inner.reply_to.clone())
+                    .with_correlation_id(pending.correlation_id().into())
+                    .with_content_type("application/json".into())
+                    .with_content_encoding("utf-8".into())
+                    .with_delivery_mode(1)
+                    .with_expiration(deadline.remaining_ms().to_string().into())
+                    .with_headers(headers::write(&context));
+                drop(context);
                 Box::pin(publish(
                     shared.publisher(),
                     self.inner.exchange.clone(),
-                    *request,
+                    routing_key,
+                    payload,
+                    properties,
                 ))
                 .await
             };
@@ -286,11 +294,12 @@ struct Prepared {
     budget_ms: u64,
 }
 
-/// What goes to the broker.
+/// What goes to the broker, but for the properties made from it at the last moment.
 struct Publish {
     routing_key: String,
     payload: Vec<u8>,
-    properties: BasicProperties,
+    /// Written as the message's headers (call id stack, deadline, identity, trace).
+    context: CallContext,
 }
 
 /// Why a request was not published.
@@ -305,13 +314,10 @@ enum Unpublished {
 async fn publish(
     publisher: Option<Channel>,
     exchange: ShortString,
-    request: Publish,
+    routing_key: String,
+    payload: Vec<u8>,
+    properties: BasicProperties,
 ) -> Result<(), Unpublished> {
-    let Publish {
-        routing_key,
-        payload,
-        properties,
-    } = request;
     let failed = |e| Unpublished::Failed(unavailable(e));
     let Some(publisher) = publisher else {
         return Err(Unpublished::Failed(CallError::Unavailable(
