@@ -26,17 +26,38 @@ const BUCKETS: &[f64] = &[
     5.0, 10.0, 30.0,
 ];
 
+/// How often histogram samples are folded into their buckets when no scrape does it.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The process's Prometheus handle, installing the recorder on first use. `None` when the
 /// application installed another `metrics` recorder first.
+///
+/// Histogram samples wait in the recorder until a render (a scrape of `/metrics`) or an upkeep
+/// folds them into buckets: in a process nobody scrapes they would pile up, a few bytes per
+/// request without end (seen in a 5-minute soak: +24% RSS). A thread of its own runs the
+/// upkeep every [`UPKEEP_EVERY`], so memory stays flat whether or not anyone scrapes.
 pub fn prometheus() -> Option<&'static PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            PrometheusBuilder::new()
+            let handle = PrometheusBuilder::new()
                 .set_buckets(BUCKETS)
                 .ok()?
                 .install_recorder()
-                .ok()
+                .ok()?;
+            let upkeep = handle.clone();
+            let started = std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(UPKEEP_EVERY);
+                        upkeep.run_upkeep();
+                    }
+                });
+            if let Err(error) = started {
+                tracing::warn!(%error, "no metrics upkeep thread: histograms fold only on scrape");
+            }
+            Some(handle)
         })
         .as_ref()
 }

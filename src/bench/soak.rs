@@ -12,6 +12,7 @@ use anyhow::Result;
 use bytes::Bytes;
 use serde::Serialize;
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -82,9 +83,6 @@ pub async fn run(args: &BenchArgs) -> Result<SoakOutcome> {
             .await
             .map_err(anyhow::Error::msg)?,
     );
-    let control = Connection::open(address)
-        .await
-        .map_err(anyhow::Error::msg)?;
     let body = Bytes::from(serde_json::to_vec(&hello_args())?);
     let results = Arc::new(Mutex::new(Sample::default()));
     let answered = Arc::new(AtomicU64::new(0));
@@ -107,7 +105,7 @@ pub async fn run(args: &BenchArgs) -> Result<SoakOutcome> {
             let now = Instant::now();
             let done = answered.load(Ordering::Relaxed);
             let rps = (done - last_answered) as f64 / (now - last_at).as_secs_f64();
-            samples.push(sample(&control, pid, start, rps).await);
+            samples.push(sample(address, pid, start, rps).await);
             (last_answered, last_at, next_sample) = (done, now, next_sample + every);
         }
         let connection = connections.clone();
@@ -144,14 +142,19 @@ pub async fn run(args: &BenchArgs) -> Result<SoakOutcome> {
     let now = Instant::now();
     let rps = (answered.load(Ordering::Relaxed) - last_answered) as f64
         / (now - last_at).as_secs_f64().max(1e-3);
-    samples.push(sample(&control, pid, start, rps).await);
+    samples.push(sample(address, pid, start, rps).await);
     let outcome = summarize(args, rate, &results, samples);
     println!("{}", outcome.markdown());
     Ok(outcome)
 }
 
-async fn sample(control: &Connection, pid: u32, start: Instant, rps: f64) -> SoakSample {
-    let text = control.get("/metrics").await.unwrap_or_default();
+/// One sample of the gateway at `address`; over a connection of its own, since a kept one would
+/// sit idle between samples for longer than the gateway keeps idle connections.
+async fn sample(address: SocketAddr, pid: u32, start: Instant, rps: f64) -> SoakSample {
+    let text = match Connection::open(address).await {
+        Ok(control) => control.get("/metrics").await.unwrap_or_default(),
+        Err(_) => Bytes::new(),
+    };
     let text = String::from_utf8_lossy(&text);
     let value = |name| prometheus_value(&text, name).unwrap_or(f64::NAN);
     SoakSample {

@@ -57,7 +57,8 @@ impl Drop for Inner {
 struct Shared {
     pending: PendingCalls,
     /// The confirm channel requests go out on; `None` while the connection is down.
-    publisher: RwLock<Option<Channel>>,
+    /// (An `Arc`: every call takes a handle, and a lapin `Channel` is several `Arc`s to clone.)
+    publisher: RwLock<Option<Arc<Channel>>>,
     consuming: AtomicBool,
     calls: AtomicU64,
     timeouts: AtomicU64,
@@ -84,13 +85,13 @@ impl Default for PublishWindow {
 }
 
 impl Shared {
-    fn publisher(&self) -> Option<Channel> {
+    fn publisher(&self) -> Option<Arc<Channel>> {
         self.publisher.read().ok().and_then(|slot| slot.clone())
     }
 
     fn set_publisher(&self, channel: Option<Channel>) {
         if let Ok(mut slot) = self.publisher.write() {
-            *slot = channel;
+            *slot = channel.map(Arc::new);
         }
     }
 }
@@ -312,7 +313,7 @@ enum Unpublished {
 
 /// Publishes a request `mandatory` on `publisher` and waits for the broker's confirmation.
 async fn publish(
-    publisher: Option<Channel>,
+    publisher: Option<Arc<Channel>>,
     exchange: ShortString,
     routing_key: String,
     payload: Vec<u8>,
