@@ -50,12 +50,15 @@ impl Drop for Inner {
     }
 }
 
+/// The largest AMQP frame this process asks for, bytes, unless its URL names one.
+pub const FRAME_MAX: u32 = 16 * 1024;
+
 impl Broker {
     /// Connects, failing within `config.connect_timeout` with a one-line error that names the URL
     /// (password hidden) when the broker cannot be reached.
     pub async fn connect(config: MeshConfig) -> Result<Self, ConnectError> {
         let url = config.redacted_url();
-        let uri: AMQPUri =
+        let mut uri: AMQPUri =
             config
                 .amqp_url
                 .parse()
@@ -63,6 +66,11 @@ impl Broker {
                     url: url.clone(),
                     reason,
                 })?;
+        // lapin keeps a send and a receive buffer of 32 frames each: at RabbitMQ's default
+        // frame_max (128 KiB) that is 8 MiB a connection once touched, a third of a gateway's
+        // RSS. RPC messages are small; larger ones go out as more frames. A `frame_max` in the
+        // URL wins.
+        uri.query.frame_max.get_or_insert(FRAME_MAX);
         let dialer = Dialer {
             uri,
             name: format!("warren-{}", std::process::id()),
