@@ -216,12 +216,29 @@ async fn dispatch_publishes_an_event_subscribers_receive() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("invalid name `bad.name`"));
 }
 
+/// Runs `warren bench ARGS --out DIR` in a fresh directory; asserts it succeeded and returns
+/// its JSON report and the directory (removed by the caller).
+async fn bench(args: &[&str]) -> (serde_json::Value, std::path::PathBuf) {
+    let out = std::env::temp_dir().join(format!("warren-bench-{}", unique("bench")));
+    let out_arg = out.to_string_lossy().into_owned();
+    let mut all = vec!["bench"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--out", &out_arg]);
+    let output = run(&all).await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report =
+        serde_json::from_slice(&std::fs::read(out.join("bench.json")).expect("bench.json"))
+            .expect("json");
+    (report, out)
+}
+
 #[tokio::test]
 async fn the_benchmark_runs_and_writes_its_table() {
-    let out = std::env::temp_dir().join(format!("warren-bench-{}", unique("smoke")));
-    let out_arg = out.to_string_lossy().into_owned();
-    let output = run(&[
-        "bench",
+    let (report, out) = bench(&[
         "--load",
         "hyper",
         "--seconds",
@@ -238,18 +255,8 @@ async fn the_benchmark_runs_and_writes_its_table() {
         "100",
         "--sample-seconds",
         "1",
-        "--out",
-        &out_arg,
     ])
     .await;
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("bench.json")).expect("bench.json"))
-            .expect("json");
     let rows = report["rows"].as_array().cloned().unwrap_or_default();
     let targets: Vec<&str> = rows.iter().filter_map(|r| r["target"].as_str()).collect();
     assert_eq!(targets, ["ceiling", "gateway"]);
@@ -297,10 +304,7 @@ async fn the_benchmark_runs_and_writes_its_table() {
 /// The levels with wrk as the load generator (the test script installs wrk).
 #[tokio::test]
 async fn the_benchmark_loads_the_gateway_with_wrk() {
-    let out = std::env::temp_dir().join(format!("warren-bench-{}", unique("wrk")));
-    let out_arg = out.to_string_lossy().into_owned();
-    let output = run(&[
-        "bench",
+    let (report, out) = bench(&[
         "--load",
         "wrk",
         "--seconds",
@@ -309,18 +313,8 @@ async fn the_benchmark_loads_the_gateway_with_wrk() {
         "1",
         "--connections",
         "4",
-        "--out",
-        &out_arg,
     ])
     .await;
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("bench.json")).expect("bench.json"))
-            .expect("json");
     assert_eq!(report["load_generator"], "wrk -t1");
     let gateway = &report["rows"][1];
     assert_eq!(gateway["target"], "gateway", "{report}");

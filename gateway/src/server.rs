@@ -20,8 +20,8 @@
 //!   connection carries on.
 //! - **Graceful shutdown.** When the signal resolves, the listener is closed at once; idle
 //!   connections are closed, busy ones finish their request and close (HTTP/2: GOAWAY, then the
-//!   open streams finish); `serve` returns when the last connection is done. A stalled client cannot hold the shutdown longer than the header
-//!   read timeout.
+//!   open streams finish); `serve` returns when the last connection is done. A stalled client
+//!   cannot hold the shutdown longer than the header read timeout.
 //! - Every accepted socket has `TCP_NODELAY` set (Nagle's algorithm delays small responses).
 
 use crate::preface::{self, Protocol};

@@ -27,7 +27,7 @@ use cpu::CpuMeter;
 use load::closed_loop;
 use mesh::protocol::RequestBody;
 use mesh::{CallContext, Mesh, MeshConfig};
-use procs::{Process, RssPeak, cpu_seconds};
+use procs::{Process, RssPeak};
 use report::{Report, Row};
 use serde_json::json;
 use std::net::SocketAddr;
@@ -260,7 +260,6 @@ async fn http_level(
     };
     let body = Bytes::from(serde_json::to_vec(&hello_args())?);
     let rss = RssPeak::start(server.pid());
-    let cpu_before = cpu_seconds(server.pid());
     let meter = CpuMeter::start(Some(server.pid()), service.pid());
     let sample = match load {
         Load::Hyper => {
@@ -274,16 +273,11 @@ async fn http_level(
         }
         Load::Wrk(script) => wrk::level(address, PATH, script, n, warmup, measured).await?,
     };
-    // CPU over warm-up and measurement, over the requests of both.
-    let cpu = cpu_seconds(server.pid()) - cpu_before;
-    let requests = sample.requests_in_all;
-    let split = meter.stop(requests);
-    let cpu_per_10k = if requests > 0.0 {
-        cpu / requests * 10_000.0
-    } else {
-        0.0
-    };
-    Ok(Row::measured(target, n, &sample, Some(rss.stop()), Some(cpu_per_10k)).with_cpu(split))
+    // CPU over warm-up and measurement, over the requests of both; the server's seconds per
+    // 10,000 requests are its µs per request / 100.
+    let split = meter.stop(sample.requests_in_all);
+    let cpu_per_10k = split.server_us.map(|us| us / 100.0);
+    Ok(Row::measured(target, n, &sample, Some(rss.stop()), cpu_per_10k).with_cpu(split))
 }
 
 fn hello_args() -> serde_json::Map<String, serde_json::Value> {

@@ -178,14 +178,14 @@ impl RpcClient {
             serde_json::to_vec(body).map_err(|e| CallError::InvalidArguments(e.to_string()))?;
         // The AMQP properties and headers are made when the request's turn to publish comes (a
         // burst may wait for the publish window): until then it keeps only these.
-        let publish = Box::new(Publish {
+        let message = Box::new(Publish {
             routing_key: request_routing_key(service, method),
             payload,
             context,
         });
         Ok(Prepared {
             correlation_id: uuid::Uuid::new_v4().to_string(),
-            publish,
+            message,
             deadline,
             budget_ms,
         })
@@ -202,13 +202,13 @@ impl RpcClient {
         request: Prepared,
     ) -> impl Future<Output = Result<Value, CallError>> + Send + 'a {
         let shared = &self.inner.shared;
-        let mut pending = shared.pending.register(request.correlation_id);
         let Prepared {
-            publish: request,
+            correlation_id,
+            message,
             deadline,
             budget_ms,
-            ..
         } = request;
+        let mut pending = shared.pending.register(correlation_id);
         async move {
             let timed_out = || {
                 shared.timeouts.fetch_add(1, Ordering::Relaxed);
@@ -225,7 +225,7 @@ impl RpcClient {
                     routing_key,
                     payload,
                     context,
-                } = *request;
+                } = *message;
                 let properties = BasicProperties::default()
                     .with_reply_to(self.inner.reply_to.clone())
                     .with_correlation_id(pending.correlation_id().into())
@@ -290,7 +290,7 @@ impl RpcClient {
 /// A call checked and serialized, ready to publish.
 struct Prepared {
     correlation_id: String,
-    publish: Box<Publish>,
+    message: Box<Publish>,
     deadline: Deadline,
     budget_ms: u64,
 }
