@@ -318,3 +318,43 @@ async fn a_failing_handler_is_retried_once_then_dead_lettered() {
     };
     assert!(reason.contains("cannot index this"), "{reason}");
 }
+
+/// mesh asks for 16 KiB AMQP frames (lapin keeps 32-frame send and receive buffers per
+/// connection): the broker agrees to them, and a message several frames long still goes through,
+/// out and back.
+#[tokio::test]
+async fn connections_use_16_kib_frames_and_bigger_messages_span_several() {
+    let mut h = Harness::start().await;
+    let greeter = unique("greeter");
+    h.serve(greeter::service_named(&greeter)).await;
+    let name = "x".repeat(60_000);
+    let r = h.post(&greeter, "hello", json!({ "name": name })).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<Value>().await.expect("json"),
+        json!(format!("Hello, {name}!"))
+    );
+
+    // This process's connections, as the broker sees them.
+    let me = format!("\"connection_name\",\"warren-{}\"", std::process::id());
+    let listing = tokio::task::spawn_blocking(|| {
+        std::process::Command::new("rabbitmqctl")
+            .args(["-q", "list_connections", "--no-table-headers"])
+            .args(["frame_max", "client_properties"])
+            .output()
+            .expect("rabbitmqctl")
+    })
+    .await
+    .expect("task");
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    let frames: Vec<&str> = listing
+        .lines()
+        .filter(|l| l.contains(&me))
+        .filter_map(|l| l.split('\t').next())
+        .collect();
+    assert!(
+        !frames.is_empty(),
+        "no connection of this process in:\n{listing}"
+    );
+    assert!(frames.iter().all(|f| *f == "16384"), "{frames:?}");
+}

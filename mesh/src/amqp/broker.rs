@@ -53,6 +53,14 @@ impl Drop for Inner {
 /// The largest AMQP frame this process asks for, bytes, unless its URL names one.
 pub const FRAME_MAX: u32 = 16 * 1024;
 
+/// Asks for [`FRAME_MAX`] unless `uri` names a `frame_max`. lapin keeps a send and a receive
+/// buffer of 32 frames each: at RabbitMQ's default frame_max (128 KiB) that is 8 MiB a
+/// connection once touched, a third of a gateway's RSS. RPC messages are small; larger ones go
+/// out as more frames.
+fn ask_for_small_frames(uri: &mut AMQPUri) {
+    uri.query.frame_max.get_or_insert(FRAME_MAX);
+}
+
 impl Broker {
     /// Connects, failing within `config.connect_timeout` with a one-line error that names the URL
     /// (password hidden) when the broker cannot be reached.
@@ -66,11 +74,7 @@ impl Broker {
                     url: url.clone(),
                     reason,
                 })?;
-        // lapin keeps a send and a receive buffer of 32 frames each: at RabbitMQ's default
-        // frame_max (128 KiB) that is 8 MiB a connection once touched, a third of a gateway's
-        // RSS. RPC messages are small; larger ones go out as more frames. A `frame_max` in the
-        // URL wins.
-        uri.query.frame_max.get_or_insert(FRAME_MAX);
+        ask_for_small_frames(&mut uri);
         let dialer = Dialer {
             uri,
             name: format!("warren-{}", std::process::id()),
@@ -286,4 +290,23 @@ pub(crate) async fn declare_topic_exchange(channel: &Channel, name: &str) -> lap
 /// A broker error as a caller sees it.
 pub(crate) fn unavailable(error: lapin::Error) -> CallError {
     CallError::Unavailable(error.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_frames_are_asked_for_unless_the_url_names_a_size() {
+        let mut uri: AMQPUri = "amqp://guest:guest@127.0.0.1:5672/%2f"
+            .parse()
+            .expect("uri");
+        ask_for_small_frames(&mut uri);
+        assert_eq!(uri.query.frame_max, Some(FRAME_MAX));
+        let mut uri: AMQPUri = "amqp://guest:guest@127.0.0.1:5672/%2f?frame_max=65536"
+            .parse()
+            .expect("uri");
+        ask_for_small_frames(&mut uri);
+        assert_eq!(uri.query.frame_max, Some(65_536));
+    }
 }
