@@ -81,9 +81,16 @@ async fn run_refuses_unknown_services() {
 /// `warren dev` with `args`: checks its first line names `transport`, calls greeter over HTTP,
 /// then stops it with SIGTERM.
 async fn dev_round_trip(args: &'static [&'static str], transport: &str) {
-    let (child, first) = tokio::task::spawn_blocking(move || spawn(args))
-        .await
-        .expect("task");
+    // Its own data directory: two `warren dev` at once would contend for one index's lock.
+    let data = std::env::temp_dir().join(unique("dev-data"));
+    let data_arg = data.to_string_lossy().into_owned();
+    let (child, first) = tokio::task::spawn_blocking(move || {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["--data-dir", &data_arg]);
+        spawn(&all)
+    })
+    .await
+    .expect("task");
     assert!(first.contains(transport), "{first}");
     let address = common::process::http_address(&first);
     assert!(first.contains("greeting_service, kv"), "{first}");
@@ -106,6 +113,7 @@ async fn dev_round_trip(args: &'static [&'static str], transport: &str) {
         .await
         .expect("task");
     assert!(status.success(), "{status:?}");
+    let _ = std::fs::remove_dir_all(&data);
 }
 
 #[tokio::test]
@@ -225,11 +233,10 @@ async fn bench(args: &[&str]) -> (serde_json::Value, std::path::PathBuf) {
     all.extend_from_slice(args);
     all.extend_from_slice(&["--out", &out_arg]);
     let output = run(&all).await;
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    // Every process it started stopped on SIGTERM, none had to be killed.
+    assert!(!stderr.contains("did not stop"), "{stderr}");
     let report =
         serde_json::from_slice(&std::fs::read(out.join("bench.json")).expect("bench.json"))
             .expect("json");

@@ -6,12 +6,22 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How long a child may take to print its first line (a service or gateway connecting to
+/// RabbitMQ, nameko's gateway importing its modules).
+const START_LIMIT: Duration = Duration::from_secs(60);
+
+/// How long a child may take to stop after SIGTERM before it is killed. Warren's graceful
+/// shutdown takes well under a second when nothing is in flight; a child past this is hung.
+const STOP_LIMIT: Duration = Duration::from_secs(15);
 
 /// A child process of the benchmark (`warren`, or nameko's gateway), stopped with SIGTERM when
-/// dropped.
+/// dropped (and killed if it does not stop within [`STOP_LIMIT`]).
 pub struct Process {
     child: Child,
+    /// What it is, for messages.
+    what: String,
     /// The first line it printed.
     pub first_line: String,
 }
@@ -44,12 +54,29 @@ impl Process {
             .stdout
             .take()
             .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
-        let mut first_line = String::new();
-        BufReader::new(stdout).read_line(&mut first_line)?;
-        if first_line.is_empty() {
-            anyhow::bail!("{what} exited before starting");
+        // The first line is read on its own thread so that a child that never prints is given
+        // up on at a deadline instead of blocking the bench for good.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let read = BufReader::new(stdout).read_line(&mut line).map(|_| line);
+            let _ = tx.send(read);
+        });
+        // Made before the wait, so that giving up stops the child (its Drop).
+        let mut process = Self {
+            child,
+            what: what.to_owned(),
+            first_line: String::new(),
+        };
+        match rx.recv_timeout(START_LIMIT) {
+            Ok(Ok(line)) if !line.is_empty() => {
+                process.first_line = line;
+                Ok(process)
+            }
+            Ok(Ok(_)) => anyhow::bail!("{what} exited before starting"),
+            Ok(Err(e)) => anyhow::bail!("reading {what}'s first line: {e}"),
+            Err(_) => anyhow::bail!("{what} printed nothing within {START_LIMIT:?}"),
         }
-        Ok(Self { child, first_line })
     }
 
     /// The process id.
@@ -71,12 +98,41 @@ impl Process {
 
 impl Drop for Process {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let _ = self.child.wait();
+        if stop(&mut self.child, STOP_LIMIT).is_none() {
+            eprintln!(
+                "warren bench: {} did not stop within {STOP_LIMIT:?} of SIGTERM; killed it",
+                self.what
+            );
+        }
     }
+}
+
+/// Sends `child` SIGTERM and waits for it to exit, at most `limit`; past that kills it and
+/// returns `None`.
+pub fn stop(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+        // SAFETY: kill only sends a signal; the pid is our own unreaped child, so it cannot
+        // have been reused by another process.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+    }
+    wait_at_most(child, limit)
+}
+
+/// Waits for `child` to exit, at most `limit`; past that kills it and returns `None`.
+pub fn wait_at_most(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(_) => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
 }
 
 /// CPU seconds (user + system) the process has used.

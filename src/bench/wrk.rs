@@ -6,10 +6,12 @@
 //! generator; a Lua `done` hook prints the figures on one line, which this module reads.
 
 use super::load::Figures;
+use super::procs;
 use anyhow::{Context, Result, bail};
+use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::Duration;
 
 /// The line prefix of the figures the Lua hook prints.
@@ -66,19 +68,41 @@ pub async fn level(
     Ok(figures)
 }
 
-/// One wrk run.
+/// How long past its `-d` a wrk run may take before it counts as hung: wrk stops sending at
+/// its duration and exits once its thread has stopped.
+const EXIT_GRACE: Duration = Duration::from_secs(15);
+
+/// One wrk run, killed if it has not exited [`EXIT_GRACE`] after its duration.
 async fn run(url: &str, script: &Path, connections: usize, span: Duration) -> Result<Figures> {
+    let seconds = span.as_secs().max(1);
     let mut command = Command::new("wrk");
     command
         .args(["-t1", "--timeout", "30s"])
         .arg(format!("-c{}", connections.max(1)))
-        .arg(format!("-d{}s", span.as_secs().max(1)))
+        .arg(format!("-d{seconds}s"))
         .arg("-s")
         .arg(script)
-        .arg(url);
-    let output = tokio::task::spawn_blocking(move || command.output())
-        .await?
-        .context("running wrk")?;
+        .arg(url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let limit = Duration::from_secs(seconds) + EXIT_GRACE;
+    let output = tokio::task::spawn_blocking(move || -> Result<Output> {
+        let mut child = command.spawn().context("starting wrk")?;
+        let exited = procs::wait_at_most(&mut child, limit);
+        // wrk writes a few hundred bytes, well within a pipe's buffer, so reading after the
+        // exit cannot block it.
+        let output = read_output(child, exited)?;
+        if exited.is_none() {
+            bail!(
+                "wrk did not exit within {limit:?} (killed); its output: {}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(output)
+    })
+    .await??;
     let stdout = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
         bail!(
@@ -87,6 +111,27 @@ async fn run(url: &str, script: &Path, connections: usize, span: Duration) -> Re
         );
     }
     parse(&stdout).with_context(|| format!("no figures in wrk's output: {stdout}"))
+}
+
+/// What an exited (or killed) `child` wrote.
+fn read_output(mut child: Child, exited: Option<ExitStatus>) -> Result<Output> {
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    if let Some(mut out) = child.stdout.take() {
+        out.read_to_end(&mut stdout)?;
+    }
+    if let Some(mut err) = child.stderr.take() {
+        err.read_to_end(&mut stderr)?;
+    }
+    let status = match exited {
+        Some(status) => status,
+        None => child.wait()?,
+    };
+    Ok(Output {
+        status,
+        stdout,
+        stderr,
+    })
 }
 
 /// The figures from the hook's line in `stdout`.

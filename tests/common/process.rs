@@ -1,6 +1,7 @@
 //! The `warren` binary as a child process: run to completion, or start and stop with SIGTERM.
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -12,13 +13,72 @@ pub fn warren() -> Command {
     command
 }
 
-/// Runs `warren` to completion on a blocking thread.
+/// How long one `warren` command may run in a test (the longest is a short benchmark) before
+/// it counts as hung: it and everything it started are killed and the test fails with what it
+/// printed so far, instead of holding the suite until CI's own limit.
+const RUN_LIMIT: Duration = Duration::from_secs(180);
+
+/// Runs `warren` to completion on a blocking thread, at most [`RUN_LIMIT`].
+///
+/// Its output goes to files, not pipes: a pipe is only done when every process holding it has
+/// exited, so a grandchild that outlived `warren` would hang the wait, and what a hung run
+/// printed could not be read back.
 pub async fn run(args: &[&str]) -> Output {
     let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-    tokio::task::spawn_blocking(move || warren().args(args).output())
+    tokio::task::spawn_blocking(move || run_blocking(&args, RUN_LIMIT))
         .await
         .expect("task")
-        .expect("run warren")
+}
+
+fn run_blocking(args: &[String], limit: Duration) -> Output {
+    let dir = std::env::temp_dir();
+    let name = format!("warren-run-{}-{}", std::process::id(), super::unique("out"));
+    let (out_path, err_path) = (
+        dir.join(format!("{name}.out")),
+        dir.join(format!("{name}.err")),
+    );
+    let out = std::fs::File::create(&out_path).expect("stdout file");
+    let err = std::fs::File::create(&err_path).expect("stderr file");
+    let mut child = warren()
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        // Its own process group, so that a hung run is killed with all it started.
+        .process_group(0)
+        .spawn()
+        .expect("run warren");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if started.elapsed() > limit {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let read = |path: &std::path::Path| {
+        let bytes = std::fs::read(path).unwrap_or_default();
+        let _ = std::fs::remove_file(path);
+        bytes
+    };
+    let Some(status) = status else {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", child.id())])
+            .status();
+        let _ = child.wait();
+        panic!(
+            "warren {args:?} did not finish within {limit:?} (killed); it printed:\n{}\n{}",
+            String::from_utf8_lossy(&read(&out_path)),
+            String::from_utf8_lossy(&read(&err_path)),
+        );
+    };
+    Output {
+        status,
+        stdout: read(&out_path),
+        stderr: read(&err_path),
+    }
 }
 
 /// Starts a long-running `warren` and returns it with the first line it printed.
