@@ -1,8 +1,10 @@
 //! The gateway's metrics and `GET /metrics` (Prometheus text).
 //!
 //! Per call: `warren_gateway_requests_total{service,method,status}` and
-//! `warren_gateway_request_duration_seconds{service,method}`; `warren_gateway_in_flight`. At
-//! each scrape, from the client's and the registry's counters: `warren_gateway_pending_calls`,
+//! `warren_gateway_request_duration_seconds{service,method}` (handles kept, see
+//! [`mesh::call_metrics`]). At each scrape, from the admission semaphore, the client's and the
+//! registry's counters: `warren_gateway_in_flight` (calls admitted and not yet answered),
+//! `warren_gateway_pending_calls`,
 //! `warren_gateway_calls_total`, `warren_gateway_timeouts_total`,
 //! `warren_gateway_unmatched_replies_total` (late, duplicate or foreign replies),
 //! `warren_gateway_broker_lost_total`, `warren_gateway_live_instances{service}`; and from the mesh,
@@ -14,18 +16,28 @@
 
 use crate::AppState;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
+use mesh::call_metrics::CallMetrics;
+use std::sync::LazyLock;
 use std::time::Instant;
 
-/// Counts one call from start to answer, in flight until dropped.
+/// The calls' duration and count, by service, method and HTTP status.
+static CALLS: LazyLock<CallMetrics> = LazyLock::new(|| {
+    CallMetrics::new(
+        "warren_gateway_request_duration_seconds",
+        "warren_gateway_requests_total",
+        "status",
+    )
+});
+
+/// Times one call from start to answer.
 pub(crate) struct CallTimer {
     started: Instant,
 }
 
 impl CallTimer {
     pub(crate) fn start() -> Self {
-        metrics::gauge!("warren_gateway_in_flight").increment(1.0);
         Self {
             started: Instant::now(),
         }
@@ -33,31 +45,22 @@ impl CallTimer {
 
     /// Records the answer: `service`/`method` as labels (already reduced to safe values).
     pub(crate) fn finish(&self, service: &str, method: &str, status: u16) {
-        let labels = [
-            ("service", service.to_owned()),
-            ("method", method.to_owned()),
-        ];
-        metrics::histogram!("warren_gateway_request_duration_seconds", &labels)
-            .record(self.started.elapsed().as_secs_f64());
-        metrics::counter!(
-            "warren_gateway_requests_total",
-            "service" => service.to_owned(),
-            "method" => method.to_owned(),
-            "status" => status.to_string()
-        )
-        .increment(1);
-    }
-}
-
-impl Drop for CallTimer {
-    fn drop(&mut self) {
-        metrics::gauge!("warren_gateway_in_flight").decrement(1.0);
+        let code = StatusCode::from_u16(status);
+        let status = code.as_ref().map_or("_other", StatusCode::as_str);
+        CALLS.record(
+            service,
+            method,
+            status,
+            self.started.elapsed().as_secs_f64(),
+        );
     }
 }
 
 /// `GET /metrics`.
 pub(crate) async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     let stats = app.client.stats();
+    let admitted = app.config.max_in_flight - app.in_flight.available_permits();
+    metrics::gauge!("warren_gateway_in_flight").set(admitted as f64);
     metrics::gauge!("warren_gateway_pending_calls").set(stats.pending as f64);
     metrics::counter!("warren_gateway_calls_total").absolute(stats.calls);
     metrics::counter!("warren_gateway_timeouts_total").absolute(stats.timeouts);

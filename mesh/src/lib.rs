@@ -31,6 +31,7 @@
 pub mod amqp;
 mod announce;
 pub mod args;
+pub mod call_metrics;
 mod config;
 mod context;
 mod deadline;

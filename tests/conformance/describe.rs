@@ -303,4 +303,31 @@ pub async fn metrics_count_calls_by_service_method_and_status(kind: Kind) {
         )),
         "{text}"
     );
+
+    // In flight: a call counts from admission to answer.
+    assert!(has("warren_gateway_in_flight 0"), "{text}");
+    let slow = tokio::spawn({
+        let (http, url) = (h.http.clone(), format!("{}/rpc/{greeter}/slow", h.base));
+        async move { http.post(url).json(&json!({"ms": 1500})).send().await }
+    });
+    let scrape = || {
+        let (http, url) = (h.http.clone(), format!("{}/metrics", h.base));
+        async move {
+            let text = http.get(url).send().await.ok()?.text().await.ok()?;
+            text.lines()
+                .find_map(|l| l.strip_prefix("warren_gateway_in_flight "))
+                .map(str::to_owned)
+        }
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            scrape().await.as_deref() == Some("1")
+        })
+        .await,
+        "the slow call was never counted in flight: {:?}",
+        scrape().await
+    );
+    let answered = slow.await.expect("task").expect("answered");
+    assert_eq!(answered.status(), 200);
+    assert_eq!(scrape().await.as_deref(), Some("0"));
 }
