@@ -110,6 +110,11 @@ impl Broker {
         self.inner.links.current().connected().is_some()
     }
 
+    /// Whether [`Broker::close`] was called: a consumer ending now is the close, not a loss.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.inner.links.is_closed()
+    }
+
     /// The link of the moment.
     pub(crate) fn link(&self) -> Link {
         self.inner.links.current()

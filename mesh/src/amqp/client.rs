@@ -428,6 +428,12 @@ async fn serve_replies(
         };
         shared.consuming.store(false, Ordering::Release);
         shared.set_publisher(None);
+        if broker.is_closed() {
+            // This process closed the connection: nothing was lost and nothing reattaches.
+            tracing::debug!(error = %lost, "reply consumer stopped by close");
+            fail_pending(&shared);
+            return;
+        }
         shared.broker_lost.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(error = %lost, "broker connection lost");
         fail_pending(&shared);
