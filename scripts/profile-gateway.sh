@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Instructions per request in the gateway, counted by callgrind: a figure that does not move with
+# whatever else the machine is doing (wall-clock profiles on a 2-core machine shared with the
+# broker do), so an optimisation is proven by an A/B of two builds.
+#
+#   scripts/profile-gateway.sh [SECONDS]        (default 20)
+#
+# Runs a release `warren run greeting_service` as usual and a release `warren gateway` under
+# valgrind --tool=callgrind, warms up with wrk for 5 s, zeroes the counters, loads it with wrk
+# (1 thread, 8 connections, POST /rpc/greeting_service/hello) for SECONDS, dumps, and prints
+# the instructions per request in all and in the main parts. Needs RabbitMQ on AMQP_URL,
+# valgrind, wrk and curl. The profile stays in target/profile/ for callgrind_annotate or
+# kcachegrind. Environment: WARREN (the binary; default: built with cargo build --release).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+seconds=${1:-20}
+for tool in valgrind callgrind_control callgrind_annotate wrk curl python3; do
+    command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install valgrind wrk curl)" >&2; exit 1; }
+done
+if [ -z "${WARREN:-}" ]; then
+    cargo build --release --quiet
+    WARREN="${CARGO_TARGET_DIR:-target}/release/warren"
+fi
+out=target/profile
+rm -rf "$out" && mkdir -p "$out"
+
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+"$WARREN" run greeting_service --max-workers 64 >"$out/greeter.log" 2>&1 &
+pids+=($!)
+valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.out" \
+    "$WARREN" gateway --listen 127.0.0.1:0 >"$out/gateway.log" 2>"$out/valgrind.log" &
+gateway=$!
+pids+=("$gateway")
+
+# The gateway prints its address first; under valgrind it takes some seconds to start.
+address=""
+for _ in $(seq 1 600); do
+    address=$(grep -o 'http://[0-9.:]*' "$out/gateway.log" | head -1 || true)
+    [ -n "$address" ] && curl -sf -o /dev/null "$address/readyz" && break
+    address=""
+    sleep 0.1
+done
+[ -n "$address" ] || { echo "the gateway did not become ready; see $out/" >&2; exit 1; }
+
+cat >"$out/post.lua" <<'LUA'
+wrk.method = "POST"
+wrk.body = '{"name": "Matt"}'
+wrk.headers["Content-Type"] = "application/json"
+LUA
+load() { wrk -t1 -c8 -d"$1"s -s "$out/post.lua" "$address/rpc/greeting_service/hello"; }
+load 5 >/dev/null
+callgrind_control --zero "$gateway" >/dev/null 2>&1
+load "$seconds" >"$out/wrk.txt"
+callgrind_control --dump "$gateway" >/dev/null 2>&1
+requests=$(awk '/requests in/ {print $1}' "$out/wrk.txt")
+non2xx=$(awk '/Non-2xx/ {print $NF}' "$out/wrk.txt")
+[ -z "$non2xx" ] || { echo "the load had $non2xx failed requests; see $out/wrk.txt" >&2; exit 1; }
+
+profile=$(ls "$out"/callgrind.out.* | head -1)
+callgrind_annotate --threshold=100 --inclusive=yes "$profile" >"$out/inclusive.txt" 2>/dev/null
+python3 - "$out/inclusive.txt" "$requests" <<'PY'
+import re, sys
+path, requests = sys.argv[1], int(sys.argv[2])
+inclusive = {}
+for line in open(path):
+    m = re.match(r"\s*([\d,]+) \([ \d.]+%\)\s+(.*)", line)
+    if m:
+        inclusive.setdefault(m.group(2), int(m.group(1).replace(",", "")))
+def cost(*patterns):
+    return max((n for name, n in inclusive.items() if all(p in name for p in patterns)), default=0)
+total = cost("PROGRAM TOTALS")
+parts = [
+    ("HTTP connection tasks (hyper, with the handler in them)", cost("hyper::server::conn::http1::Connection<I,S> as", "::poll")),
+    ("  the call through mesh (publish, wait, decode the reply)", cost("RpcClient as mesh::outbound::Outbound>::call::{{closure}}")),
+    ("  the answer (status, metrics, JSON response)", cost("warren_gateway::rpc::answer")),
+    ("  metrics of the call", cost("mesh::call_metrics::CallMetrics::record")),
+    ("AMQP I/O loop (lapin: frames in and out)", cost("lapin::io_loop::IoLoop<RK,C>::start::{{closure}}")),
+    ("  parsing frames", cost("lapin::io_loop::IoLoop<RK,C>::handle_frames")),
+    ("allocator (malloc + free)", cost("mi_malloc_aligned") + cost("mi_free")),
+]
+print(f"gateway, {requests} requests: {total / requests:,.0f} instructions per request")
+for label, n in parts:
+    print(f"  {n / requests:>9,.0f}  {n / max(total, 1):6.1%}  {label}")
+PY
+echo "profile: $profile (callgrind_annotate --inclusive=yes $profile)"
