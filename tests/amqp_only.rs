@@ -358,3 +358,51 @@ async fn connections_use_16_kib_frames_and_bigger_messages_span_several() {
     );
     assert!(frames.iter().all(|f| *f == "16384"), "{frames:?}");
 }
+
+/// Requests wait for a turn in a window of 1,024 publishes awaiting the broker's confirm (the
+/// publish futures are made only at their turn). A burst three times wider is all answered,
+/// and a turn is given back on every path: 1,100 calls the broker returns unroutable (more than
+/// the window) leave the next burst unhindered.
+#[tokio::test]
+async fn bursts_wider_than_the_publish_window_are_all_answered() {
+    let mut h = Harness::start().await;
+    let greeter = unique("greeter");
+    h.serve(greeter::service_named(&greeter)).await;
+    let client = h.mesh.client(&unique("burst")).await.expect("client");
+    let call = |service: String, name: String| {
+        let client = client.clone();
+        async move {
+            let body = RequestBody::kwargs(
+                json!({ "name": name })
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
+            );
+            let context =
+                CallContext::default().with_deadline(Deadline::after(Duration::from_secs(30)));
+            client.call(&service, "hello", body, context).await
+        }
+    };
+
+    let nobody = unique("nobody");
+    let refused =
+        futures_util::future::join_all((0..1_100).map(|i| call(nobody.clone(), i.to_string())))
+            .await;
+    assert!(
+        refused
+            .iter()
+            .all(|r| matches!(r, Err(mesh::CallError::UnknownService(_)))),
+        "{:?}",
+        refused
+            .iter()
+            .find(|r| !matches!(r, Err(mesh::CallError::UnknownService(_))))
+    );
+
+    let answers =
+        futures_util::future::join_all((0..3_000).map(|i| call(greeter.clone(), i.to_string())))
+            .await;
+    for (i, answer) in answers.into_iter().enumerate() {
+        assert_eq!(answer.expect("answered"), json!(format!("Hello, {i}!")));
+    }
+    assert_eq!(client.stats().pending, 0);
+}

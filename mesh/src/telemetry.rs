@@ -16,7 +16,7 @@ use futures_util::FutureExt;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::Value;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, OnceLock};
 use std::time::Instant;
 use tracing::Instrument;
@@ -39,8 +39,16 @@ static SERVICE_CALLS: LazyLock<CallMetrics> = LazyLock::new(|| {
     )
 });
 
-/// How often histogram samples are folded into their buckets when no scrape does it.
-const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+/// How often histogram samples are folded into their buckets when no scrape does it (more
+/// often in this crate's unit tests, which wait for it).
+const UPKEEP_EVERY: std::time::Duration = if cfg!(test) {
+    std::time::Duration::from_millis(50)
+} else {
+    std::time::Duration::from_secs(5)
+};
+
+/// Upkeeps run since start.
+static UPKEEPS: AtomicU64 = AtomicU64::new(0);
 
 /// The process's Prometheus handle, installing the recorder on first use. `None` when the
 /// application installed another `metrics` recorder first.
@@ -64,6 +72,7 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
                     loop {
                         std::thread::sleep(UPKEEP_EVERY);
                         upkeep.run_upkeep();
+                        UPKEEPS.fetch_add(1, Ordering::Relaxed);
                     }
                 });
             if let Err(error) = started {
@@ -208,4 +217,27 @@ pub(crate) fn event(
 pub(crate) fn busy(service: &str, busy: u64) {
     metrics::gauge!("warren_service_busy_workers", "service" => service.to_owned())
         .set(busy as f64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// Histogram samples pile up until an upkeep or a scrape folds them: with nobody scraping,
+    /// the process's own upkeep thread must run.
+    #[test]
+    fn the_upkeep_runs_without_a_scrape() {
+        assert!(prometheus().is_some(), "another recorder was installed");
+        let before = UPKEEPS.load(Ordering::Relaxed);
+        let deadline = Instant::now() + UPKEEP_EVERY * 40;
+        while UPKEEPS.load(Ordering::Relaxed) < before + 2 {
+            assert!(
+                Instant::now() < deadline,
+                "no upkeep within {:?}",
+                UPKEEP_EVERY * 40
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }
