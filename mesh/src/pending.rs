@@ -6,7 +6,9 @@
 //! client went away) removes it, so no entry outlives its caller.
 
 use crate::error::CallError;
+use futures_util::FutureExt;
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use tokio::sync::oneshot;
@@ -90,11 +92,12 @@ impl PendingCall<'_> {
         &self.correlation_id
     }
 
-    /// Waits for the reply.
-    pub async fn reply(&mut self) -> ReplyOutcome {
-        (&mut self.rx)
-            .await
-            .unwrap_or_else(|_| Err(CallError::Unavailable("reply channel closed".into())))
+    /// Waits for the reply. (A plain future over the channel, `Unpin`, a few bytes: a caller
+    /// can race it against its deadline without pinning or boxing it.)
+    pub fn reply(&mut self) -> impl Future<Output = ReplyOutcome> + Unpin + Send + '_ {
+        (&mut self.rx).map(|received| {
+            received.unwrap_or_else(|_| Err(CallError::Unavailable("reply channel closed".into())))
+        })
     }
 }
 

@@ -1,7 +1,7 @@
 //! Descriptors and what the gateway makes of them: `/services`, liveness (a known service with
 //! no live instance is 503 at once), the live `/openapi.json`, `/docs`, and CORS.
 
-use crate::common::{Harness, Kind, assert_problem, unique, wait_until};
+use crate::common::{Harness, Kind, assert_problem, mesh_config, unique, wait_until};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use warren_gateway::GatewayConfig;
@@ -53,16 +53,26 @@ pub async fn services_are_listed_with_methods_and_live_instances(kind: Kind) {
 
 pub async fn a_known_service_with_no_live_instance_is_503_at_once(kind: Kind) {
     let mut h = Harness::on(kind, GatewayConfig::default()).await;
+    let listening = tokio::time::Instant::now();
     let greeter = unique("greeter");
-    h.serve(greeter::service_named(&greeter)).await;
+    // A short heartbeat: the gateway knows no instance is live only once it has listened for a
+    // whole one (before that, an instance it has not heard from yet may be live).
+    let mut config = mesh_config();
+    config.heartbeat = Duration::from_millis(300);
+    let instance = h.instance(config).await;
+    let running = h
+        .serve_on(&instance, greeter::service_named(&greeter))
+        .await;
     assert!(wait_for_instances(&h, &greeter, 1).await);
-    let running = h.services.remove(0);
     running.stop().await;
     // The instance said `down`; the gateway knows before any deadline could pass.
     assert!(
         wait_for_instances(&h, &greeter, 0).await,
         "the stop was never seen"
     );
+    // The rule is about time: the gateway must have listened for a heartbeat (it usually has
+    // by now; this only guarantees it).
+    tokio::time::sleep_until(listening + Duration::from_millis(300)).await;
     let started = Instant::now();
     let r = h
         .http

