@@ -59,6 +59,9 @@ impl Exposure {
 fn glob(pattern: &[u8], text: &[u8]) -> bool {
     match pattern.split_first() {
         None => text.is_empty(),
+        // A last `*` matches whatever is left (the default `*.*` on every request): no need to
+        // try each split.
+        Some((b'*', [])) => true,
         Some((b'*', rest)) => (0..=text.len()).any(|i| glob(rest, &text[i..])),
         Some((c, rest)) => text.first() == Some(c) && glob(rest, &text[1..]),
     }
@@ -80,6 +83,10 @@ mod tests {
         assert!(some.allows("greeting_service", "hello"));
         assert!(!some.allows("greeting_service", "slow"));
         assert!(some.allows("anything", "ping"));
+        assert!(
+            some.allows("greeting_", "h"),
+            "a `*` matches an empty run too"
+        );
         assert!(!some.allows("anything", "_ping"));
         assert!(Exposure::parse(&["nodot"]).is_err());
         assert!(Exposure::parse(&["a.b#"]).is_err());
