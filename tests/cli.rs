@@ -254,6 +254,8 @@ async fn the_benchmark_runs_and_writes_its_table() {
         "0",
         "--connections",
         "2",
+        "--rounds",
+        "2",
         "--pending",
         "200",
         "--soak",
@@ -266,7 +268,19 @@ async fn the_benchmark_runs_and_writes_its_table() {
     .await;
     let rows = report["rows"].as_array().cloned().unwrap_or_default();
     let targets: Vec<&str> = rows.iter().filter_map(|r| r["target"].as_str()).collect();
-    assert_eq!(targets, ["ceiling", "gateway"]);
+    assert_eq!(targets, ["ceiling", "gateway", "ceiling", "gateway"]);
+    let rounds: Vec<u64> = rows.iter().filter_map(|r| r["round"].as_u64()).collect();
+    assert_eq!(rounds, [1, 1, 2, 2]);
+    // The medians over the two rounds.
+    let summary = &report["summary"][0];
+    assert_eq!(summary["concurrency"], 2, "{report}");
+    let ratio = summary["ratio"].as_f64().unwrap_or(0.0);
+    assert!(ratio > 0.0, "{summary}");
+    assert!(
+        summary["ratio_min"].as_f64().unwrap_or(f64::MAX) <= ratio
+            && ratio <= summary["ratio_max"].as_f64().unwrap_or(0.0),
+        "{summary}"
+    );
     for row in &rows {
         assert_eq!(row["errors"], 0, "{row}");
         assert!(row["rps"].as_f64().unwrap_or(0.0) > 0.0, "{row}");

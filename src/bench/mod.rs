@@ -50,6 +50,11 @@ pub struct BenchArgs {
     /// Concurrency levels: calls in flight (ceiling) and HTTP connections (gateway).
     #[arg(long, value_delimiter = ',', default_value = "8,64,256")]
     connections: Vec<usize>,
+    /// Rounds of the levels; with more than one, the report adds the medians. The broker's own
+    /// rate drifts by 10% or more within minutes on a shared machine: each level's ceiling runs
+    /// just before its gateway, and the median over rounds is the figure to quote.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// The HTTP load generator of the levels: `wrk` (needs it installed), the built-in `hyper`
     /// client, or `auto` (wrk when installed).
     #[arg(long, value_enum, default_value_t = LoadGenerator::Auto)]
@@ -157,26 +162,6 @@ pub async fn run(args: BenchArgs) -> Result<()> {
 
     if !args.no_levels {
         println!("ceiling: mesh's RPC client -> RabbitMQ -> greeter (no HTTP)");
-        for &n in &args.connections {
-            let client = client.clone();
-            let meter = CpuMeter::start(None, service.pid());
-            let sample = closed_loop(n, warmup, measured, move |_| {
-                let client = client.clone();
-                async move {
-                    let body = RequestBody::kwargs(hello_args());
-                    client
-                        .call("greeting_service", "hello", body, CallContext::default())
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| e.to_string())
-                }
-            })
-            .await
-            .figures(warmup);
-            let cpu = meter.stop(sample.requests_in_all);
-            report.push(Row::measured("ceiling", n, &sample, None, None).with_cpu(cpu));
-        }
-
         println!(
             "gateway: HTTP keep-alive ({}) -> warren gateway -> RabbitMQ -> greeter",
             load.name()
@@ -187,10 +172,15 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             None => Vec::new(),
         };
         let gateway = start_gateway(amqp, &extra)?;
-        for &n in &args.connections {
-            report
-                .push(http_level("gateway", &gateway, &service, &load, n, warmup, measured).await?);
+        for round in 1..=args.rounds.max(1) {
+            for &n in &args.connections {
+                let row = ceiling_level(&client, &service, n, warmup, measured).await;
+                report.push(row.in_round(round));
+                let row = http_level("gateway", &gateway, &service, &load, n, warmup, measured);
+                report.push(row.await?.in_round(round));
+            }
         }
+        report.summarize();
     }
 
     if args.with_nameko {
@@ -217,6 +207,34 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     println!("wrote {}", args.out.display());
     mesh.close().await;
     Ok(())
+}
+
+/// One closed-loop level of `hello` from mesh's RPC client, `n` calls in flight, with the
+/// machine's CPU split.
+async fn ceiling_level(
+    client: &mesh::Client,
+    service: &Process,
+    n: usize,
+    warmup: Duration,
+    measured: Duration,
+) -> Row {
+    let client = client.clone();
+    let meter = CpuMeter::start(None, service.pid());
+    let sample = closed_loop(n, warmup, measured, move |_| {
+        let client = client.clone();
+        async move {
+            let body = RequestBody::kwargs(hello_args());
+            client
+                .call("greeting_service", "hello", body, CallContext::default())
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+    })
+    .await
+    .figures(warmup);
+    let cpu = meter.stop(sample.requests_in_all);
+    Row::measured("ceiling", n, &sample, None, None).with_cpu(cpu)
 }
 
 /// Starts `warren run SERVICE` with `workers` workers (its prefetch).

@@ -30,6 +30,8 @@ pub struct Row {
     pub p99_ratio_to_ceiling: Option<f64>,
     /// The machine's CPU per request, by process.
     pub cpu: Option<CpuSplit>,
+    /// Which round of the levels (from 1; see `--rounds`).
+    pub round: usize,
 }
 
 impl Row {
@@ -50,7 +52,13 @@ impl Row {
             ratio_to_ceiling: None,
             p99_ratio_to_ceiling: None,
             cpu: None,
+            round: 1,
         }
+    }
+
+    /// The row as measured in `round`.
+    pub fn in_round(self, round: usize) -> Self {
+        Self { round, ..self }
     }
 
     /// The row with its CPU split.
@@ -71,6 +79,10 @@ pub struct Report {
     service_workers: u16,
     cores: usize,
     rows: Vec<Row>,
+    /// Rounds of the levels; with more than one, `summary` holds the medians.
+    rounds: usize,
+    /// Per level, over the rounds: the medians and the spread of the ratio.
+    summary: Vec<LevelSummary>,
     /// The `--pending` run, if any.
     pub pending: Option<PendingOutcome>,
     /// The `--soak` run, if any.
@@ -86,17 +98,20 @@ impl Report {
             service_workers: args.service_workers,
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             rows: Vec::new(),
+            rounds: args.rounds.max(1),
+            summary: Vec::new(),
             pending: None,
             soak: None,
         }
     }
 
-    /// Adds a row, filling the gateway's ratios from the ceiling row at the same concurrency.
+    /// Adds a row, filling the gateway's ratios from the ceiling row at the same concurrency
+    /// measured last (in the same round: each level's ceiling runs just before its gateway).
     pub fn push(&mut self, mut row: Row) {
         let ceiling = self
             .rows
             .iter()
-            .find(|r| r.target == "ceiling" && r.concurrency == row.concurrency);
+            .rfind(|r| r.target == "ceiling" && r.concurrency == row.concurrency);
         if let Some(ceiling) =
             ceiling.filter(|_| matches!(row.target.as_str(), "gateway" | "nameko"))
         {
@@ -105,6 +120,41 @@ impl Report {
         }
         println!("  {}", line(&row));
         self.rows.push(row);
+    }
+
+    /// Fills the per-level medians over the rounds (with more than one round).
+    pub fn summarize(&mut self) {
+        if self.rounds < 2 {
+            return;
+        }
+        let mut levels: Vec<usize> = self.rows.iter().map(|r| r.concurrency).collect();
+        levels.sort_unstable();
+        levels.dedup();
+        self.summary = levels
+            .into_iter()
+            .filter_map(|n| {
+                let of = |target: &str, f: fn(&Row) -> Option<f64>| {
+                    let mut v: Vec<f64> = self
+                        .rows
+                        .iter()
+                        .filter(|r| r.target == target && r.concurrency == n)
+                        .filter_map(f)
+                        .collect();
+                    v.sort_by(f64::total_cmp);
+                    v
+                };
+                let ratios = of("gateway", |r| r.ratio_to_ceiling);
+                Some(LevelSummary {
+                    concurrency: n,
+                    ceiling_rps: median(&of("ceiling", |r| Some(r.figures.rps)))?,
+                    gateway_rps: median(&of("gateway", |r| Some(r.figures.rps)))?,
+                    ratio: median(&ratios)?,
+                    ratio_min: *ratios.first()?,
+                    ratio_max: *ratios.last()?,
+                    p99_ratio: median(&of("gateway", |r| r.p99_ratio_to_ceiling))?,
+                })
+            })
+            .collect();
     }
 
     /// Prints the whole table.
@@ -118,6 +168,10 @@ impl Report {
         if !self.rows.is_empty() {
             md.push_str(self.rows_markdown().as_str());
             let _ = writeln!(md, "\nHTTP load generator: {}.", self.load_generator);
+        }
+        if !self.summary.is_empty() {
+            md.push('\n');
+            md.push_str(self.summary_markdown().as_str());
         }
         if self.rows.iter().any(|r| r.cpu.is_some()) {
             md.push('\n');
@@ -138,17 +192,60 @@ impl Report {
         md
     }
 
+    /// The rows by target (ceiling, gateway, nameko, others), round and concurrency.
+    fn sorted_rows(&self) -> Vec<&Row> {
+        let rank = |t: &str| match t {
+            "ceiling" => 0,
+            "gateway" => 1,
+            "nameko" => 2,
+            _ => 3,
+        };
+        let mut rows: Vec<&Row> = self.rows.iter().collect();
+        rows.sort_by_key(|r| (rank(&r.target), r.round, r.concurrency));
+        rows
+    }
+
+    /// The target as a table shows it: with its round when there are several.
+    fn label(&self, r: &Row) -> String {
+        if self.rounds > 1 {
+            format!("{} #{}", r.target, r.round)
+        } else {
+            r.target.clone()
+        }
+    }
+
+    fn summary_markdown(&self) -> String {
+        let mut md = format!(
+            "Medians over {} rounds (each level's ceiling measured just before its gateway):\n\n| conc. | ceiling req/s | gateway req/s | /ceiling req/s | min - max | /ceiling p99 |\n|---|---|---|---|---|---|\n",
+            self.rounds
+        );
+        for l in &self.summary {
+            let _ = writeln!(
+                md,
+                "| {} | {:.0} | {:.0} | {:.3} | {:.3} - {:.3} | {:.2} |",
+                l.concurrency,
+                l.ceiling_rps,
+                l.gateway_rps,
+                l.ratio,
+                l.ratio_min,
+                l.ratio_max,
+                l.p99_ratio
+            );
+        }
+        md
+    }
+
     fn rows_markdown(&self) -> String {
         let mut md = String::from(
             "| target | conc. | req/s | p50 ms | p99 ms | p99.9 ms | errors | server peak RSS MB | server CPU s / 10k req | /ceiling req/s | /ceiling p99 |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
         );
         let opt =
             |v: Option<f64>, digits: usize| v.map_or("-".to_owned(), |v| format!("{v:.digits$}"));
-        for r in &self.rows {
+        for r in self.sorted_rows() {
             let _ = writeln!(
                 md,
                 "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {} |",
-                r.target,
+                self.label(r),
                 r.concurrency,
                 r.figures.rps,
                 r.figures.p50_ms,
@@ -169,14 +266,14 @@ impl Report {
         let mut md = String::from(
             "| target | conc. | bench process µs/req | server µs/req | greeter µs/req | broker µs/req | rest µs/req | total µs/req | machine idle % |\n|---|---|---|---|---|---|---|---|---|\n",
         );
-        for r in &self.rows {
+        for r in self.sorted_rows() {
             let Some(c) = r.cpu else { continue };
             let total =
                 c.bench_us + c.server_us.unwrap_or(0.0) + c.service_us + c.broker_us + c.rest_us;
             let _ = writeln!(
                 md,
                 "| {} | {} | {:.0} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} |",
-                r.target,
+                self.label(r),
                 r.concurrency,
                 c.bench_us,
                 c.server_us.map_or("-".to_owned(), |us| format!("{us:.0}")),
@@ -199,6 +296,33 @@ impl Report {
     }
 }
 
+/// One level over the rounds.
+#[derive(Debug, Serialize)]
+struct LevelSummary {
+    concurrency: usize,
+    /// Median requests/s of the ceiling.
+    ceiling_rps: f64,
+    /// Median requests/s through the gateway.
+    gateway_rps: f64,
+    /// Median of the rounds' gateway/ceiling ratios.
+    ratio: f64,
+    /// The lowest and highest of them.
+    ratio_min: f64,
+    ratio_max: f64,
+    /// Median of the rounds' p99 ratios.
+    p99_ratio: f64,
+}
+
+/// The median of sorted `values`.
+fn median(values: &[f64]) -> Option<f64> {
+    let n = values.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(values[n / 2]),
+        _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
+    }
+}
+
 fn line(r: &Row) -> String {
     format!(
         "{:<28} {:>4}  {:>8.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  p99.9 {:>6.2} ms  errors {}{}",
@@ -215,4 +339,16 @@ fn line(r: &Row) -> String {
             .map(|e| format!(" (first: {e})"))
             .unwrap_or_default()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians_of_odd_and_even_counts() {
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[1.0, 2.0, 9.0]), Some(2.0));
+        assert_eq!(median(&[1.0, 2.0, 4.0, 9.0]), Some(3.0));
+    }
 }
