@@ -632,3 +632,50 @@ async fn unusable_key_files_are_one_clear_error_without_their_contents() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A gateway stopped with SIGTERM after serving a call logs no error on the way out: its
+/// callback queue's channels are closed before the connection is (closed the other way round,
+/// lapin reported a connection error on most shutdowns).
+#[tokio::test]
+async fn a_gateway_stops_on_sigterm_without_an_error() {
+    let mut h = Harness::start().await;
+    let greeter = unique("greeter");
+    h.serve(greeter::service_named(&greeter)).await;
+    let mut child = warren()
+        .args(["gateway", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let child = common::process::Spawned::new(child);
+    let first = tokio::task::spawn_blocking(move || {
+        let mut first = String::new();
+        BufReader::new(stdout).read_line(&mut first).expect("line");
+        first
+    })
+    .await
+    .expect("task");
+    let address = common::process::http_address(&first);
+    let url = format!("http://{address}/rpc/{greeter}/hello");
+    let http = reqwest::Client::new();
+    let answered = wait_until(Duration::from_secs(10), || {
+        let request = http.post(&url).json(&serde_json::json!({"name": "x"}));
+        async move { request.send().await.is_ok_and(|r| r.status() == 200) }
+    })
+    .await;
+    assert!(answered, "the gateway never answered a call");
+    let status = tokio::task::spawn_blocking(move || terminate(child, Duration::from_secs(15)))
+        .await
+        .expect("task");
+    assert!(status.success(), "{status:?}");
+    let log = tokio::task::spawn_blocking(move || {
+        let mut log = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut log).expect("stderr");
+        log
+    })
+    .await
+    .expect("task");
+    assert!(!log.contains("ERROR"), "{log}");
+}

@@ -42,6 +42,54 @@ struct Inner {
     config: MeshConfig,
     /// The publisher and the generation of the connection it lives on.
     publisher: Mutex<Option<(u64, Arc<Publisher>)>>,
+    /// Tasks holding channels of their own (callback queues), stopped before the connection
+    /// closes.
+    channel_tasks: std::sync::Mutex<Vec<Arc<ChannelTask>>>,
+}
+
+/// A task that holds channels on this broker's connection (a callback queue's consumer and its
+/// publisher). [`Broker::close`] stops it first, and it closes its channels while the
+/// connection is still open. (Dropped after the connection began closing, lapin would close
+/// them on a closing connection and log that as a connection error.)
+pub(crate) struct ChannelTask {
+    /// Tells the task to close its channels and end.
+    stop: Shutdown,
+    task: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+/// How long a task may take to close its channels on [`Broker::close`] before it is aborted.
+const CHANNEL_CLOSE_LIMIT: Duration = Duration::from_secs(2);
+
+impl ChannelTask {
+    /// Tells the task to close its channels and end, without waiting (its owner is gone; a
+    /// [`Broker::close`] meanwhile still waits for it).
+    pub(crate) fn release(&self) {
+        self.stop.trigger();
+    }
+
+    fn is_finished(&self) -> bool {
+        self.task
+            .lock()
+            .map(|task| task.as_ref().is_none_or(JoinHandle::is_finished))
+            .unwrap_or(true)
+    }
+
+    /// Asks the task to close its channels and waits until it is gone (at most
+    /// [`CHANNEL_CLOSE_LIMIT`]).
+    async fn stop(&self) {
+        self.stop.trigger();
+        if let Some(mut task) = self.take()
+            && tokio::time::timeout(CHANNEL_CLOSE_LIMIT, &mut task)
+                .await
+                .is_err()
+        {
+            task.abort();
+        }
+    }
+
+    fn take(&self) -> Option<JoinHandle<()>> {
+        self.task.lock().ok()?.take()
+    }
 }
 
 impl Drop for Inner {
@@ -96,6 +144,7 @@ impl Broker {
                 supervisor,
                 config,
                 publisher: Mutex::new(None),
+                channel_tasks: std::sync::Mutex::new(Vec::new()),
             }),
         })
     }
@@ -250,8 +299,32 @@ impl Broker {
         }
     }
 
-    /// Closes the connection; the broker does not reconnect after this.
+    /// Keeps `task` (which holds channels of its own and ends, closing them, once `stop` is
+    /// triggered) to stop before the connection closes.
+    pub(crate) fn track(&self, stop: Shutdown, task: JoinHandle<()>) -> Arc<ChannelTask> {
+        let tracked = Arc::new(ChannelTask {
+            stop,
+            task: std::sync::Mutex::new(Some(task)),
+        });
+        if let Ok(mut tasks) = self.inner.channel_tasks.lock() {
+            tasks.retain(|t| !t.is_finished());
+            tasks.push(tracked.clone());
+        }
+        tracked
+    }
+
+    /// Closes the connection, after the tasks holding channels of their own (callback queues)
+    /// have stopped; the broker does not reconnect after this.
     pub async fn close(&self) {
+        let tasks: Vec<Arc<ChannelTask>> = self
+            .inner
+            .channel_tasks
+            .lock()
+            .map(|mut tasks| tasks.drain(..).collect())
+            .unwrap_or_default();
+        for task in tasks {
+            task.stop().await;
+        }
         self.inner.links.close().await;
     }
 }

@@ -6,7 +6,7 @@
 //! deadline. The broker returns a mandatory message that no queue is bound for before it confirms
 //! it, so a call to a service that was never declared fails at once with `UnknownService`.
 
-use super::broker::{Broker, unavailable};
+use super::broker::{Broker, ChannelTask, unavailable};
 use super::headers;
 use crate::context::CallContext;
 use crate::deadline::Deadline;
@@ -30,7 +30,6 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
-use tokio::task::JoinHandle;
 use tokio::time::Sleep;
 
 /// How long an idle callback queue outlives its process (nameko uses the same).
@@ -47,12 +46,13 @@ struct Inner {
     exchange: ShortString,
     reply_to: ShortString,
     shared: Arc<Shared>,
-    task: JoinHandle<()>,
+    /// The reply consumer's task (it holds the callback queue's channels).
+    task: Arc<ChannelTask>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        self.task.abort();
+        self.task.release();
     }
 }
 
@@ -104,6 +104,8 @@ impl Shared {
 struct Attached {
     generation: u64,
     consumer: Consumer,
+    /// The consumer's channel.
+    consuming: Channel,
     publisher: Channel,
 }
 
@@ -118,12 +120,15 @@ impl RpcClient {
         let shared = Arc::new(Shared::default());
         shared.set_publisher(Some(attached.publisher.clone()));
         shared.consuming.store(true, Ordering::Release);
-        let task = tokio::spawn(serve_replies(
+        let stop = Shutdown::new();
+        let replies = tokio::spawn(serve_replies(
             broker.clone(),
             reply_to.clone(),
             shared.clone(),
             attached,
+            stop.clone(),
         ));
+        let task = broker.track(stop, replies);
         tracing::debug!(%reply_to, "callback queue ready");
         Ok(Self {
             inner: Arc::new(Inner {
@@ -427,6 +432,7 @@ async fn attach(broker: &Broker, reply_to: &str) -> Result<Attached, ConnectErro
     Ok(Attached {
         generation,
         consumer,
+        consuming: channel,
         publisher,
     })
 }
@@ -442,11 +448,15 @@ async fn serve_replies(
     reply_to: String,
     shared: Arc<Shared>,
     mut attached: Attached,
+    stop: Shutdown,
 ) {
     let mut links = broker.watch_links();
-    let never = Shutdown::new();
     loop {
         let lost = tokio::select! {
+            () = stop.triggered() => {
+                close(&shared, attached).await;
+                return;
+            }
             delivery = attached.consumer.next() => match delivery {
                 Some(Ok(delivery)) => {
                     complete(&shared, delivery);
@@ -478,7 +488,7 @@ async fn serve_replies(
         let after = attached.generation;
         drop(attached);
         let again = broker
-            .attach_again(after, &never, &reply_to, || attach(&broker, &reply_to))
+            .attach_again(after, &stop, &reply_to, || attach(&broker, &reply_to))
             .await;
         let Some(again) = again else {
             return;
@@ -499,6 +509,26 @@ fn complete(shared: &Shared, delivery: Delivery) {
         .complete(correlation_id.as_str(), Ok(delivery.data))
     {
         tracing::debug!(%correlation_id, "dropping a reply nobody waits for");
+    }
+}
+
+/// Stops consuming replies and closes the callback queue's channels while the connection is
+/// still open (the broker is closing): calls still pending fail, no reply can come any more.
+async fn close(shared: &Shared, attached: Attached) {
+    shared.consuming.store(false, Ordering::Release);
+    shared.set_publisher(None);
+    shared.pending.fail_all(&CallError::Unavailable(
+        "the client's broker connection was closed".into(),
+    ));
+    let Attached {
+        consuming,
+        publisher,
+        ..
+    } = attached;
+    for channel in [&consuming, &publisher] {
+        if let Err(error) = channel.close(200, "closing".into()).await {
+            tracing::debug!(%error, "closing a callback queue channel");
+        }
     }
 }
 
