@@ -64,14 +64,13 @@ pub fn check_content_type(headers: &HeaderMap) -> Result<(), GatewayError> {
         return Ok(());
     };
     let text = value.to_str().unwrap_or("");
-    let essence = text
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    let is_json = essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"));
+    let essence = text.split(';').next().unwrap_or("").trim();
+    // Compared without case and without a lowercased copy (this runs on every call).
+    let part_is =
+        |part: Option<&str>, expected: &str| part.is_some_and(|p| p.eq_ignore_ascii_case(expected));
+    let is_json = essence.eq_ignore_ascii_case("application/json")
+        || (part_is(essence.get(..12), "application/")
+            && part_is(essence.get(essence.len().saturating_sub(5)..), "+json"));
     if is_json {
         Ok(())
     } else {
@@ -173,6 +172,7 @@ mod tests {
             "application/json",
             "Application/JSON; charset=utf-8",
             "application/vnd.x+json",
+            " APPLICATION/Problem+JSON ",
         ] {
             assert!(
                 check_content_type(&with(header::CONTENT_TYPE, ok)).is_ok(),
@@ -183,6 +183,9 @@ mod tests {
             "text/plain",
             "application/x-www-form-urlencoded",
             "application/jsonx",
+            "text/x+json",
+            "+json",
+            "applicatio",
         ] {
             assert!(
                 check_content_type(&with(header::CONTENT_TYPE, bad)).is_err(),
