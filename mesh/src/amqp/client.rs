@@ -526,9 +526,8 @@ async fn close(shared: &Shared, attached: Attached) {
         ..
     } = attached;
     for channel in [&consuming, &publisher] {
-        if let Err(error) = channel.close(200, "closing".into()).await {
-            tracing::debug!(%error, "closing a callback queue channel");
-        }
+        let close = channel.close(200, "closing".into());
+        super::closing::step("closing a callback queue channel", close).await;
     }
 }
 

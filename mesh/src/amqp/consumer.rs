@@ -2,6 +2,7 @@
 //! re-attaching on a new connection after the broker was lost, and a graceful stop.
 
 use super::broker::Broker;
+use super::closing;
 use crate::error::ConnectError;
 use crate::handler::BoxFuture;
 use crate::running::ServiceStats;
@@ -145,16 +146,11 @@ impl ConsumeLoop {
 
     async fn stop(&self, mut attached: Attached, workers: &Semaphore) {
         let label = &self.label;
-        if let Err(error) = attached
-            .channel
-            .basic_cancel(
-                attached.consumer_tag.as_str().into(),
-                BasicCancelOptions::default(),
-            )
-            .await
-        {
-            tracing::debug!(%label, %error, "cancelling the consumer");
-        }
+        let cancel = attached.channel.basic_cancel(
+            attached.consumer_tag.as_str().into(),
+            BasicCancelOptions::default(),
+        );
+        closing::step(&format!("{label}: cancelling the consumer"), cancel).await;
         while let Ok(Some(Ok(delivery))) =
             tokio::time::timeout(Duration::from_millis(100), attached.consumer.next()).await
         {
@@ -162,13 +158,11 @@ impl ConsumeLoop {
                 requeue: true,
                 ..BasicNackOptions::default()
             };
-            if let Err(error) = delivery.acker.nack(requeue).await {
-                tracing::debug!(%label, %error, "requeueing an unstarted delivery");
-            }
+            let nack = delivery.acker.nack(requeue);
+            closing::step(&format!("{label}: requeueing an unstarted delivery"), nack).await;
         }
         self.drain(workers).await;
-        if let Err(error) = attached.channel.close(200, "stopping".into()).await {
-            tracing::debug!(%label, %error, "closing the channel");
-        }
+        let close = attached.channel.close(200, "stopping".into());
+        closing::step(&format!("{label}: closing the channel"), close).await;
     }
 }

@@ -135,10 +135,9 @@ impl Links {
     /// Stops reconnecting and closes the current connection.
     pub async fn close(&self) {
         self.closed.trigger();
-        if let Some(connection) = self.current().connected()
-            && let Err(e) = connection.close(200, "bye".into()).await
-        {
-            tracing::debug!(error = %e, "closing the AMQP connection");
+        if let Some(connection) = self.current().connected() {
+            let close = connection.close(200, "bye".into());
+            super::closing::step("closing the AMQP connection", close).await;
         }
     }
 }

@@ -3,6 +3,7 @@
 
 mod broker;
 mod client;
+mod closing;
 mod consumer;
 mod events;
 mod headers;
