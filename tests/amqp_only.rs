@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Harness, QueueCleanup, assert_problem, mesh_config, unique, wait_until};
+use common::{Harness, QueueCleanup, assert_problem, kwargs, mesh_config, unique, wait_until};
 use futures_util::StreamExt;
 use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
@@ -372,12 +372,7 @@ async fn bursts_wider_than_the_publish_window_are_all_answered() {
     let call = |service: String, name: String| {
         let client = client.clone();
         async move {
-            let body = RequestBody::kwargs(
-                json!({ "name": name })
-                    .as_object()
-                    .cloned()
-                    .unwrap_or_default(),
-            );
+            let body = kwargs(json!({ "name": name }));
             let context =
                 CallContext::default().with_deadline(Deadline::after(Duration::from_secs(30)));
             client.call(&service, "hello", body, context).await

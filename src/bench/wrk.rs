@@ -8,10 +8,9 @@
 use super::load::Figures;
 use super::procs;
 use anyhow::{Context, Result, bail};
-use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 /// The line prefix of the figures the Lua hook prints.
@@ -91,8 +90,8 @@ async fn run(url: &str, script: &Path, connections: usize, span: Duration) -> Re
         let mut child = command.spawn().context("starting wrk")?;
         let exited = procs::wait_at_most(&mut child, limit);
         // wrk writes a few hundred bytes, well within a pipe's buffer, so reading after the
-        // exit cannot block it.
-        let output = read_output(child, exited)?;
+        // exit cannot block it (and the status was already reaped: it is returned as is).
+        let output = child.wait_with_output()?;
         if exited.is_none() {
             bail!(
                 "wrk did not exit within {limit:?} (killed); its output: {}{}",
@@ -111,27 +110,6 @@ async fn run(url: &str, script: &Path, connections: usize, span: Duration) -> Re
         );
     }
     parse(&stdout).with_context(|| format!("no figures in wrk's output: {stdout}"))
-}
-
-/// What an exited (or killed) `child` wrote.
-fn read_output(mut child: Child, exited: Option<ExitStatus>) -> Result<Output> {
-    let mut stdout = Vec::new();
-    let mut stderr = Vec::new();
-    if let Some(mut out) = child.stdout.take() {
-        out.read_to_end(&mut stdout)?;
-    }
-    if let Some(mut err) = child.stderr.take() {
-        err.read_to_end(&mut stderr)?;
-    }
-    let status = match exited {
-        Some(status) => status,
-        None => child.wait()?,
-    };
-    Ok(Output {
-        status,
-        stdout,
-        stderr,
-    })
 }
 
 /// The figures from the hook's line in `stdout`.

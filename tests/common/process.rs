@@ -48,16 +48,7 @@ fn run_blocking(args: &[String], limit: Duration) -> Output {
         .process_group(0)
         .spawn()
         .expect("run warren");
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break Some(status);
-        }
-        if started.elapsed() > limit {
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let status = wait_within(&mut child, limit);
     let read = |path: &std::path::Path| {
         let bytes = std::fs::read(path).unwrap_or_default();
         let _ = std::fs::remove_file(path);
@@ -148,16 +139,23 @@ pub fn terminate(child: Spawned, limit: Duration) -> std::process::ExitStatus {
         .arg("-TERM")
         .arg(child.id().to_string())
         .status();
+    wait_within(&mut child, limit).unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("warren did not exit within {limit:?} of SIGTERM");
+    })
+}
+
+/// `child`'s exit status once it exits, or `None` if it is still running after `limit`.
+fn wait_within(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
     let started = Instant::now();
     loop {
         if let Some(status) = child.try_wait().expect("wait") {
-            return status;
+            return Some(status);
         }
         if started.elapsed() > limit {
-            let _ = child.kill();
-            panic!("warren did not exit within {limit:?} of SIGTERM");
+            return None;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
