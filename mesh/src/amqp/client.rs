@@ -98,6 +98,18 @@ impl Shared {
             *slot = channel.map(Arc::new);
         }
     }
+
+    /// Calls go out on `attached` and its replies are consumed: the client is ready.
+    fn attach(&self, attached: &Attached) {
+        self.set_publisher(Some(attached.publisher.clone()));
+        self.consuming.store(true, Ordering::Release);
+    }
+
+    /// No channel to publish on, no replies consumed: calls fail at once until attached again.
+    fn detach(&self) {
+        self.consuming.store(false, Ordering::Release);
+        self.set_publisher(None);
+    }
 }
 
 /// The callback queue consumed on one connection, and the channel requests go out on.
@@ -118,8 +130,7 @@ impl RpcClient {
         let exchange = broker.config().rpc_exchange.clone();
         let attached = attach(broker, &reply_to).await?;
         let shared = Arc::new(Shared::default());
-        shared.set_publisher(Some(attached.publisher.clone()));
-        shared.consuming.store(true, Ordering::Release);
+        shared.attach(&attached);
         let stop = Shutdown::new();
         let replies = tokio::spawn(serve_replies(
             broker.clone(),
@@ -474,8 +485,7 @@ async fn serve_replies(
                 "the connection dropped".to_owned()
             }
         };
-        shared.consuming.store(false, Ordering::Release);
-        shared.set_publisher(None);
+        shared.detach();
         if broker.is_closed() {
             // This process closed the connection: nothing was lost and nothing reattaches.
             tracing::debug!(error = %lost, "reply consumer stopped by close");
@@ -494,8 +504,7 @@ async fn serve_replies(
             return;
         };
         attached = again;
-        shared.set_publisher(Some(attached.publisher.clone()));
-        shared.consuming.store(true, Ordering::Release);
+        shared.attach(&attached);
     }
 }
 
@@ -515,8 +524,7 @@ fn complete(shared: &Shared, delivery: Delivery) {
 /// Stops consuming replies and closes the callback queue's channels while the connection is
 /// still open (the broker is closing): calls still pending fail, no reply can come any more.
 async fn close(shared: &Shared, attached: Attached) {
-    shared.consuming.store(false, Ordering::Release);
-    shared.set_publisher(None);
+    shared.detach();
     shared.pending.fail_all(&CallError::Unavailable(
         "the client's broker connection was closed".into(),
     ));
