@@ -582,7 +582,7 @@ async fn serve(
                 .await
                 .with_context(|| format!("cannot listen on {}", args.listen))?;
             let address = listener.local_addr()?;
-            let app = gateway.router();
+            let app = gateway.service();
             println!("warren: gateway on http://{address} over {transport}{services_note}");
             let limits = args.serve_config();
             warren_gateway::serve_with(listener, app, &limits, mesh::terminate_signal()).await?;

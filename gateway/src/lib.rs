@@ -9,7 +9,7 @@
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 //! let mesh = mesh::Mesh::amqp(mesh::MeshConfig::from_env()).await?;
 //! let gateway = warren_gateway::Gateway::start(&mesh, warren_gateway::GatewayConfig::default()).await?;
-//! let app = gateway.router();
+//! let app = gateway.service();
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! warren_gateway::serve(listener, app, mesh::terminate_signal()).await?;
 //! # Ok(()) }
@@ -27,6 +27,7 @@ mod registry;
 mod request;
 mod rpc;
 mod server;
+mod service;
 
 pub use auth::{
     API_KEY, ApiKeys, Auth, AuthConfigError, AuthError, Identity, JwtVerifier,
@@ -40,6 +41,7 @@ pub use problem::{PROBLEM_JSON, Problem};
 pub use registry::{InstanceOverview, Liveness, Registry, ServiceOverview};
 pub use request::{REQUEST_ID, TIMEOUT_MS};
 pub use server::{ServeConfig, serve, serve_with};
+pub use service::HttpService;
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -151,9 +153,10 @@ impl Gateway {
         &self.state.registry
     }
 
-    /// The gateway's routes.
-    pub fn router(&self) -> Router {
-        router(self.state.clone())
+    /// The gateway's HTTP service, for [`serve`] or [`serve_with`]: its routes, with calls
+    /// taken straight to their handler (see [`HttpService`]).
+    pub fn service(&self) -> HttpService {
+        HttpService::gateway(self.state.clone(), router(self.state.clone()))
     }
 
     /// Stops following descriptors.

@@ -80,22 +80,28 @@ pub fn check_content_type(headers: &HeaderMap) -> Result<(), GatewayError> {
     }
 }
 
-/// Reads at most `limit` bytes of body; a larger one is refused as soon as it is seen to be
-/// larger (from `Content-Length`, or while streaming).
-pub async fn read_body(
-    headers: &HeaderMap,
-    body: Body,
-    limit: usize,
-) -> Result<Vec<u8>, GatewayError> {
+/// The body's declared length (`Content-Length`), refused when over `limit`: a body seen to be
+/// too large from the head is refused before it is read.
+pub fn declared_length(headers: &HeaderMap, limit: usize) -> Result<Option<usize>, GatewayError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(GatewayError::PayloadTooLarge(limit));
+    match declared {
+        Some(n) if n > limit as u64 => Err(GatewayError::PayloadTooLarge(limit)),
+        Some(n) => Ok(usize::try_from(n).ok()),
+        None => Ok(None),
     }
-    let capacity = declared.map_or(0, |n| usize::try_from(n).unwrap_or(limit));
-    let mut bytes = Vec::with_capacity(capacity.min(limit));
+}
+
+/// Reads at most `limit` bytes of body (`declared` long, when the head said: see
+/// [`declared_length`]); a larger one is refused as soon as it is seen to be larger.
+pub async fn read_body(
+    declared: Option<usize>,
+    body: Body,
+    limit: usize,
+) -> Result<Vec<u8>, GatewayError> {
+    let mut bytes = Vec::with_capacity(declared.unwrap_or(0).min(limit));
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| GatewayError::BodyRead(e.to_string()))?;
@@ -220,18 +226,26 @@ mod tests {
 
     #[tokio::test]
     async fn bodies_over_the_limit_are_refused() {
-        let h = HeaderMap::new();
         assert_eq!(
-            read_body(&h, Body::from("12345"), 5).await,
+            read_body(None, Body::from("12345"), 5).await,
             Ok(b"12345".to_vec())
         );
         assert_eq!(
-            read_body(&h, Body::from("123456"), 5).await,
+            read_body(None, Body::from("123456"), 5).await,
             Err(GatewayError::PayloadTooLarge(5))
         );
-        let declared = with(header::CONTENT_LENGTH, "1000000");
+        // A body longer than it declared is still cut at the limit.
         assert_eq!(
-            read_body(&declared, Body::from("x"), 5).await,
+            read_body(Some(1), Body::from("123456"), 5).await,
+            Err(GatewayError::PayloadTooLarge(5))
+        );
+        assert_eq!(declared_length(&HeaderMap::new(), 5), Ok(None));
+        assert_eq!(
+            declared_length(&with(header::CONTENT_LENGTH, "5"), 5),
+            Ok(Some(5))
+        );
+        assert_eq!(
+            declared_length(&with(header::CONTENT_LENGTH, "1000000"), 5),
             Err(GatewayError::PayloadTooLarge(5))
         );
     }

@@ -1,13 +1,13 @@
 //! `POST /rpc/{service}/{method}`: one HTTP request, one RPC call.
 
 use crate::AppState;
+use crate::auth::Identity;
 use crate::error::{CallInfo, GatewayError};
 use crate::metrics::CallTimer;
 use crate::registry::Liveness;
 use crate::request::{self, REQUEST_ID};
 use axum::Json;
 use axum::body::Body;
-use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, Uri};
 use axum::response::{IntoResponse, Response};
@@ -25,6 +25,9 @@ const BODY_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
 /// `POST /rpc/{service}/{method}` as a tower service (`service_fn`), not an axum handler: the
 /// request is taken apart here (its headers moved, not cloned), and the future axum boxes is
 /// [`call`]'s alone, without an extractor state machine around it.
+///
+/// The router sends here the calls [`plain_names`] leaves to it: names with percent-escapes,
+/// which axum's `Path` decodes.
 pub fn serve(
     app: AppState,
     request: axum::extract::Request,
@@ -32,12 +35,43 @@ pub fn serve(
     let (mut parts, body) = request.into_parts();
     // The router matched the route and put its parameters in the request: reading them never
     // waits.
-    let path = Path::<(String, String)>::from_request_parts(&mut parts, &())
+    let names = Path::<(String, String)>::from_request_parts(&mut parts, &())
         .now_or_never()
-        .unwrap_or(Err(PathRejection::MissingPathParams(
-            axum::extract::rejection::MissingPathParams::default(),
-        )));
-    call(app, path, parts.headers, body).map(Ok)
+        .and_then(Result::ok)
+        .map(|Path(names)| names);
+    call(app, names, parts.headers, body).map(Ok)
+}
+
+/// The names of a `POST /rpc/{service}/{method}` that the router would route to [`serve`] with
+/// the same names: two non-empty segments without percent-escapes (nothing to decode). `None`
+/// for any other request, which the router then answers as before (405, 400, 404 or a decoded
+/// call).
+pub fn plain_names<B>(request: &axum::http::Request<B>) -> Option<(String, String)> {
+    if request.method() != Method::POST {
+        return None;
+    }
+    let (service, method) = request
+        .uri()
+        .path()
+        .strip_prefix("/rpc/")?
+        .split_once('/')?;
+    let plain = |name: &str| !name.is_empty() && !name.contains(['/', '%']);
+    (plain(service) && plain(method)).then(|| (service.to_owned(), method.to_owned()))
+}
+
+/// A call whose names [`plain_names`] read, served without the router: the future hyper keeps
+/// per request is this one, boxed, with nothing of the router's around it.
+pub fn serve_plain<B>(
+    app: AppState,
+    names: (String, String),
+    request: axum::http::Request<B>,
+) -> impl Future<Output = Result<Response, Infallible>> + Send
+where
+    B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    let (parts, body) = request.into_parts();
+    call(app, Some(names), parts.headers, Body::new(body)).map(Ok)
 }
 
 /// Calls `service.method` with the body's arguments and answers with its result.
@@ -46,13 +80,15 @@ pub fn serve(
 /// (so no `*`, `#` or `.` reaches a routing key), the headers, the content type, the size and
 /// the JSON of the body.
 ///
-/// A plain function returning the future, not an `async fn`: the request's head and body and
-/// the checks on them ([`admit`]) go into a boxed future of their own that is freed once the
-/// call is admitted, so a call pending for its reply keeps only what it needs to wait and to
-/// answer (a gateway may hold a hundred thousand of them).
+/// A plain function returning the future, not an `async fn`, so that what a request holds is
+/// short-lived (a gateway may hold a hundred thousand of them, and in a burst most have not yet
+/// been polled): every check the head allows ([`check`]) is made here, when hyper hands over the
+/// request, and the head is dropped at once; the body is read in a boxed future of its own
+/// ([`admit`]), freed once the call is admitted; and a call pending for its reply keeps only what
+/// it needs to wait and to answer.
 fn call(
     app: AppState,
-    path: Result<Path<(String, String)>, PathRejection>,
+    names: Option<(String, String)>,
     headers: HeaderMap,
     body: Body,
 ) -> impl Future<Output = Response> + Send {
@@ -86,21 +122,20 @@ fn call(
     let traceparent = mesh::trace::link_span(&span, caller.as_ref())
         .or(caller)
         .map(|t| t.to_string());
-    let admitted: BoxFuture<Result<Admitted, GatewayError>> = match path {
-        Ok(Path((service, method))) => {
+    let checked = names
+        .ok_or(GatewayError::BadRpcPath)
+        .and_then(|(service, method)| {
             info.service = Some(service.clone());
             info.method = Some(method.clone());
-            let request = Request {
-                service,
-                method,
-                headers,
-                body,
-                request_id: request_id.clone(),
-                traceparent,
-            };
-            Box::pin(admit(app.clone(), request, span.clone()).instrument(span.clone()))
+            span.in_scope(|| check(&app, service, method, &headers, &span))
+        });
+    drop(headers);
+    let admitted: BoxFuture<Result<Admitted, GatewayError>> = match checked {
+        Ok(checked) => {
+            let admit = admit(app.clone(), checked, body, request_id.clone(), traceparent);
+            Box::pin(admit.instrument(span.clone()))
         }
-        Err(_) => Box::pin(std::future::ready(Err(GatewayError::BadRpcPath))),
+        Err(error) => Box::pin(std::future::ready(Err(error))),
     };
     async move {
         let outcome = async {
@@ -124,14 +159,18 @@ fn call(
     }
 }
 
-/// A call's request, its names parsed from the path.
-struct Request {
+/// A call whose head passed every check: what reading its body and sending it needs.
+struct Checked {
     service: String,
     method: String,
-    headers: HeaderMap,
-    body: Body,
-    request_id: String,
-    traceparent: Option<String>,
+    identity: Option<Identity>,
+    /// Its place among the calls in flight, held until it is answered.
+    permit: OwnedSemaphorePermit,
+    deadline: Deadline,
+    /// The deadline it asked for, ms (for a 504's detail).
+    requested_ms: u64,
+    /// The body's length, as the head declared it.
+    declared_length: Option<usize>,
 }
 
 /// A call that passed every local check, on its way.
@@ -144,27 +183,20 @@ struct Admitted {
     requested_ms: u64,
 }
 
-/// Checks a call before anything is published: credentials, names, exposure, permissions, the
-/// in-flight limit, liveness, the deadline, the content type, and the body (read within the
-/// deadline, decoded as arguments).
-async fn admit(
-    app: AppState,
-    request: Request,
-    span: tracing::Span,
-) -> Result<Admitted, GatewayError> {
-    let Request {
-        service,
-        method,
-        headers,
-        body,
-        request_id,
-        traceparent,
-    } = request;
+/// Checks a call's head, in this order: credentials, names, exposure, permissions, the
+/// in-flight limit, liveness, the deadline, the content type, the declared length.
+fn check(
+    app: &AppState,
+    service: String,
+    method: String,
+    headers: &HeaderMap,
+    span: &tracing::Span,
+) -> Result<Checked, GatewayError> {
     // Credentials first: a caller without them learns nothing else about the call.
     let identity = app
         .config
         .auth
-        .authenticate(&headers)
+        .authenticate(headers)
         .map_err(GatewayError::Unauthenticated)?;
     for (what, name) in [("service", &service), ("method", &method)] {
         validate_name(name).map_err(|reason| GatewayError::InvalidName {
@@ -196,26 +228,52 @@ async fn admit(
         return Err(GatewayError::NoLiveInstance(service));
     }
     let config = &app.config;
-    let timeout = request::timeout(&headers, config.default_timeout, config.max_timeout)?;
-    let deadline = Deadline::after(timeout);
-    request::check_content_type(&headers)?;
-    let requested_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+    let timeout = request::timeout(headers, config.default_timeout, config.max_timeout)?;
+    request::check_content_type(headers)?;
+    let declared_length = request::declared_length(headers, config.max_body_bytes)?;
+    Ok(Checked {
+        service,
+        method,
+        identity,
+        permit,
+        deadline: Deadline::after(timeout),
+        requested_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        declared_length,
+    })
+}
+
+/// Reads a checked call's body within its deadline, decodes it as arguments, and makes the
+/// call (published when first polled).
+async fn admit(
+    app: AppState,
+    checked: Checked,
+    body: Body,
+    request_id: String,
+    traceparent: Option<String>,
+) -> Result<Admitted, GatewayError> {
+    let Checked {
+        service,
+        method,
+        identity,
+        permit,
+        deadline,
+        requested_ms,
+        declared_length,
+    } = checked;
     // A client trickling its body (slow loris past the headers) gets the call's deadline,
     // but at least BODY_GRACE: a body sent with its head is read even when the deadline is
     // a millisecond away, and the call then answers 504 like any call out of time.
     let body_deadline = deadline
         .instant()
         .max(tokio::time::Instant::now() + BODY_GRACE);
+    let limit = app.config.max_body_bytes;
     let bytes = tokio::time::timeout_at(
         body_deadline,
-        request::read_body(&headers, body, config.max_body_bytes),
+        request::read_body(declared_length, body, limit),
     )
     .await
     .map_err(|_| GatewayError::BodyTimeout(requested_ms))??;
     let arguments = request::arguments(&bytes)?;
-    // The request's head and body are slices of hyper's read buffer, which hyper replaces
-    // with a fresh one for the connection's next read: they go with this future, so a
-    // pending call does not keep that buffer alive.
     let mut context = CallContext::rooted_at(request_id).with_deadline(deadline);
     if let Some(identity) = &identity {
         context = identity.annotate(context);
@@ -312,4 +370,41 @@ pub(crate) fn problem(app: &AppState, error: GatewayError, headers: &HeaderMap) 
     error
         .to_problem(&app.config.error_map, &info)
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_names;
+    use axum::http::{Method, Request};
+
+    fn names(method: Method, uri: &str) -> Option<(String, String)> {
+        let request = Request::builder().method(method).uri(uri).body(()).ok()?;
+        plain_names(&request)
+    }
+
+    #[test]
+    fn plain_names_are_two_segments_without_escapes() {
+        let named = |s: &str, m: &str| Some((s.to_owned(), m.to_owned()));
+        assert_eq!(names(Method::POST, "/rpc/kv/inc"), named("kv", "inc"));
+        assert_eq!(names(Method::POST, "/rpc/kv/inc?x=1"), named("kv", "inc"));
+        // Invalid names are the handler's to refuse (400 invalid-name), as through the router.
+        assert_eq!(names(Method::POST, "/rpc/a.b/x*"), named("a.b", "x*"));
+        // Everything else is the router's: other methods, escapes, other shapes.
+        for (method, uri) in [
+            (Method::GET, "/rpc/kv/inc"),
+            (Method::PUT, "/rpc/kv/inc"),
+            (Method::POST, "/rpc/kv/%69nc"),
+            (Method::POST, "/rpc/k%2Fv/inc"),
+            (Method::POST, "/rpc/kv/inc/"),
+            (Method::POST, "/rpc/kv/inc/x"),
+            (Method::POST, "/rpc//inc"),
+            (Method::POST, "/rpc/kv/"),
+            (Method::POST, "/rpc/kv"),
+            (Method::POST, "/rpc"),
+            (Method::POST, "/rpcs/kv/inc"),
+            (Method::POST, "/healthz"),
+        ] {
+            assert_eq!(names(method.clone(), uri), None, "{method} {uri}");
+        }
+    }
 }

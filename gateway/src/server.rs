@@ -25,11 +25,10 @@
 //! - Every accepted socket has `TCP_NODELAY` set (Nagle's algorithm delays small responses).
 
 use crate::preface::{self, Protocol};
-use axum::Router;
+use crate::service::HttpService;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use hyper_util::service::TowerToHyperService;
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
@@ -79,24 +78,27 @@ impl Default for ServeConfig {
     }
 }
 
-/// Serves `app` on `listener` with the default [`ServeConfig`] until `shutdown` resolves, then
-/// stops accepting connections and lets in-flight requests finish.
+/// Serves `app` (a gateway's [`HttpService`], or any axum `Router`) on `listener` with the
+/// default [`ServeConfig`] until `shutdown` resolves, then stops accepting connections and lets
+/// in-flight requests finish.
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: impl Into<HttpService>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     serve_with(listener, app, &ServeConfig::default(), shutdown).await
 }
 
-/// Serves `app` on `listener` with `config` until `shutdown` resolves, then stops accepting
-/// connections and lets in-flight requests finish (see the module documentation).
+/// Serves `app` (a gateway's [`HttpService`], or any axum `Router`) on `listener` with `config`
+/// until `shutdown` resolves, then stops accepting connections and lets in-flight requests
+/// finish (see the module documentation).
 pub async fn serve_with(
     listener: TcpListener,
-    app: Router,
+    app: impl Into<HttpService>,
     config: &ServeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
+    let app = app.into();
     let builders = Arc::new(Builders::new(config));
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -168,7 +170,7 @@ impl Builders {
 /// Serves one accepted connection in the protocol its first bytes name, until it ends.
 async fn serve_connection(
     stream: TcpStream,
-    app: Router,
+    service: HttpService,
     builders: Arc<Builders>,
     watcher: Watcher,
 ) {
@@ -182,7 +184,6 @@ async fn serve_connection(
         }
     };
     let io = TokioIo::new(stream);
-    let service = TowerToHyperService::new(app);
     // Resets, header timeouts and malformed requests end a connection: the client's business,
     // not the server's.
     let ended = match protocol {

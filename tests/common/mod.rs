@@ -216,7 +216,7 @@ impl Harness {
             .await
             .expect("gateway");
         let client = gateway.client().clone();
-        let app = gateway.router();
+        let app = gateway.service();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

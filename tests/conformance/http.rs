@@ -130,10 +130,19 @@ pub async fn bad_requests_are_400(kind: Kind) {
     let long = "a".repeat(129);
     let r = raw(format!("/rpc/{long}/x"), "{}").await.expect("send");
     assert_problem(r, 400, "invalid-name").await;
-    for path in ["/rpc/onlyservice", "/rpc/a/b/c", "/rpc"] {
+    for path in ["/rpc/onlyservice", "/rpc/a/b/c", "/rpc/a/b/", "/rpc"] {
         let r = raw(path.to_owned(), "{}").await.expect("send");
         assert_problem(r, 400, "invalid-path").await;
     }
+    // A percent-escaped name is decoded (plain names skip the router; these go through it).
+    let r = raw(format!("/rpc/{greeter}/%68ello"), r#"{"name": "escaped"}"#)
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.expect("json"),
+        json!("Hello, escaped!")
+    );
     // IncorrectSignature from the service.
     let r = h.post(&greeter, "hello", json!({"nam": "x"})).await;
     let body = assert_problem(r, 400, "bad-request").await;

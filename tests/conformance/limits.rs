@@ -294,7 +294,7 @@ pub async fn a_stalled_client_does_not_hold_up_a_graceful_shutdown(kind: Kind) {
     let addr = listener.local_addr().expect("addr");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn({
-        let app = h.gateway.router();
+        let app = h.gateway.service();
         async move {
             let signal = async move {
                 let _ = stopped.await;
