@@ -132,7 +132,7 @@ fn call(
     drop(headers);
     let admitted: BoxFuture<Result<Admitted, GatewayError>> = match checked {
         Ok(checked) => {
-            let admit = admit(app.clone(), checked, body, request_id.clone(), traceparent);
+            let admit = admit(app.clone(), checked, body, request_id, traceparent);
             Box::pin(admit.instrument(span.clone()))
         }
         Err(error) => Box::pin(std::future::ready(Err(error))),
@@ -155,7 +155,7 @@ fn call(
         }
         .instrument(span.clone())
         .await;
-        answer(&app, outcome, &info, &span, timer, &request_id)
+        answer(&app, outcome, &info, &span, timer)
     }
 }
 
@@ -293,8 +293,8 @@ fn answer(
     info: &CallInfo,
     span: &tracing::Span,
     timer: CallTimer,
-    request_id: &str,
 ) -> Response {
+    let request_id = info.request_id.as_deref().unwrap_or_default();
     // Names become labels only once proven real (a reply came back from the method, or a
     // descriptor lists it): any other failure with a made-up name must not grow the label set.
     let (service, method) = (info.service.as_deref(), info.method.as_deref());

@@ -1,5 +1,8 @@
 //! [`PendingCalls`]: the correlation map of calls waiting for their replies.
 //!
+//! Correlation ids are UUIDs, kept as their 16 bytes (the map, the caller) and written as text
+//! only on the wire: a reply whose id is no UUID is nobody's.
+//!
 //! A caller registers before it publishes and gets a [`PendingCall`]; the reply consumer hands
 //! each reply to the caller with its correlation id. The entry belongs to the caller: dropping the
 //! [`PendingCall`] (the caller returned, timed out, or its future was dropped because the HTTP
@@ -12,6 +15,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use tokio::sync::oneshot;
+use uuid::Uuid;
 
 /// What a waiting caller receives: the raw reply body, or why none will come.
 pub type ReplyOutcome = Result<Vec<u8>, CallError>;
@@ -19,21 +23,21 @@ pub type ReplyOutcome = Result<Vec<u8>, CallError>;
 /// Calls waiting for a reply, by correlation id.
 #[derive(Debug, Default)]
 pub struct PendingCalls {
-    calls: Mutex<HashMap<String, oneshot::Sender<ReplyOutcome>>>,
+    calls: Mutex<HashMap<Uuid, oneshot::Sender<ReplyOutcome>>>,
     unmatched: AtomicU64,
 }
 
 impl PendingCalls {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, oneshot::Sender<ReplyOutcome>>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Uuid, oneshot::Sender<ReplyOutcome>>> {
         // A panic while holding this lock cannot leave the map half-updated (every operation is a
         // single insert or remove), so a poisoned lock is safe to keep using.
         self.calls.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Registers a call under `correlation_id`.
-    pub fn register(&self, correlation_id: String) -> PendingCall<'_> {
+    pub fn register(&self, correlation_id: Uuid) -> PendingCall<'_> {
         let (tx, rx) = oneshot::channel();
-        self.lock().insert(correlation_id.clone(), tx);
+        self.lock().insert(correlation_id, tx);
         PendingCall {
             pending: self,
             correlation_id,
@@ -41,10 +45,12 @@ impl PendingCalls {
         }
     }
 
-    /// Hands a reply to its caller. Returns `false`, and counts it, when no caller waits for it
-    /// (a late reply, a duplicate, or a stranger's).
+    /// Hands a reply to its caller, by the correlation id on the wire. Returns `false`, and
+    /// counts it, when no caller waits for it (a late reply, a duplicate, or a stranger's).
     pub fn complete(&self, correlation_id: &str, outcome: ReplyOutcome) -> bool {
-        let sender = self.lock().remove(correlation_id);
+        let sender = Uuid::try_parse(correlation_id)
+            .ok()
+            .and_then(|id| self.lock().remove(&id));
         let delivered = sender.is_some_and(|tx| tx.send(outcome).is_ok());
         if !delivered {
             self.unmatched.fetch_add(1, Ordering::Relaxed);
@@ -82,14 +88,14 @@ impl PendingCalls {
 #[derive(Debug)]
 pub struct PendingCall<'a> {
     pending: &'a PendingCalls,
-    correlation_id: String,
+    correlation_id: Uuid,
     rx: oneshot::Receiver<ReplyOutcome>,
 }
 
 impl PendingCall<'_> {
     /// The correlation id.
-    pub fn correlation_id(&self) -> &str {
-        &self.correlation_id
+    pub fn correlation_id(&self) -> Uuid {
+        self.correlation_id
     }
 
     /// Waits for the reply. (A plain future over the channel, `Unpin`, a few bytes: a caller
@@ -114,9 +120,10 @@ mod tests {
     #[tokio::test]
     async fn reply_reaches_its_caller() {
         let pending = PendingCalls::default();
-        let mut call = pending.register("a".into());
+        let id = Uuid::new_v4();
+        let mut call = pending.register(id);
         assert_eq!(pending.len(), 1);
-        assert!(pending.complete("a", Ok(b"x".to_vec())));
+        assert!(pending.complete(&id.to_string(), Ok(b"x".to_vec())));
         assert_eq!(call.reply().await, Ok(b"x".to_vec()));
         drop(call);
         assert!(pending.is_empty());
@@ -125,19 +132,21 @@ mod tests {
     #[test]
     fn dropped_callers_leave_nothing_and_late_replies_are_counted() {
         let pending = PendingCalls::default();
-        let call = pending.register("a".into());
+        let id = Uuid::new_v4();
+        let call = pending.register(id);
         drop(call);
         assert!(pending.is_empty());
-        assert!(!pending.complete("a", Ok(Vec::new())));
+        assert!(!pending.complete(&id.to_string(), Ok(Vec::new())));
+        assert!(!pending.complete(&Uuid::new_v4().to_string(), Ok(Vec::new())));
         assert!(!pending.complete("stranger", Ok(Vec::new())));
-        assert_eq!(pending.unmatched(), 2);
+        assert_eq!(pending.unmatched(), 3);
     }
 
     #[tokio::test]
     async fn fail_all_wakes_everyone() {
         let pending = PendingCalls::default();
-        let mut a = pending.register("a".into());
-        let mut b = pending.register("b".into());
+        let mut a = pending.register(Uuid::new_v4());
+        let mut b = pending.register(Uuid::new_v4());
         let err = CallError::Unavailable("gone".into());
         assert_eq!(pending.fail_all(&err), 2);
         assert_eq!(a.reply().await, Err(err.clone()));

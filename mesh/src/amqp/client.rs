@@ -204,7 +204,7 @@ impl RpcClient {
             context,
         });
         Ok(Prepared {
-            correlation_id: uuid::Uuid::new_v4().to_string(),
+            correlation_id: uuid::Uuid::new_v4(),
             message,
             deadline,
             budget_ms,
@@ -253,7 +253,7 @@ impl RpcClient {
                 } = *message;
                 let properties = BasicProperties::default()
                     .with_reply_to(self.inner.reply_to.clone())
-                    .with_correlation_id(pending.correlation_id().into())
+                    .with_correlation_id(pending.correlation_id().to_string().into())
                     .with_content_type("application/json".into())
                     .with_content_encoding("utf-8".into())
                     .with_delivery_mode(1)
@@ -343,7 +343,7 @@ impl<F: Future + Unpin> Future for Before<'_, F> {
 
 /// A call checked and serialized, ready to publish.
 struct Prepared {
-    correlation_id: String,
+    correlation_id: uuid::Uuid,
     message: Box<Publish>,
     deadline: Deadline,
     budget_ms: u64,
