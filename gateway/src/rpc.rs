@@ -26,8 +26,8 @@ const BODY_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
 /// request is taken apart here (its headers moved, not cloned), and the future axum boxes is
 /// [`call`]'s alone, without an extractor state machine around it.
 ///
-/// The router sends here the calls [`plain_names`] leaves to it: names with percent-escapes,
-/// which axum's `Path` decodes.
+/// The router sends here the calls [`plain_names`] leaves to it (names with percent-escapes,
+/// which axum's `Path` decodes), and every call when CORS is on (see `crate::service`).
 pub fn serve(
     app: AppState,
     request: axum::extract::Request,
