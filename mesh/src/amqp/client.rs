@@ -216,7 +216,8 @@ impl RpcClient {
     /// What a pending call holds while it waits is kept small (a server may have a hundred
     /// thousand of them): the future owns the client and the request (no wrapper around it
     /// keeping a second copy), one timer serves the whole call, and the publish phase is boxed
-    /// and freed once the broker confirmed: 496 bytes a call before, 392 now.
+    /// and freed once the broker confirmed: 496 bytes a call before, 376 now (release build;
+    /// 392 while the correlation id was a `String`).
     fn send(
         self,
         service: String,
