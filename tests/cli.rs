@@ -258,6 +258,8 @@ async fn the_benchmark_runs_and_writes_its_table() {
         "2",
         "--pending",
         "200",
+        "--pending-rate",
+        "1000",
         "--soak",
         "2",
         "--rate",
@@ -303,6 +305,7 @@ async fn the_benchmark_runs_and_writes_its_table() {
     assert_eq!(pending["calls"], 200, "{pending}");
     assert_eq!(pending["http"], "HTTP/2", "{pending}");
     assert_eq!(pending["errors"], 0, "{pending}");
+    assert_eq!(pending["sent_per_second"], 1000, "{pending}");
     assert!(
         pending["peak_rss_mb"].as_f64().unwrap_or(0.0) > 0.0,
         "{pending}"

@@ -126,6 +126,19 @@ async fn a_call_through_the_gateway_exports_its_spans_in_the_callers_trace() {
     assert_eq!(hex(&gateway.parent_span_id), caller_span);
     assert_eq!(service.parent_span_id, gateway.span_id);
     assert_ne!(gateway.span_id, service.span_id);
+    // The answer is recorded on the gateway's span (made inside it, which it finds as current).
+    let status = gateway
+        .attributes
+        .iter()
+        .find(|a| a.key == "http.response.status_code")
+        .map(|a| format!("{:?}", a.value));
+    assert!(
+        status
+            .as_deref()
+            .is_some_and(|v| v.contains("StringValue(\"200\")")),
+        "{status:?} in {:?}",
+        gateway.attributes
+    );
     assert!(
         service_names.iter().all(|n| n.contains("warren-otel-test")),
         "{service_names:?}"

@@ -85,7 +85,8 @@ where
 /// been polled): every check the head allows ([`check`]) is made here, when hyper hands over the
 /// request, and the head is dropped at once; the body is read in a boxed future of its own
 /// ([`admit`]), freed once the call is admitted; and a call pending for its reply keeps only what
-/// it needs to wait and to answer.
+/// it needs to wait and to answer: the state as one `Arc`, the span once, 224 bytes in all
+/// (release build; 328 before, in the allocator's 384-byte class).
 fn call(
     app: AppState,
     names: Option<(String, String)>,
@@ -137,6 +138,8 @@ fn call(
         }
         Err(error) => Box::pin(std::future::ready(Err(error))),
     };
+    // The span is held once, by `Instrumented`: the answer is made inside it, and finds it as
+    // the current span (a second copy in the future would cost 40 bytes a pending call).
     async move {
         let outcome = async {
             let Admitted {
@@ -153,10 +156,10 @@ fn call(
             drop(permit);
             result
         }
-        .instrument(span.clone())
         .await;
-        answer(&app, outcome, &info, &span, timer)
+        answer(&app, outcome, &info, &tracing::Span::current(), timer)
     }
+    .instrument(span)
 }
 
 /// A call whose head passed every check: what reading its body and sending it needs.

@@ -20,15 +20,20 @@ use uuid::Uuid;
 /// What a waiting caller receives: the raw reply body, or why none will come.
 pub type ReplyOutcome = Result<Vec<u8>, CallError>;
 
+/// A [`ReplyOutcome`] as its channel carries it, the rare error boxed: the channel's shared
+/// state, allocated for every call and kept while it waits, holds one in place (80 bytes in
+/// all, against 160 with a `CallError` in place).
+type Delivered = Result<Vec<u8>, Box<CallError>>;
+
 /// Calls waiting for a reply, by correlation id.
 #[derive(Debug, Default)]
 pub struct PendingCalls {
-    calls: Mutex<HashMap<Uuid, oneshot::Sender<ReplyOutcome>>>,
+    calls: Mutex<HashMap<Uuid, oneshot::Sender<Delivered>>>,
     unmatched: AtomicU64,
 }
 
 impl PendingCalls {
-    fn lock(&self) -> MutexGuard<'_, HashMap<Uuid, oneshot::Sender<ReplyOutcome>>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Uuid, oneshot::Sender<Delivered>>> {
         // A panic while holding this lock cannot leave the map half-updated (every operation is a
         // single insert or remove), so a poisoned lock is safe to keep using.
         self.calls.lock().unwrap_or_else(|e| e.into_inner())
@@ -51,7 +56,7 @@ impl PendingCalls {
         let sender = Uuid::try_parse(correlation_id)
             .ok()
             .and_then(|id| self.lock().remove(&id));
-        let delivered = sender.is_some_and(|tx| tx.send(outcome).is_ok());
+        let delivered = sender.is_some_and(|tx| tx.send(outcome.map_err(Box::new)).is_ok());
         if !delivered {
             self.unmatched.fetch_add(1, Ordering::Relaxed);
         }
@@ -63,7 +68,7 @@ impl PendingCalls {
         let drained: Vec<_> = self.lock().drain().collect();
         let count = drained.len();
         for (_, tx) in drained {
-            let _ = tx.send(Err(error.clone()));
+            let _ = tx.send(Err(Box::new(error.clone())));
         }
         count
     }
@@ -89,7 +94,7 @@ impl PendingCalls {
 pub struct PendingCall<'a> {
     pending: &'a PendingCalls,
     correlation_id: Uuid,
-    rx: oneshot::Receiver<ReplyOutcome>,
+    rx: oneshot::Receiver<Delivered>,
 }
 
 impl PendingCall<'_> {
@@ -101,8 +106,9 @@ impl PendingCall<'_> {
     /// Waits for the reply. (A plain future over the channel, `Unpin`, a few bytes: a caller
     /// can race it against its deadline without pinning or boxing it.)
     pub fn reply(&mut self) -> impl Future<Output = ReplyOutcome> + Unpin + Send + '_ {
-        (&mut self.rx).map(|received| {
-            received.unwrap_or_else(|_| Err(CallError::Unavailable("reply channel closed".into())))
+        (&mut self.rx).map(|received| match received {
+            Ok(delivered) => delivered.map_err(|error| *error),
+            Err(_) => Err(CallError::Unavailable("reply channel closed".into())),
         })
     }
 }

@@ -81,9 +81,16 @@ pub struct BenchArgs {
     #[arg(long)]
     pending_http1: bool,
     /// How long the pending calls sleep, counted from the first one sent (default: 1 s + 0.5 ms
-    /// per call, enough to get them all out first).
+    /// per call, enough to get them all out first; 1 s more than sending takes at
+    /// `--pending-rate`).
     #[arg(long)]
     pending_hold_ms: Option<u64>,
+    /// Send the pending calls at this many per second, spread over the connections, instead of
+    /// all at once (0). A burst measures the receive queues' high-water marks too: each
+    /// connection's whole share arrives in one read, and HTTP/2 keeps the largest queue it
+    /// ever held.
+    #[arg(long, default_value_t = 0)]
+    pending_rate: u64,
     /// Seconds of the soak run (a fixed rate through the gateway); 0: no soak.
     #[arg(long, default_value_t = 0)]
     soak: u64,

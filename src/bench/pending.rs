@@ -47,6 +47,8 @@ pub struct PendingOutcome {
     pub calls: usize,
     /// The open-files limit, when it capped the run.
     pub capped_by_open_files: Option<u64>,
+    /// The calls sent per second (`None`: all at once).
+    pub sent_per_second: Option<u64>,
     /// How long each call slept, counted from the first one sent.
     pub hold_ms: u64,
     /// Seconds to open the connections.
@@ -120,10 +122,20 @@ pub async fn run(args: &BenchArgs, open_files: u64) -> Result<PendingOutcome> {
              CAP_SYS_RESOURCE): measuring {calls} pending calls and extrapolating to {requested}"
         );
     }
-    let hold_ms = args.pending_hold_ms.unwrap_or(1_000 + (calls as u64) / 2);
+    // Paced: call i leaves i / rate seconds after the first.
+    let rate = (args.pending_rate > 0).then_some(args.pending_rate as f64);
+    let leaves_after = |i: usize| rate.map(|rate| Duration::from_secs_f64(i as f64 / rate));
+    let sending_ms = leaves_after(calls).map_or(0, |d| d.as_millis() as u64);
+    let hold_ms = args
+        .pending_hold_ms
+        .unwrap_or(1_000 + ((calls as u64) / 2).max(sending_ms));
     let timeout_ms = (hold_ms + 120_000).to_string();
+    let pace = match args.pending_rate {
+        0 => "all sent at once".to_owned(),
+        rate => format!("sent at {rate}/s"),
+    };
     println!(
-        "pending: {calls} calls of greeting_service.slow, all answering {hold_ms} ms after the first is sent"
+        "pending: {calls} calls of greeting_service.slow ({pace}), all answering {hold_ms} ms after the first is sent"
     );
 
     let amqp = args.amqp_url.as_str();
@@ -181,7 +193,11 @@ pub async fn run(args: &BenchArgs, open_files: u64) -> Result<PendingOutcome> {
     for i in 0..calls {
         let (callers, failures) = (callers.clone(), failures.clone());
         let timeout_ms = timeout_ms.clone();
+        let leaves = leaves_after(i).map(|after| first_sent + after);
         tasks.push(tokio::spawn(async move {
+            if let Some(leaves) = leaves {
+                tokio::time::sleep_until(leaves.into()).await;
+            }
             let ms = release
                 .saturating_duration_since(Instant::now())
                 .as_millis();
@@ -222,6 +238,7 @@ pub async fn run(args: &BenchArgs, open_files: u64) -> Result<PendingOutcome> {
         requested,
         calls,
         capped_by_open_files: capped,
+        sent_per_second: rate.map(|_| args.pending_rate),
         hold_ms,
         connect_seconds,
         all_pending_after_seconds: all_pending.map(|(t, _)| (t - first_sent).as_secs_f64()),
@@ -252,7 +269,13 @@ impl PendingOutcome {
             md,
             "| {} | {} | {} | {} | {:.1} | {:.1} | {} | {:.1} | {:.1} | {:.2} | {:.2} | {} |",
             self.calls,
-            format_args!("{} x {}", self.connections, self.http),
+            format_args!(
+                "{} x {}{}",
+                self.connections,
+                self.http,
+                self.sent_per_second
+                    .map_or(String::new(), |rate| format!(", {rate}/s"))
+            ),
             self.all_pending_after_seconds
                 .map_or("never".to_owned(), |s| format!("{s:.2}")),
             self.peak_pending,
