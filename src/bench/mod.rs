@@ -87,7 +87,7 @@ pub struct BenchArgs {
     pending_hold_ms: Option<u64>,
     /// Send the pending calls at this many per second, spread over the connections, instead of
     /// all at once (0). A burst measures the receive queues' high-water marks too: each
-    /// connection's whole share arrives in one read, and HTTP/2 keeps the largest queue it
+    /// connection's whole share arrives within a read or two, and h2 keeps the largest queue it
     /// ever held.
     #[arg(long, default_value_t = 0)]
     pending_rate: u64,

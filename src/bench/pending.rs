@@ -1,7 +1,9 @@
 //! `--pending N`: N calls pending in the gateway at once, each `greeting_service.slow` with a
 //! long `X-Timeout-Ms`, timed so that they all answer at the same moment ("release"): the
 //! gateway's RSS idle, with N idle connections, and at its peak, then the time from release until
-//! the last answer, and the errors.
+//! the last answer, and the errors. The calls go out all at once, or `--pending-rate` a second:
+//! a burst also measures h2's receive queues at their high-water mark (a connection's whole
+//! share read before its first stream is accepted), a paced run what the pending calls hold.
 //!
 //! The calls go over HTTP/2 (h2c, prior knowledge), `--pending-streams` of them per connection
 //! (the gateway's `--http2-max-concurrent-streams` is set to the same), so 100,000 calls need a
