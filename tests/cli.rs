@@ -306,6 +306,10 @@ async fn the_benchmark_runs_and_writes_its_table() {
     assert_eq!(pending["http"], "HTTP/2", "{pending}");
     assert_eq!(pending["errors"], 0, "{pending}");
     assert_eq!(pending["sent_per_second"], 1000, "{pending}");
+    // Paced, not a burst: the 200th call leaves 0.199 s after the first, so the gateway cannot
+    // hold all 200 before then (sent all at once, the watch sees them all about 0.1 s in).
+    let all_pending_after = pending["all_pending_after_seconds"].as_f64();
+    assert!(all_pending_after.is_some_and(|s| s >= 0.19), "{pending}");
     assert!(
         pending["peak_rss_mb"].as_f64().unwrap_or(0.0) > 0.0,
         "{pending}"
