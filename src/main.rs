@@ -72,6 +72,13 @@ enum Command {
     },
     /// Measure the broker's RPC ceiling and the gateway on top of it (needs RabbitMQ).
     Bench(bench::BenchArgs),
+    /// The bench's HTTP floor: a bare HTTP/1.1 server answering every request at once.
+    #[command(hide = true)]
+    HttpFloor {
+        /// Where to listen.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+    },
     /// Print the OpenAPI document of the bundled services (what `openapi/openapi.json` holds).
     Openapi {
         /// The server URL the document names.
@@ -490,6 +497,7 @@ async fn run(command: Command) -> Result<ExitCode> {
             .await?;
         }
         Command::Bench(args) => bench::run(args).await?,
+        Command::HttpFloor { listen } => bench::floor::serve(listen).await?,
         Command::Openapi { public_url } => {
             let descriptors = bundled::descriptors().await?;
             let info = warren_gateway::DocumentInfo {

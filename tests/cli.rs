@@ -270,9 +270,10 @@ async fn the_benchmark_runs_and_writes_its_table() {
     .await;
     let rows = report["rows"].as_array().cloned().unwrap_or_default();
     let targets: Vec<&str> = rows.iter().filter_map(|r| r["target"].as_str()).collect();
-    assert_eq!(targets, ["ceiling", "gateway", "ceiling", "gateway"]);
+    let level = ["http floor", "ceiling", "gateway"];
+    assert_eq!(targets, [level, level].concat());
     let rounds: Vec<u64> = rows.iter().filter_map(|r| r["round"].as_u64()).collect();
-    assert_eq!(rounds, [1, 1, 2, 2]);
+    assert_eq!(rounds, [1, 1, 1, 2, 2, 2]);
     // The medians over the two rounds.
     let summary = &report["summary"][0];
     assert_eq!(summary["concurrency"], 2, "{report}");
@@ -287,20 +288,44 @@ async fn the_benchmark_runs_and_writes_its_table() {
         assert_eq!(row["errors"], 0, "{row}");
         assert!(row["rps"].as_f64().unwrap_or(0.0) > 0.0, "{row}");
     }
-    assert!(rows[1]["gateway_peak_rss_mb"].as_f64().unwrap_or(0.0) > 0.0);
-    assert!(rows[1]["ratio_to_ceiling"].is_number());
+    let gateway = &rows[2];
+    assert!(gateway["gateway_peak_rss_mb"].as_f64().unwrap_or(0.0) > 0.0);
+    assert!(gateway["ratio_to_ceiling"].is_number());
+    // The bound from this round's floor and ceiling: floor / (ceiling + floor).
+    let (floor, ceiling) = (rows[0]["rps"].as_f64(), rows[1]["rps"].as_f64());
+    let expected = floor.zip(ceiling).map(|(f, c)| f / (c + f));
+    let bound = gateway["ratio_bound"].as_f64();
+    assert!(
+        bound
+            .zip(expected)
+            .is_some_and(|(b, e)| (b - e).abs() < 1e-9),
+        "{gateway}"
+    );
+    let cpu_bound = gateway["ratio_bound_cpu"].as_f64();
+    assert!(cpu_bound.is_some_and(|b| b > 0.0 && b < 1.0), "{gateway}");
+    assert!(rows[0]["ratio_bound"].is_null() && rows[1]["ratio_bound"].is_null());
+    assert!(
+        summary["ratio_bound"]
+            .as_f64()
+            .is_some_and(|b| b > 0.0 && b < 1.0),
+        "{summary}"
+    );
+    assert!(
+        summary["floor_rps"].as_f64().is_some_and(|r| r > 0.0),
+        "{summary}"
+    );
     assert_eq!(report["load_generator"], "hyper (built in)");
     for row in &rows {
         assert!(
             row["cpu"]["bench_us"].as_f64().unwrap_or(0.0) > 0.0,
             "{row}"
         );
-        assert!(
-            row["cpu"]["broker_us"].as_f64().unwrap_or(0.0) > 0.0,
-            "{row}"
-        );
+        // The floor's requests never reach the broker.
+        let broker_us = row["cpu"]["broker_us"].as_f64().unwrap_or(0.0);
+        assert!(broker_us > 0.0 || row["target"] == "http floor", "{row}");
     }
-    assert!(rows[1]["cpu"]["server_us"].as_f64().unwrap_or(0.0) > 0.0);
+    assert!(gateway["cpu"]["server_us"].as_f64().unwrap_or(0.0) > 0.0);
+    assert!(rows[0]["cpu"]["server_us"].as_f64().unwrap_or(0.0) > 0.0);
     let pending = &report["pending"];
     assert_eq!(pending["calls"], 200, "{pending}");
     assert_eq!(pending["http"], "HTTP/2", "{pending}");
@@ -344,8 +369,10 @@ async fn the_benchmark_loads_the_gateway_with_wrk() {
     ])
     .await;
     assert_eq!(report["load_generator"], "wrk -t1");
-    let gateway = &report["rows"][1];
+    let gateway = &report["rows"][2];
     assert_eq!(gateway["target"], "gateway", "{report}");
+    assert_eq!(report["rows"][0]["target"], "http floor", "{report}");
+    assert_eq!(report["rows"][0]["errors"], 0, "{report}");
     assert_eq!(gateway["errors"], 0, "{gateway}");
     assert!(gateway["rps"].as_f64().unwrap_or(0.0) > 0.0, "{gateway}");
     assert!(gateway["p99_ms"].as_f64().unwrap_or(0.0) > 0.0, "{gateway}");

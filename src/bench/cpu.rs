@@ -27,6 +27,17 @@ pub struct CpuSplit {
     pub idle_pct: f64,
 }
 
+impl CpuSplit {
+    /// The machine's busy CPU per request, all parts together.
+    pub fn total_us(&self) -> f64 {
+        self.bench_us
+            + self.server_us.unwrap_or(0.0)
+            + self.service_us
+            + self.broker_us
+            + self.rest_us
+    }
+}
+
 /// CPU counters taken at the start of a level.
 pub struct CpuMeter {
     server: Option<u32>,

@@ -5,12 +5,17 @@
 //! ceiling is mesh's RPC client in this process calling it over AMQP; the gateway runs in its own
 //! process (`warren gateway`) and this process loads it over HTTP/1.1 keep-alive connections.
 //!
+//! Each level also loads the HTTP floor ([`floor`]), a bare HTTP server in its own process, with
+//! the same load: what the HTTP exchange alone costs here, and so the highest ratio any HTTP
+//! front could reach on this machine.
+//!
 //! Optional runs: `--with-nameko` (nameko's own `@http` gateway at the same levels), `--pending`
 //! (many slow calls pending at once: the gateway's memory and time to drain, [`pending`]),
 //! `--soak` (a fixed rate for minutes: RSS and pending calls over time, [`soak`]) and
 //! `--scaling`.
 
 mod cpu;
+pub mod floor;
 mod http;
 mod load;
 mod nameko;
@@ -173,14 +178,18 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             "gateway: HTTP keep-alive ({}) -> warren gateway -> RabbitMQ -> greeter",
             load.name()
         );
+        println!("{FLOOR}: the same HTTP load -> a bare hyper server answering at once");
         let threads = args.gateway_worker_threads.map(|t| t.to_string());
         let extra: Vec<&str> = match &threads {
             Some(threads) => vec!["--worker-threads", threads],
             None => Vec::new(),
         };
         let gateway = start_gateway(amqp, &extra)?;
+        let floor = Process::start(&["http-floor", "--listen", "127.0.0.1:0"])?;
         for round in 1..=args.rounds.max(1) {
             for &n in &args.connections {
+                let row = http_level(FLOOR, &floor, &service, &load, n, warmup, measured);
+                report.push(row.await?.in_round(round));
                 let row = ceiling_level(&client, &service, n, warmup, measured).await;
                 report.push(row.in_round(round));
                 let row = http_level("gateway", &gateway, &service, &load, n, warmup, measured);
@@ -215,6 +224,9 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     mesh.close().await;
     Ok(())
 }
+
+/// The target name of the HTTP floor's rows ([`floor`]).
+pub const FLOOR: &str = "http floor";
 
 /// One closed-loop level of `hello` from mesh's RPC client, `n` calls in flight, with the
 /// machine's CPU split.

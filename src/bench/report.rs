@@ -1,10 +1,10 @@
 //! The benchmark's table: printed, and written as JSON and Markdown.
 
-use super::BenchArgs;
 use super::cpu::CpuSplit;
 use super::load::Figures;
 use super::pending::PendingOutcome;
 use super::soak::SoakOutcome;
+use super::{BenchArgs, FLOOR};
 use anyhow::Result;
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -28,6 +28,13 @@ pub struct Row {
     pub ratio_to_ceiling: Option<f64>,
     /// Server p99 / ceiling p99 at the same concurrency.
     pub p99_ratio_to_ceiling: Option<f64>,
+    /// The highest `ratio_to_ceiling` an HTTP front could reach here: `F / (ceiling + F)`, where
+    /// `F` is the HTTP floor's rate at the same concurrency (see `bench::floor`).
+    pub ratio_bound: Option<f64>,
+    /// The same bound from the machine's CPU per request, `C / (C + F)` with `C` and `F` the
+    /// ceiling's and the floor's busy µs a request: the tighter figure where the machine is
+    /// saturated (the floor's one wrk thread leaves some of it idle).
+    pub ratio_bound_cpu: Option<f64>,
     /// The machine's CPU per request, by process.
     pub cpu: Option<CpuSplit>,
     /// Which round of the levels (from 1; see `--rounds`).
@@ -51,6 +58,8 @@ impl Row {
             gateway_cpu_s_per_10k: cpu_per_10k,
             ratio_to_ceiling: None,
             p99_ratio_to_ceiling: None,
+            ratio_bound: None,
+            ratio_bound_cpu: None,
             cpu: None,
             round: 1,
         }
@@ -106,17 +115,27 @@ impl Report {
     }
 
     /// Adds a row, filling the gateway's ratios from the ceiling row at the same concurrency
-    /// measured last (in the same round: each level's ceiling runs just before its gateway).
+    /// measured last (in the same round: each level's ceiling runs just before its gateway),
+    /// and its bound from the HTTP floor's row measured last at that concurrency.
     pub fn push(&mut self, mut row: Row) {
-        let ceiling = self
-            .rows
-            .iter()
-            .rfind(|r| r.target == "ceiling" && r.concurrency == row.concurrency);
+        let last = |target: &str| {
+            self.rows
+                .iter()
+                .rfind(|r| r.target == target && r.concurrency == row.concurrency)
+        };
+        let ceiling = last("ceiling");
         if let Some(ceiling) =
             ceiling.filter(|_| matches!(row.target.as_str(), "gateway" | "nameko"))
         {
             row.ratio_to_ceiling = Some(row.figures.rps / ceiling.figures.rps.max(1e-9));
             row.p99_ratio_to_ceiling = Some(row.figures.p99_ms / ceiling.figures.p99_ms.max(1e-9));
+            if let Some(floor) = last(FLOOR).filter(|_| row.target == "gateway") {
+                row.ratio_bound = Some(ratio_bound(ceiling.figures.rps, floor.figures.rps));
+                // Rates are requests per unit of time, CPU figures time per request.
+                row.ratio_bound_cpu = ceiling.cpu.zip(floor.cpu).map(|(c, f)| {
+                    ratio_bound(1.0 / c.total_us().max(1e-9), 1.0 / f.total_us().max(1e-9))
+                });
+            }
         }
         println!("  {}", line(&row));
         self.rows.push(row);
@@ -144,6 +163,8 @@ impl Report {
                     v
                 };
                 let ratios = of("gateway", |r| r.ratio_to_ceiling);
+                let bounds = of("gateway", |r| r.ratio_bound);
+                let cpu_bounds = of("gateway", |r| r.ratio_bound_cpu);
                 Some(LevelSummary {
                     concurrency: n,
                     ceiling_rps: median(&of("ceiling", |r| Some(r.figures.rps)))?,
@@ -152,6 +173,9 @@ impl Report {
                     ratio_min: *ratios.first()?,
                     ratio_max: *ratios.last()?,
                     p99_ratio: median(&of("gateway", |r| r.p99_ratio_to_ceiling))?,
+                    floor_rps: median(&of(FLOOR, |r| Some(r.figures.rps))),
+                    ratio_bound: median(&bounds),
+                    ratio_bound_cpu: median(&cpu_bounds),
                 })
             })
             .collect();
@@ -197,8 +221,9 @@ impl Report {
         let rank = |t: &str| match t {
             "ceiling" => 0,
             "gateway" => 1,
-            "nameko" => 2,
-            _ => 3,
+            FLOOR => 2,
+            "nameko" => 3,
+            _ => 4,
         };
         let mut rows: Vec<&Row> = self.rows.iter().collect();
         rows.sort_by_key(|r| (rank(&r.target), r.round, r.concurrency));
@@ -216,20 +241,23 @@ impl Report {
 
     fn summary_markdown(&self) -> String {
         let mut md = format!(
-            "Medians over {} rounds (each level's ceiling measured just before its gateway):\n\n| conc. | ceiling req/s | gateway req/s | /ceiling req/s | min - max | /ceiling p99 |\n|---|---|---|---|---|---|\n",
+            "Medians over {} rounds (each level's ceiling measured just before its gateway; the bound is the highest ratio an HTTP front could reach, from the HTTP floor):\n\n| conc. | ceiling req/s | gateway req/s | /ceiling req/s | min - max | /ceiling p99 | HTTP floor req/s | bound: rates | bound: CPU |\n|---|---|---|---|---|---|---|---|---|\n",
             self.rounds
         );
         for l in &self.summary {
             let _ = writeln!(
                 md,
-                "| {} | {:.0} | {:.0} | {:.3} | {:.3} - {:.3} | {:.2} |",
+                "| {} | {:.0} | {:.0} | {:.3} | {:.3} - {:.3} | {:.2} | {} | {} | {} |",
                 l.concurrency,
                 l.ceiling_rps,
                 l.gateway_rps,
                 l.ratio,
                 l.ratio_min,
                 l.ratio_max,
-                l.p99_ratio
+                l.p99_ratio,
+                opt(l.floor_rps, 0),
+                opt(l.ratio_bound, 3),
+                opt(l.ratio_bound_cpu, 3),
             );
         }
         md
@@ -237,14 +265,12 @@ impl Report {
 
     fn rows_markdown(&self) -> String {
         let mut md = String::from(
-            "| target | conc. | req/s | p50 ms | p99 ms | p99.9 ms | errors | server peak RSS MB | server CPU s / 10k req | /ceiling req/s | /ceiling p99 |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+            "| target | conc. | req/s | p50 ms | p99 ms | p99.9 ms | errors | server peak RSS MB | server CPU s / 10k req | /ceiling req/s | /ceiling p99 | bound |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         );
-        let opt =
-            |v: Option<f64>, digits: usize| v.map_or("-".to_owned(), |v| format!("{v:.digits$}"));
         for r in self.sorted_rows() {
             let _ = writeln!(
                 md,
-                "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {} |",
                 self.label(r),
                 r.concurrency,
                 r.figures.rps,
@@ -256,6 +282,7 @@ impl Report {
                 opt(r.gateway_cpu_s_per_10k, 3),
                 opt(r.ratio_to_ceiling, 3),
                 opt(r.p99_ratio_to_ceiling, 2),
+                opt(r.ratio_bound, 3),
             );
         }
         md
@@ -268,8 +295,7 @@ impl Report {
         );
         for r in self.sorted_rows() {
             let Some(c) = r.cpu else { continue };
-            let total =
-                c.bench_us + c.server_us.unwrap_or(0.0) + c.service_us + c.broker_us + c.rest_us;
+            let total = c.total_us();
             let _ = writeln!(
                 md,
                 "| {} | {} | {:.0} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} |",
@@ -311,6 +337,24 @@ struct LevelSummary {
     ratio_max: f64,
     /// Median of the rounds' p99 ratios.
     p99_ratio: f64,
+    /// Median requests/s of the HTTP floor.
+    floor_rps: Option<f64>,
+    /// Median of the rounds' bounds on the ratio.
+    ratio_bound: Option<f64>,
+    /// Median of the rounds' bounds from the CPU per request.
+    ratio_bound_cpu: Option<f64>,
+}
+
+/// The highest gateway/ceiling ratio when a gateway request costs a ceiling request plus the
+/// HTTP floor's exchange: `1 / gateway >= 1 / ceiling + 1 / floor`, so the gateway's rate is
+/// at most `floor / (ceiling + floor)` of the ceiling's.
+fn ratio_bound(ceiling_rps: f64, floor_rps: f64) -> f64 {
+    floor_rps / (ceiling_rps + floor_rps).max(1e-9)
+}
+
+/// `v` with `digits` decimals, or `-`.
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or("-".to_owned(), |v| format!("{v:.digits$}"))
 }
 
 /// The median of sorted `values`.
@@ -350,5 +394,15 @@ mod tests {
         assert_eq!(median(&[]), None);
         assert_eq!(median(&[1.0, 2.0, 9.0]), Some(2.0));
         assert_eq!(median(&[1.0, 2.0, 4.0, 9.0]), Some(3.0));
+    }
+
+    #[test]
+    fn the_bound_adds_the_two_legs_per_request_times() {
+        // 8,000 calls/s alone and 40,000 bare HTTP exchanges/s: 125 + 25 µs a request through
+        // a gateway, 6,667/s at best, 0.833 of the ceiling.
+        assert!((ratio_bound(8_000.0, 40_000.0) - 40.0 / 48.0).abs() < 1e-12);
+        // A free HTTP leg bounds nothing; a floor as slow as the ceiling halves it.
+        assert!((ratio_bound(8_000.0, 1e12) - 1.0).abs() < 1e-6);
+        assert!((ratio_bound(8_000.0, 8_000.0) - 0.5).abs() < 1e-12);
     }
 }
