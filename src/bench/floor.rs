@@ -38,7 +38,9 @@ pub async fn serve(listen: SocketAddr) -> Result<()> {
         let (stream, _) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(error) => {
+                // Out of file descriptors fails again at once: pause rather than spin.
                 tracing::debug!(%error, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 continue;
             }
         };
