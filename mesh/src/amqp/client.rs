@@ -199,7 +199,6 @@ impl RpcClient {
         // The AMQP properties and headers are made when the request's turn to publish comes (a
         // burst may wait for the publish window): until then it keeps only these.
         let message = Box::new(Publish {
-            correlation_id: uuid::Uuid::new_v4(),
             deadline,
             service: service.to_owned(),
             routing_key: request_routing_key(service, method),
@@ -225,7 +224,7 @@ impl RpcClient {
         let Prepared { message, budget_ms } = request;
         async move {
             let shared = &self.inner.shared;
-            let mut pending = shared.pending.register(message.correlation_id);
+            let mut pending = shared.pending.register(uuid::Uuid::new_v4());
             let timed_out = || {
                 shared.timeouts.fetch_add(1, Ordering::Relaxed);
                 CallError::DeadlineExceeded(budget_ms)
@@ -245,7 +244,6 @@ impl RpcClient {
                     .await
                     .map_err(|_| CallError::Unavailable("the client is closed".into()))?;
                 let Publish {
-                    correlation_id,
                     deadline,
                     service,
                     routing_key,
@@ -254,7 +252,7 @@ impl RpcClient {
                 } = *message;
                 let properties = BasicProperties::default()
                     .with_reply_to(self.inner.reply_to.clone())
-                    .with_correlation_id(correlation_id.to_string().into())
+                    .with_correlation_id(pending.correlation_id().to_string().into())
                     .with_content_type("application/json".into())
                     .with_content_encoding("utf-8".into())
                     .with_delivery_mode(1)
@@ -352,7 +350,6 @@ struct Prepared {
 
 /// What goes to the broker, but for the properties made from it at the last moment.
 struct Publish {
-    correlation_id: uuid::Uuid,
     deadline: Deadline,
     /// For the error when no queue takes it.
     service: String,
