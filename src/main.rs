@@ -78,6 +78,10 @@ enum Command {
         /// Where to listen.
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: std::net::SocketAddr,
+        /// Make mesh's call of `greeting_service.hello` over this RabbitMQ for every request and
+        /// answer with its reply (the bench's ideal front).
+        #[arg(long)]
+        call_over: Option<String>,
     },
     /// Print the OpenAPI document of the bundled services (what `openapi/openapi.json` holds).
     Openapi {
@@ -497,7 +501,9 @@ async fn run(command: Command) -> Result<ExitCode> {
             .await?;
         }
         Command::Bench(args) => bench::run(args).await?,
-        Command::HttpFloor { listen } => bench::floor::serve(listen).await?,
+        Command::HttpFloor { listen, call_over } => {
+            bench::floor::serve(listen, call_over.as_deref()).await?
+        }
         Command::Openapi { public_url } => {
             let descriptors = bundled::descriptors().await?;
             let info = warren_gateway::DocumentInfo {

@@ -270,10 +270,10 @@ async fn the_benchmark_runs_and_writes_its_table() {
     .await;
     let rows = report["rows"].as_array().cloned().unwrap_or_default();
     let targets: Vec<&str> = rows.iter().filter_map(|r| r["target"].as_str()).collect();
-    let level = ["http floor", "ceiling", "gateway"];
+    let level = ["http floor", "ideal front", "ceiling", "gateway"];
     assert_eq!(targets, [level, level].concat());
     let rounds: Vec<u64> = rows.iter().filter_map(|r| r["round"].as_u64()).collect();
-    assert_eq!(rounds, [1, 1, 1, 2, 2, 2]);
+    assert_eq!(rounds, [1, 1, 1, 1, 2, 2, 2, 2]);
     // The medians over the two rounds.
     let summary = &report["summary"][0];
     assert_eq!(summary["concurrency"], 2, "{report}");
@@ -288,11 +288,11 @@ async fn the_benchmark_runs_and_writes_its_table() {
         assert_eq!(row["errors"], 0, "{row}");
         assert!(row["rps"].as_f64().unwrap_or(0.0) > 0.0, "{row}");
     }
-    let gateway = &rows[2];
+    let gateway = &rows[3];
     assert!(gateway["gateway_peak_rss_mb"].as_f64().unwrap_or(0.0) > 0.0);
     assert!(gateway["ratio_to_ceiling"].is_number());
     // The bound from this round's floor and ceiling: floor / (ceiling + floor).
-    let (floor, ceiling) = (rows[0]["rps"].as_f64(), rows[1]["rps"].as_f64());
+    let (floor, ceiling) = (rows[0]["rps"].as_f64(), rows[2]["rps"].as_f64());
     let expected = floor.zip(ceiling).map(|(f, c)| f / (c + f));
     let bound = gateway["ratio_bound"].as_f64();
     assert!(
@@ -303,7 +303,34 @@ async fn the_benchmark_runs_and_writes_its_table() {
     );
     let cpu_bound = gateway["ratio_bound_cpu"].as_f64();
     assert!(cpu_bound.is_some_and(|b| b > 0.0 && b < 1.0), "{gateway}");
-    assert!(rows[0]["ratio_bound"].is_null() && rows[1]["ratio_bound"].is_null());
+    assert!(rows[..3].iter().all(|r| r["ratio_bound"].is_null()));
+    // The measured bound and the gateway against it, from this round's ideal front and ceiling.
+    let ideal = rows[1]["rps"].as_f64();
+    let close = |v: &serde_json::Value, e: Option<f64>| {
+        v.as_f64().zip(e).is_some_and(|(v, e)| (v - e).abs() < 1e-9)
+    };
+    assert!(
+        close(
+            &gateway["ideal_bound"],
+            ideal.zip(ceiling).map(|(i, c)| i / c)
+        ),
+        "{gateway}"
+    );
+    let gateway_rps = gateway["rps"].as_f64();
+    assert!(
+        close(
+            &gateway["ratio_to_ideal"],
+            gateway_rps.zip(ideal).map(|(g, i)| g / i)
+        ),
+        "{gateway}"
+    );
+    assert!(rows[..3].iter().all(|r| r["ideal_bound"].is_null()));
+    for key in ["ideal_rps", "ideal_bound", "ratio_to_ideal"] {
+        assert!(
+            summary[key].as_f64().is_some_and(|v| v > 0.0),
+            "{key}: {summary}"
+        );
+    }
     assert!(
         summary["ratio_bound"]
             .as_f64()
@@ -326,6 +353,9 @@ async fn the_benchmark_runs_and_writes_its_table() {
     }
     assert!(gateway["cpu"]["server_us"].as_f64().unwrap_or(0.0) > 0.0);
     assert!(rows[0]["cpu"]["server_us"].as_f64().unwrap_or(0.0) > 0.0);
+    // The ideal front is its own process.
+    assert!(rows[1]["cpu"]["server_us"].as_f64().unwrap_or(0.0) > 0.0);
+    assert!(rows[1]["gateway_peak_rss_mb"].as_f64().unwrap_or(0.0) > 0.0);
     let pending = &report["pending"];
     assert_eq!(pending["calls"], 200, "{pending}");
     assert_eq!(pending["http"], "HTTP/2", "{pending}");
@@ -369,7 +399,7 @@ async fn the_benchmark_loads_the_gateway_with_wrk() {
     ])
     .await;
     assert_eq!(report["load_generator"], "wrk -t1");
-    let gateway = &report["rows"][2];
+    let gateway = &report["rows"][3];
     assert_eq!(gateway["target"], "gateway", "{report}");
     assert_eq!(report["rows"][0]["target"], "http floor", "{report}");
     assert_eq!(report["rows"][0]["errors"], 0, "{report}");

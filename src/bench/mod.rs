@@ -7,7 +7,9 @@
 //!
 //! Each level also loads the HTTP floor ([`floor`]), a bare HTTP server in its own process, with
 //! the same load: what the HTTP exchange alone costs here, and so the highest ratio any HTTP
-//! front could reach on this machine.
+//! front could reach on this machine; and the ideal front, the same bare server making mesh's call
+//! for every request: a gateway with no work of its own, measured. Per level and round: floor,
+//! ideal front, ceiling, gateway.
 //!
 //! Optional runs: `--with-nameko` (nameko's own `@http` gateway at the same levels), `--pending`
 //! (many slow calls pending at once: the gateway's memory and time to drain, [`pending`]),
@@ -179,6 +181,9 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             load.name()
         );
         println!("{FLOOR}: the same HTTP load -> a bare hyper server answering at once");
+        println!(
+            "{IDEAL}: the same HTTP load -> the bare server making mesh's call -> RabbitMQ -> greeter"
+        );
         let threads = args.gateway_worker_threads.map(|t| t.to_string());
         let extra: Vec<&str> = match &threads {
             Some(threads) => vec!["--worker-threads", threads],
@@ -186,9 +191,13 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         };
         let gateway = start_gateway(amqp, &extra)?;
         let floor = Process::start(&["http-floor", "--listen", "127.0.0.1:0"])?;
+        let ideal =
+            Process::start(&["http-floor", "--listen", "127.0.0.1:0", "--call-over", amqp])?;
         for round in 1..=args.rounds.max(1) {
             for &n in &args.connections {
                 let row = http_level(FLOOR, &floor, &service, &load, n, warmup, measured);
+                report.push(row.await?.in_round(round));
+                let row = http_level(IDEAL, &ideal, &service, &load, n, warmup, measured);
                 report.push(row.await?.in_round(round));
                 let row = ceiling_level(&client, &service, n, warmup, measured).await;
                 report.push(row.in_round(round));
@@ -227,6 +236,9 @@ pub async fn run(args: BenchArgs) -> Result<()> {
 
 /// The target name of the HTTP floor's rows ([`floor`]).
 pub const FLOOR: &str = "http floor";
+
+/// The target name of the ideal front's rows ([`floor`] with mesh's call).
+pub const IDEAL: &str = "ideal front";
 
 /// One closed-loop level of `hello` from mesh's RPC client, `n` calls in flight, with the
 /// machine's CPU split.

@@ -4,7 +4,7 @@ use super::cpu::CpuSplit;
 use super::load::Figures;
 use super::pending::PendingOutcome;
 use super::soak::SoakOutcome;
-use super::{BenchArgs, FLOOR};
+use super::{BenchArgs, FLOOR, IDEAL};
 use anyhow::Result;
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -35,6 +35,11 @@ pub struct Row {
     /// ceiling's and the floor's busy µs a request: the tighter figure where the machine is
     /// saturated (the floor's one wrk thread leaves some of it idle).
     pub ratio_bound_cpu: Option<f64>,
+    /// The ideal front's rate over the ceiling's at the same concurrency (see `bench::floor`):
+    /// the ratio an HTTP front with no work of its own reached here, measured.
+    pub ideal_bound: Option<f64>,
+    /// Server rate / the ideal front's rate: what the gateway's own work costs.
+    pub ratio_to_ideal: Option<f64>,
     /// The machine's CPU per request, by process.
     pub cpu: Option<CpuSplit>,
     /// Which round of the levels (from 1; see `--rounds`).
@@ -60,6 +65,8 @@ impl Row {
             p99_ratio_to_ceiling: None,
             ratio_bound: None,
             ratio_bound_cpu: None,
+            ideal_bound: None,
+            ratio_to_ideal: None,
             cpu: None,
             round: 1,
         }
@@ -116,7 +123,8 @@ impl Report {
 
     /// Adds a row, filling the gateway's ratios from the ceiling row at the same concurrency
     /// measured last (in the same round: each level's ceiling runs just before its gateway),
-    /// and its bound from the HTTP floor's row measured last at that concurrency.
+    /// and its bounds from the HTTP floor's and the ideal front's rows measured last at that
+    /// concurrency.
     pub fn push(&mut self, mut row: Row) {
         let last = |target: &str| {
             self.rows
@@ -135,6 +143,10 @@ impl Report {
                 row.ratio_bound_cpu = ceiling.cpu.zip(floor.cpu).map(|(c, f)| {
                     ratio_bound(1.0 / c.total_us().max(1e-9), 1.0 / f.total_us().max(1e-9))
                 });
+            }
+            if let Some(ideal) = last(IDEAL).filter(|_| row.target == "gateway") {
+                row.ideal_bound = Some(ideal.figures.rps / ceiling.figures.rps.max(1e-9));
+                row.ratio_to_ideal = Some(row.figures.rps / ideal.figures.rps.max(1e-9));
             }
         }
         println!("  {}", line(&row));
@@ -165,6 +177,8 @@ impl Report {
                 let ratios = of("gateway", |r| r.ratio_to_ceiling);
                 let bounds = of("gateway", |r| r.ratio_bound);
                 let cpu_bounds = of("gateway", |r| r.ratio_bound_cpu);
+                let ideal_bounds = of("gateway", |r| r.ideal_bound);
+                let to_ideal = of("gateway", |r| r.ratio_to_ideal);
                 Some(LevelSummary {
                     concurrency: n,
                     ceiling_rps: median(&of("ceiling", |r| Some(r.figures.rps)))?,
@@ -176,6 +190,9 @@ impl Report {
                     floor_rps: median(&of(FLOOR, |r| Some(r.figures.rps))),
                     ratio_bound: median(&bounds),
                     ratio_bound_cpu: median(&cpu_bounds),
+                    ideal_rps: median(&of(IDEAL, |r| Some(r.figures.rps))),
+                    ideal_bound: median(&ideal_bounds),
+                    ratio_to_ideal: median(&to_ideal),
                 })
             })
             .collect();
@@ -221,9 +238,10 @@ impl Report {
         let rank = |t: &str| match t {
             "ceiling" => 0,
             "gateway" => 1,
-            FLOOR => 2,
-            "nameko" => 3,
-            _ => 4,
+            IDEAL => 2,
+            FLOOR => 3,
+            "nameko" => 4,
+            _ => 5,
         };
         let mut rows: Vec<&Row> = self.rows.iter().collect();
         rows.sort_by_key(|r| (rank(&r.target), r.round, r.concurrency));
@@ -241,13 +259,13 @@ impl Report {
 
     fn summary_markdown(&self) -> String {
         let mut md = format!(
-            "Medians over {} rounds (each level's ceiling measured just before its gateway; the bound is the highest ratio an HTTP front could reach, from the HTTP floor):\n\n| conc. | ceiling req/s | gateway req/s | /ceiling req/s | min - max | /ceiling p99 | HTTP floor req/s | bound: rates | bound: CPU |\n|---|---|---|---|---|---|---|---|---|\n",
+            "Medians over {} rounds (each level's ceiling measured just before its gateway; the bounds are the highest ratio an HTTP front could reach: from the HTTP floor's rate and CPU, and measured, the ideal front's):\n\n| conc. | ceiling req/s | gateway req/s | /ceiling req/s | min - max | /ceiling p99 | HTTP floor req/s | bound: rates | bound: CPU | ideal front req/s | bound: ideal front | gateway / ideal |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
             self.rounds
         );
         for l in &self.summary {
             let _ = writeln!(
                 md,
-                "| {} | {:.0} | {:.0} | {:.3} | {:.3} - {:.3} | {:.2} | {} | {} | {} |",
+                "| {} | {:.0} | {:.0} | {:.3} | {:.3} - {:.3} | {:.2} | {} | {} | {} | {} | {} | {} |",
                 l.concurrency,
                 l.ceiling_rps,
                 l.gateway_rps,
@@ -258,6 +276,9 @@ impl Report {
                 opt(l.floor_rps, 0),
                 opt(l.ratio_bound, 3),
                 opt(l.ratio_bound_cpu, 3),
+                opt(l.ideal_rps, 0),
+                opt(l.ideal_bound, 3),
+                opt(l.ratio_to_ideal, 3),
             );
         }
         md
@@ -265,12 +286,12 @@ impl Report {
 
     fn rows_markdown(&self) -> String {
         let mut md = String::from(
-            "| target | conc. | req/s | p50 ms | p99 ms | p99.9 ms | errors | server peak RSS MB | server CPU s / 10k req | /ceiling req/s | /ceiling p99 | bound |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+            "| target | conc. | req/s | p50 ms | p99 ms | p99.9 ms | errors | server peak RSS MB | server CPU s / 10k req | /ceiling req/s | /ceiling p99 | bound | ideal bound | /ideal req/s |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         );
         for r in self.sorted_rows() {
             let _ = writeln!(
                 md,
-                "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 self.label(r),
                 r.concurrency,
                 r.figures.rps,
@@ -283,6 +304,8 @@ impl Report {
                 opt(r.ratio_to_ceiling, 3),
                 opt(r.p99_ratio_to_ceiling, 2),
                 opt(r.ratio_bound, 3),
+                opt(r.ideal_bound, 3),
+                opt(r.ratio_to_ideal, 3),
             );
         }
         md
@@ -343,6 +366,12 @@ struct LevelSummary {
     ratio_bound: Option<f64>,
     /// Median of the rounds' bounds from the CPU per request.
     ratio_bound_cpu: Option<f64>,
+    /// Median requests/s of the ideal front.
+    ideal_rps: Option<f64>,
+    /// Median of the rounds' ideal front/ceiling ratios.
+    ideal_bound: Option<f64>,
+    /// Median of the rounds' gateway/ideal front ratios.
+    ratio_to_ideal: Option<f64>,
 }
 
 /// The highest gateway/ceiling ratio when a gateway request costs a ceiling request plus the
