@@ -135,18 +135,21 @@ impl Report {
         if let Some(ceiling) =
             ceiling.filter(|_| matches!(row.target.as_str(), "gateway" | "nameko"))
         {
-            row.ratio_to_ceiling = Some(row.figures.rps / ceiling.figures.rps.max(1e-9));
-            row.p99_ratio_to_ceiling = Some(row.figures.p99_ms / ceiling.figures.p99_ms.max(1e-9));
-            if let Some(floor) = last(FLOOR).filter(|_| row.target == "gateway") {
+            row.ratio_to_ceiling = Some(ratio(row.figures.rps, ceiling.figures.rps));
+            row.p99_ratio_to_ceiling = Some(ratio(row.figures.p99_ms, ceiling.figures.p99_ms));
+            // The bounds are the gateway's: nameko's rows have only their ratios.
+            let gateway = row.target == "gateway";
+            if let Some(floor) = last(FLOOR).filter(|_| gateway) {
                 row.ratio_bound = Some(ratio_bound(ceiling.figures.rps, floor.figures.rps));
                 // Rates are requests per unit of time, CPU figures time per request.
-                row.ratio_bound_cpu = ceiling.cpu.zip(floor.cpu).map(|(c, f)| {
-                    ratio_bound(1.0 / c.total_us().max(1e-9), 1.0 / f.total_us().max(1e-9))
-                });
+                row.ratio_bound_cpu = ceiling
+                    .cpu
+                    .zip(floor.cpu)
+                    .map(|(c, f)| ratio_bound(ratio(1.0, c.total_us()), ratio(1.0, f.total_us())));
             }
-            if let Some(ideal) = last(IDEAL).filter(|_| row.target == "gateway") {
-                row.ideal_bound = Some(ideal.figures.rps / ceiling.figures.rps.max(1e-9));
-                row.ratio_to_ideal = Some(row.figures.rps / ideal.figures.rps.max(1e-9));
+            if let Some(ideal) = last(IDEAL).filter(|_| gateway) {
+                row.ideal_bound = Some(ratio(ideal.figures.rps, ceiling.figures.rps));
+                row.ratio_to_ideal = Some(ratio(row.figures.rps, ideal.figures.rps));
             }
         }
         println!("  {}", line(&row));
@@ -378,7 +381,12 @@ struct LevelSummary {
 /// HTTP floor's exchange: `1 / gateway >= 1 / ceiling + 1 / floor`, so the gateway's rate is
 /// at most `floor / (ceiling + floor)` of the ceiling's.
 fn ratio_bound(ceiling_rps: f64, floor_rps: f64) -> f64 {
-    floor_rps / (ceiling_rps + floor_rps).max(1e-9)
+    ratio(floor_rps, ceiling_rps + floor_rps)
+}
+
+/// `a / b`, with `b` kept off zero (a level that measured nothing).
+fn ratio(a: f64, b: f64) -> f64 {
+    a / b.max(1e-9)
 }
 
 /// `v` with `digits` decimals, or `-`.
