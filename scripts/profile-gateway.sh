@@ -3,17 +3,28 @@
 # whatever else the machine is doing (wall-clock profiles on a 2-core machine shared with the
 # broker do), so an optimisation is proven by an A/B of two builds.
 #
-#   scripts/profile-gateway.sh [SECONDS]        (default 20)
+#   scripts/profile-gateway.sh [SECONDS [CONNECTIONS [TARGET]]]   (default 20 8 gateway)
 #
 # Runs a release `warren run greeting_service` as usual and a release `warren gateway` under
 # valgrind --tool=callgrind, warms up with wrk for 5 s, zeroes the counters, loads it with wrk
-# (1 thread, 8 connections, POST /rpc/greeting_service/hello) for SECONDS, dumps, and prints
-# the instructions per request in all and in the main parts. Needs RabbitMQ on AMQP_URL,
-# valgrind, wrk and curl. The profile stays in target/profile/ for callgrind_annotate or
-# kcachegrind. Environment: WARREN (the binary; default: built with cargo build --release).
+# (1 thread, CONNECTIONS connections, POST /rpc/greeting_service/hello) for SECONDS, dumps, and
+# prints the instructions per request in all and in the main parts. TARGET `ideal` profiles the
+# bench's ideal front instead (`warren http-floor --call-over`: the same call behind a bare
+# hyper server), so the two profiles' difference is the gateway's own work. Needs RabbitMQ on
+# AMQP_URL, valgrind, wrk and curl. The profile stays in target/profile/ (target/profile-ideal/
+# for the ideal front) for callgrind_annotate or kcachegrind. Environment: WARREN (the binary;
+# default: built with cargo build --release).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 seconds=${1:-20}
+connections=${2:-8}
+target=${3:-gateway}
+case "$target" in
+    gateway) server=(gateway --listen 127.0.0.1:0); out=target/profile ;;
+    ideal) server=(http-floor --listen 127.0.0.1:0 --call-over "${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}")
+        out=target/profile-ideal ;;
+    *) echo "TARGET is gateway or ideal, not $target" >&2; exit 2 ;;
+esac
 for tool in valgrind callgrind_control callgrind_annotate wrk curl python3; do
     command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install valgrind wrk curl)" >&2; exit 1; }
 done
@@ -21,7 +32,6 @@ if [ -z "${WARREN:-}" ]; then
     cargo build --release --quiet
     WARREN="${CARGO_TARGET_DIR:-target}/release/warren"
 fi
-out=target/profile
 rm -rf "$out" && mkdir -p "$out"
 
 pids=()
@@ -31,7 +41,7 @@ trap cleanup EXIT
 "$WARREN" run greeting_service --max-workers 64 >"$out/greeter.log" 2>&1 &
 pids+=($!)
 valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.out" \
-    "$WARREN" gateway --listen 127.0.0.1:0 >"$out/gateway.log" 2>"$out/valgrind.log" &
+    "$WARREN" "${server[@]}" >"$out/gateway.log" 2>"$out/valgrind.log" &
 gateway=$!
 pids+=("$gateway")
 
@@ -39,7 +49,8 @@ pids+=("$gateway")
 address=""
 for _ in $(seq 1 600); do
     address=$(grep -o 'http://[0-9.:]*' "$out/gateway.log" | head -1 || true)
-    [ -n "$address" ] && curl -sf -o /dev/null "$address/readyz" && break
+    # (The ideal front has no /readyz: any HTTP answer means it serves.)
+    [ -n "$address" ] && curl -s -o /dev/null "$address/readyz" && break
     address=""
     sleep 0.1
 done
@@ -50,7 +61,7 @@ wrk.method = "POST"
 wrk.body = '{"name": "Matt"}'
 wrk.headers["Content-Type"] = "application/json"
 LUA
-load() { wrk -t1 -c8 -d"$1"s -s "$out/post.lua" "$address/rpc/greeting_service/hello"; }
+load() { wrk -t1 -c"$connections" -d"$1"s -s "$out/post.lua" "$address/rpc/greeting_service/hello"; }
 load 5 >/dev/null
 callgrind_control --zero "$gateway" >/dev/null 2>&1
 load "$seconds" >"$out/wrk.txt"
@@ -61,7 +72,7 @@ non2xx=$(awk '/Non-2xx/ {print $NF}' "$out/wrk.txt")
 
 profile=$(ls "$out"/callgrind.out.* | head -1)
 callgrind_annotate --threshold=100 --inclusive=yes "$profile" >"$out/inclusive.txt" 2>/dev/null
-python3 - "$out/inclusive.txt" "$requests" <<'PY'
+python3 - "$out/inclusive.txt" "$requests" "$target at $connections connections" <<'PY'
 import re, sys
 path, requests = sys.argv[1], int(sys.argv[2])
 inclusive = {}
@@ -87,7 +98,7 @@ parts = [
     ("  parsing frames", cost("lapin::io_loop::IoLoop<RK,C>::handle_frames")),
     ("allocator (malloc + free)", cost("mi_malloc_aligned") + cost("mi_free")),
 ]
-print(f"gateway, {requests} requests: {total / requests:,.0f} instructions per request")
+print(f"{sys.argv[3]}, {requests} requests: {total / requests:,.0f} instructions per request")
 for label, n in parts:
     print(f"  {n / requests:>9,.0f}  {n / max(total, 1):6.1%}  {label}")
 PY

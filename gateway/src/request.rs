@@ -16,6 +16,9 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// `X-Timeout-Ms`: this call's deadline in milliseconds, capped by the configured maximum.
 pub const TIMEOUT_MS: HeaderName = HeaderName::from_static("x-timeout-ms");
 
+/// `traceparent` (W3C trace context): the caller's trace, joined by the call.
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
 /// The longest request id kept as sent.
 const MAX_REQUEST_ID_LEN: usize = 128;
 
@@ -29,7 +32,17 @@ pub fn request_id(headers: &HeaderMap) -> String {
                 && id.len() <= MAX_REQUEST_ID_LEN
                 && id.bytes().all(|b| b.is_ascii_graphic())
         })
-        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
+        .map_or_else(fresh_request_id, str::to_owned)
+}
+
+/// A fresh uuid, hyphenated: encoded into a buffer, without `Display`'s formatter (this runs
+/// for every call that came without an id).
+fn fresh_request_id() -> String {
+    let mut buffer = uuid::Uuid::encode_buffer();
+    uuid::Uuid::new_v4()
+        .hyphenated()
+        .encode_lower(&mut buffer)
+        .to_owned()
 }
 
 /// The call's timeout: `X-Timeout-Ms` when given (a positive integer), capped at `max`; else
@@ -63,6 +76,10 @@ pub fn check_content_type(headers: &HeaderMap) -> Result<(), GatewayError> {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
         return Ok(());
     };
+    // What nearly every client sends, settled by one comparison.
+    if value.as_bytes() == b"application/json" {
+        return Ok(());
+    }
     let text = value.to_str().unwrap_or("");
     let essence = text.split(';').next().unwrap_or("").trim();
     // Compared without case and without a lowercased copy (this runs on every call).
@@ -83,15 +100,26 @@ pub fn check_content_type(headers: &HeaderMap) -> Result<(), GatewayError> {
 /// The body's declared length (`Content-Length`), refused when over `limit`: a body seen to be
 /// too large from the head is refused before it is read.
 pub fn declared_length(headers: &HeaderMap, limit: usize) -> Result<Option<usize>, GatewayError> {
+    // hyper has checked a `Content-Length` to be digits alone before the request got here.
     let declared = headers
         .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+        .and_then(|v| parse_decimal(v.as_bytes()));
     match declared {
         Some(n) if n > limit as u64 => Err(GatewayError::PayloadTooLarge(limit)),
         Some(n) => Ok(usize::try_from(n).ok()),
         None => Ok(None),
     }
+}
+
+/// A decimal number of 1 to 19 digits, read from the bytes (no UTF-8 check, no `str::parse`
+/// machinery); anything else, longer included, is `None` (a length that would not fit).
+fn parse_decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &b| {
+        b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
+    })
 }
 
 /// Reads at most `limit` bytes of body (`declared` long, when the head said: see
@@ -248,5 +276,36 @@ mod tests {
             declared_length(&with(header::CONTENT_LENGTH, "1000000"), 5),
             Err(GatewayError::PayloadTooLarge(5))
         );
+    }
+
+    #[test]
+    fn decimals_are_read_from_bytes() {
+        assert_eq!(parse_decimal(b"0"), Some(0));
+        assert_eq!(parse_decimal(b"1234"), Some(1234));
+        assert_eq!(
+            parse_decimal(b"9999999999999999999"),
+            Some(9_999_999_999_999_999_999)
+        );
+        for bad in [
+            &b""[..],
+            b"12a",
+            b"-1",
+            b"+1",
+            b" 1",
+            b"1.0",
+            b"10000000000000000000",
+        ] {
+            assert_eq!(parse_decimal(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn fresh_request_ids_are_hyphenated_uuids() {
+        let id = fresh_request_id();
+        assert_eq!(
+            uuid::Uuid::parse_str(&id).map(|u| u.to_string()),
+            Ok(id.clone())
+        );
+        assert_ne!(fresh_request_id(), id);
     }
 }

@@ -9,7 +9,7 @@ use crate::request::{self, REQUEST_ID};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Path, State};
-use axum::http::{HeaderMap, HeaderValue, Method, Uri};
+use axum::http::{HeaderMap, HeaderValue, Method, Uri, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
 use mesh::protocol::validate_name;
@@ -50,13 +50,20 @@ pub fn plain_names<B>(request: &axum::http::Request<B>) -> Option<(String, Strin
     if request.method() != Method::POST {
         return None;
     }
-    let (service, method) = request
-        .uri()
-        .path()
-        .strip_prefix("/rpc/")?
-        .split_once('/')?;
-    let plain = |name: &str| !name.is_empty() && !name.contains(['/', '%']);
-    (plain(service) && plain(method)).then(|| (service.to_owned(), method.to_owned()))
+    let names = request.uri().path().strip_prefix("/rpc/")?;
+    // One pass over the bytes: the one '/' between the names, and no '%' anywhere.
+    let mut slash = None;
+    for (at, byte) in names.bytes().enumerate() {
+        match byte {
+            b'%' => return None,
+            b'/' if slash.is_some() => return None,
+            b'/' => slash = Some(at),
+            _ => {}
+        }
+    }
+    let (service, method) = names.split_at(slash?);
+    let method = &method[1..];
+    (!service.is_empty() && !method.is_empty()).then(|| (service.to_owned(), method.to_owned()))
 }
 
 /// A call whose names [`plain_names`] read, served without the router: the future hyper keeps
@@ -117,7 +124,7 @@ fn call(
     // The caller's trace, when it sent one; the service's span then joins it (as the child of
     // the gateway's own span when spans are exported: linked before the span is entered).
     let caller = headers
-        .get("traceparent")
+        .get(&request::TRACEPARENT)
         .and_then(|v| v.to_str().ok())
         .and_then(mesh::trace::TraceParent::parse);
     let traceparent = mesh::trace::link_span(&span, caller.as_ref())
@@ -322,13 +329,7 @@ fn answer(
     }
     timer.finish(service_label, method_label, status);
     match answer {
-        Ok(result) => {
-            let mut response = Json(result).into_response();
-            if let Ok(id) = HeaderValue::from_str(request_id) {
-                response.headers_mut().insert(REQUEST_ID, id);
-            }
-            response
-        }
+        Ok(result) => result_response(result, request_id),
         Err((error, problem)) => {
             if problem.status >= 500 {
                 tracing::warn!(request_id = %request_id, %error, "call failed");
@@ -338,6 +339,26 @@ fn answer(
             problem.into_response()
         }
     }
+}
+
+/// A call's result as `200 application/json`, with the request's id: its two headers in a map
+/// made for two (axum's `Json` grows an empty one, then ours grows it again).
+fn result_response(result: serde_json::Value, request_id: &str) -> Response {
+    // A `Value` always serialises (its keys are strings); `Json` answers 500 if it ever did not.
+    let Ok(bytes) = serde_json::to_vec(&result) else {
+        return Json(result).into_response();
+    };
+    let mut response = Response::new(Body::from(bytes));
+    let headers = response.headers_mut();
+    headers.reserve(2);
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Ok(id) = HeaderValue::from_str(request_id) {
+        headers.insert(REQUEST_ID, id);
+    }
+    response
 }
 
 /// Any method but POST on `/rpc/{service}/{method}`: 405 with `Allow: POST`.

@@ -6,8 +6,8 @@
 //! (callgrind, release build); through handles kept here it is a few hundred. The label set is
 //! bounded by the callers (services' and methods' real names only), so the cache is too.
 
+use foldhash::HashMap;
 use metrics::{Counter, Histogram};
-use std::collections::HashMap;
 use std::sync::RwLock;
 
 /// A duration histogram labelled `{service, method}` and a counter labelled
@@ -40,7 +40,7 @@ impl CallMetrics {
             duration,
             total,
             outcome,
-            services: RwLock::new(HashMap::new()),
+            services: RwLock::new(HashMap::default()),
         }
     }
 

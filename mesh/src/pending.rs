@@ -9,8 +9,8 @@
 //! client went away) removes it, so no entry outlives its caller.
 
 use crate::error::CallError;
+use foldhash::HashMap;
 use futures_util::FutureExt;
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
