@@ -111,14 +111,15 @@ pub fn declared_length(headers: &HeaderMap, limit: usize) -> Result<Option<usize
     }
 }
 
-/// A decimal number of 1 to 19 digits, read from the bytes (no UTF-8 check, no `str::parse`
-/// machinery); anything else, longer included, is `None` (a length that would not fit).
+/// A decimal number that fits a `u64`, read from the bytes (no UTF-8 check, no `str::parse`
+/// machinery); anything else, an overflow included, is `None`.
 fn parse_decimal(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() || digits.len() > 19 {
+    if digits.is_empty() {
         return None;
     }
     digits.iter().try_fold(0u64, |n, &b| {
-        b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
+        let digit = b.is_ascii_digit().then(|| u64::from(b - b'0'))?;
+        n.checked_mul(10)?.checked_add(digit)
     })
 }
 
@@ -282,9 +283,10 @@ mod tests {
     fn decimals_are_read_from_bytes() {
         assert_eq!(parse_decimal(b"0"), Some(0));
         assert_eq!(parse_decimal(b"1234"), Some(1234));
+        assert_eq!(parse_decimal(b"18446744073709551615"), Some(u64::MAX));
         assert_eq!(
-            parse_decimal(b"9999999999999999999"),
-            Some(9_999_999_999_999_999_999)
+            parse_decimal(b"10000000000000000000"),
+            Some(10_000_000_000_000_000_000)
         );
         for bad in [
             &b""[..],
@@ -293,7 +295,7 @@ mod tests {
             b"+1",
             b" 1",
             b"1.0",
-            b"10000000000000000000",
+            b"18446744073709551616",
         ] {
             assert_eq!(parse_decimal(bad), None, "{bad:?}");
         }
