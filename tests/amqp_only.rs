@@ -8,10 +8,8 @@ use common::{Harness, QueueCleanup, assert_problem, kwargs, mesh_config, unique,
 use futures_util::StreamExt;
 use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
-use mesh::protocol::RequestBody;
-use mesh::{
-    Broker, CallContext, Deadline, MeshConfig, RpcClient, RpcError, Service, State, Subscription,
-};
+use mesh::Arguments;
+use mesh::{CallContext, Deadline, Mesh, MeshConfig, RpcError, Service, State, Subscription};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,7 +22,7 @@ async fn a_reply_that_is_not_reply_json_is_502() {
     h.cleanup.service(&svc);
     // A raw responder on `rpc-<svc>` that answers every request with bytes that are not JSON.
     let channel = common::raw_channel().await;
-    let queue = mesh::protocol::service_queue(&svc);
+    let queue = mesh::amqp::service_queue(&svc);
     let durable = QueueDeclareOptions {
         durable: true,
         ..Default::default()
@@ -84,15 +82,15 @@ async fn busy(State(g): State<Gauge>) -> Result<(), mesh::RpcError> {
     Ok(())
 }
 
-/// Serves a `busy` service named `name` with `config`; returns its gauge, broker and handle.
-async fn serve_busy(name: &str, config: MeshConfig) -> (Gauge, Broker, mesh::RunningService) {
+/// Serves a `busy` service named `name` with `config`; returns its gauge, mesh and handle.
+async fn serve_busy(name: &str, config: MeshConfig) -> (Gauge, Mesh, mesh::RunningService) {
     let gauge = Gauge::default();
-    let broker = Broker::connect(config).await.expect("broker");
+    let mesh = Mesh::amqp(config).await.expect("broker");
     let service = Service::new(name.to_owned())
-        .with_state(gauge.clone())
-        .rpc("busy", busy);
-    let running = mesh::serve(&broker, service).await.expect("serve");
-    (gauge, broker, running)
+        .rpc("busy", busy)
+        .with_state(gauge.clone());
+    let running = mesh.serve(service).await.expect("serve");
+    (gauge, mesh, running)
 }
 
 #[tokio::test]
@@ -100,7 +98,7 @@ async fn a_request_that_expired_in_the_queue_is_never_executed() {
     let name = unique("busy");
     let mut cleanup = QueueCleanup::new();
     cleanup.service(&name);
-    let (gauge, broker, running) = serve_busy(&name, mesh_config()).await;
+    let (gauge, mesh, running) = serve_busy(&name, mesh_config()).await;
     // Publish by hand a request whose warren.deadline passed a second ago.
     let channel = common::raw_channel().await;
     let past = Deadline::after(Duration::ZERO).to_epoch_ms() - 1000;
@@ -133,15 +131,8 @@ async fn a_request_that_expired_in_the_queue_is_never_executed() {
     );
     assert_eq!(gauge.started.load(Ordering::SeqCst), 0);
     // A live request still runs.
-    let client = RpcClient::start(&broker, "test").await.expect("client");
-    let ok = client
-        .call(
-            &name,
-            "busy",
-            &RequestBody::default(),
-            CallContext::default(),
-        )
-        .await;
+    let client = mesh.client("test").await.expect("client");
+    let ok = client.rpc(&name).call("busy", Arguments::default()).await;
     assert_eq!(ok, Ok(Value::Null));
     assert_eq!(gauge.started.load(Ordering::SeqCst), 1);
 }
@@ -221,12 +212,8 @@ async fn garbage_from_the_broker_is_answered_acked_and_survived() {
     // The queue is not poisoned: the service keeps serving.
     let ok = h
         .client
-        .call(
-            &greeter,
-            "hello",
-            RequestBody::args(vec![json!("x")]),
-            CallContext::default(),
-        )
+        .rpc(&greeter)
+        .call("hello", Arguments::args(vec![json!("x")]))
         .await;
     assert_eq!(ok, Ok(json!("Hello, x!")));
 }
@@ -262,14 +249,16 @@ async fn a_failing_handler_is_retried_once_then_dead_lettered() {
     cleanup.events_of(&source);
     cleanup.queue(&queue);
     let attempts = Attempts::default();
-    let broker = Broker::connect(mesh_config()).await.expect("broker");
+    let mesh = Mesh::amqp(mesh_config()).await.expect("broker");
     let service = Service::new(name.clone())
-        .with_state(attempts.clone())
-        .subscribe(subscription, always_fails);
-    let running = mesh::serve(&broker, service).await.expect("serve");
+        .subscribe(subscription, always_fails)
+        .with_state(attempts.clone());
+    let running = mesh.serve(service).await.expect("serve");
 
-    broker
-        .dispatch(&source, "doomed", &json!({"id": 7}))
+    mesh.client(&source)
+        .await
+        .expect("client")
+        .dispatch("doomed", json!({"id": 7}))
         .await
         .expect("dispatch");
     assert!(
@@ -294,7 +283,7 @@ async fn a_failing_handler_is_retried_once_then_dead_lettered() {
     );
     let dead = channel
         .basic_get(
-            mesh::events::dead_letter_queue(&queue).as_str().into(),
+            mesh::amqp::dead_letter_queue(&queue).as_str().into(),
             Default::default(),
         )
         .await
@@ -375,7 +364,11 @@ async fn bursts_wider_than_the_publish_window_are_all_answered() {
             let body = kwargs(json!({ "name": name }));
             let context =
                 CallContext::default().with_deadline(Deadline::after(Duration::from_secs(30)));
-            client.call(&service, "hello", body, context).await
+            client
+                .rpc(&service)
+                .with_context(context)
+                .call("hello", body)
+                .await
         }
     };
 

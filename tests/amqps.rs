@@ -8,7 +8,7 @@
 mod common;
 
 use common::{QueueCleanup, kwargs, unique};
-use mesh::{Broker, CallContext, ConnectError, Mesh, MeshConfig};
+use mesh::{ConnectError, Mesh, MeshConfig};
 use std::path::PathBuf;
 
 fn amqps_url() -> String {
@@ -18,7 +18,7 @@ fn amqps_url() -> String {
 
 fn amqps_config() -> MeshConfig {
     let mut config = MeshConfig::with_url(amqps_url());
-    config.tls_ca_file = Some(PathBuf::from(
+    config.amqp.tls_ca_file = Some(PathBuf::from(
         std::env::var("AMQPS_TEST_CA").unwrap_or_else(|_| "/var/tmp/warren-tls/ca.pem".to_owned()),
     ));
     config
@@ -38,12 +38,8 @@ async fn calls_go_over_amqps_verified_by_a_private_ca() {
         .expect("serve");
     let client = mesh.client("amqps-test").await.expect("client");
     let reply = client
-        .call(
-            &name,
-            "hello",
-            kwargs(serde_json::json!({"name": "tls"})),
-            CallContext::default(),
-        )
+        .rpc(&name)
+        .call("hello", kwargs(serde_json::json!({"name": "tls"})))
         .await
         .expect("call over amqps");
     assert_eq!(reply, "Hello, tls!");
@@ -55,7 +51,7 @@ async fn calls_go_over_amqps_verified_by_a_private_ca() {
 async fn an_untrusted_broker_certificate_is_refused_without_showing_the_password() {
     // The system's roots only: the private CA is not among them.
     let config = MeshConfig::with_url(amqps_url());
-    let error = match Broker::connect(config).await {
+    let error = match Mesh::amqp(config).await {
         Ok(_) => panic!("connected to a broker whose certificate no trusted CA signed"),
         Err(error) => error,
     };
@@ -76,8 +72,8 @@ async fn a_ca_file_without_certificates_is_refused_at_start() {
     let path = dir.join("ca.pem");
     std::fs::write(&path, "not a certificate").expect("write");
     let mut config = amqps_config();
-    config.tls_ca_file = Some(path.clone());
-    let error = match Broker::connect(config).await {
+    config.amqp.tls_ca_file = Some(path.clone());
+    let error = match Mesh::amqp(config).await {
         Ok(_) => panic!("connected with a CA file holding no certificate"),
         Err(error) => error,
     };

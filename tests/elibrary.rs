@@ -9,7 +9,7 @@ use common::{Harness, QueueCleanup, assert_problem, mesh_config, unique, wait_un
 use futures_util::{StreamExt, stream};
 use indexer::Index;
 use library::{LibraryConfig, Store};
-use mesh::{Broker, MeshConfig, RunningService, Subscription};
+use mesh::{Mesh, MeshConfig, RunningService, Subscription};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -66,8 +66,10 @@ impl Elibrary {
         let data = TempDir::new();
         let config = config(data.path().join("library"));
         let store = Store::open(&config).await.expect("open the store");
-        h.serve(library::service_named(&library, store.clone()))
-            .await;
+        h.serve(
+            library::service_named(&library).with_state(library::LibraryState::new(store.clone())),
+        )
+        .await;
         Self {
             h,
             library,
@@ -83,19 +85,19 @@ impl Elibrary {
     }
 
     /// Serves an indexer as instance `instance` on its own connection, then catches up.
-    async fn start_indexer(&mut self, instance: &str) -> (Broker, RunningService, Index) {
-        let (broker, running, index, _) = self.start_indexer_reporting(instance).await;
-        (broker, running, index)
+    async fn start_indexer(&mut self, instance: &str) -> (Mesh, RunningService, Index) {
+        let (mesh, running, index, _) = self.start_indexer_reporting(instance).await;
+        (mesh, running, index)
     }
 
     /// [`Elibrary::start_indexer`], with what its catch-up did.
     async fn start_indexer_reporting(
         &mut self,
         instance: &str,
-    ) -> (Broker, RunningService, Index, indexer::CatchUpReport) {
+    ) -> (Mesh, RunningService, Index, indexer::CatchUpReport) {
         indexer_queues(&mut self.h.cleanup, &self.library, &self.indexer, instance);
         self.h.cleanup.service(&self.indexer);
-        let broker = Broker::connect(MeshConfig {
+        let mesh = Mesh::amqp(MeshConfig {
             instance_id: instance.to_owned(),
             ..mesh_config()
         })
@@ -106,13 +108,14 @@ impl Elibrary {
             .await
             .expect("task")
             .expect("open the index");
-        let service = indexer::service_named(&self.indexer, &self.library, index.clone());
-        let running = mesh::serve(&broker, service).await.expect("serve");
-        let client = broker.client(&self.indexer);
+        let state = indexer::IndexerState::new(index.clone(), &self.library);
+        let service = indexer::service_named(&self.indexer, &self.library).with_state(state);
+        let running = mesh.serve(service).await.expect("serve");
+        let client = mesh.client(&self.indexer).await.expect("client");
         let report = indexer::catch_up(&client, &self.library, &index)
             .await
             .expect("catch up");
-        (broker, running, index, report)
+        (mesh, running, index, report)
     }
 
     async fn call(&self, service: &str, method: &str, body: Value) -> (u16, Value) {
@@ -622,7 +625,8 @@ async fn a_restarted_library_keeps_every_acknowledged_book() {
     let store = Store::open(&e.config).await.expect("reopen");
     assert_eq!(store.catalog_id(), e.store.catalog_id());
     e.store = store.clone();
-    e.h.serve(library::service_named(&e.library, store)).await;
+    e.h.serve(library::service_named(&e.library).with_state(library::LibraryState::new(store)))
+        .await;
     // The old instance said `down`; calls are 503 until the gateway hears the new one's `up`.
     let registry = e.h.gateway.registry().clone();
     let library_name = e.library.clone();

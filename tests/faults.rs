@@ -92,7 +92,7 @@ fn count(outcomes: &Mutex<Vec<Outcome>>, f: impl Fn(&Outcome) -> bool) -> usize 
 
 /// Waits until the broker accepts AMQP connections again.
 async fn broker_back() {
-    let url = common::mesh_config().amqp_url;
+    let url = common::mesh_config().amqp.url;
     let back = wait_until(Duration::from_secs(90), || {
         let url = url.clone();
         async move {
@@ -273,7 +273,7 @@ async fn the_broker_stopped_under_load() {
 
 /// A `warren run greeting_service` child with an ops port; returns it and its ops address.
 fn greeter_process(workers: &str) -> (common::process::Spawned, String) {
-    let amqp = common::mesh_config().amqp_url;
+    let amqp = common::mesh_config().amqp.url;
     let (child, first) = spawn(&[
         "run",
         "greeting_service",
@@ -324,7 +324,11 @@ fn slow_calls(
                 let deadline = mesh::Deadline::after(Duration::from_secs(30));
                 let context = mesh::CallContext::default().with_deadline(deadline);
                 let args = common::kwargs(json!({"ms": ms}));
-                client.call("greeting_service", "slow", args, context).await
+                client
+                    .rpc("greeting_service")
+                    .with_context(context)
+                    .call("slow", args)
+                    .await
             })
         })
         .collect()
@@ -390,7 +394,7 @@ async fn a_stopped_gateway_drains_in_flight_calls() {
     let mut h = Harness::start().await;
     let greeter = unique("greeter");
     h.serve(greeter::service_named(&greeter)).await;
-    let amqp = common::mesh_config().amqp_url;
+    let amqp = common::mesh_config().amqp.url;
     let (gateway, first) = spawn(&["gateway", "--listen", "127.0.0.1:0", "--amqp", &amqp]);
     let address = common::process::http_address(&first);
     let http = reqwest::Client::new();
@@ -483,7 +487,7 @@ async fn bad_input_never_reaches_the_broker() {
     channel
         .queue_bind(
             spy.as_str().into(),
-            mesh::protocol::DEFAULT_RPC_EXCHANGE.into(),
+            mesh::amqp::DEFAULT_RPC_EXCHANGE.into(),
             "#".into(),
             Default::default(),
             Default::default(),

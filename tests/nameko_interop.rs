@@ -5,7 +5,7 @@
 mod common;
 
 use common::{Harness, QueueCleanup, assert_problem, unique, wait_until};
-use mesh::protocol::RequestBody;
+use mesh::Arguments;
 use mesh::{CallContext, Ctx, Payload, RpcError, Service, State, Subscription};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
@@ -37,7 +37,8 @@ fn python() -> &'static PathBuf {
 /// nameko's spelling of the broker URL (kombu wants `//` for the default vhost).
 fn amqp_uri() -> String {
     common::mesh_config()
-        .amqp_url
+        .amqp
+        .url
         .replace("/%2f", "//")
         .replace("/%2F", "//")
 }
@@ -211,7 +212,8 @@ async fn nameko_calls_warren_services() {
     let greeter = unique("greeter");
     let kv = unique("kv");
     h.serve(greeter::service_named(&greeter)).await;
-    h.serve(kv::service_named(&kv, kv::Store::default())).await;
+    h.serve(kv::service_named(&kv).with_state(kv::Store::default()))
+        .await;
 
     let script = repo().join("tests/interop/call_warren.py");
     let output = tokio::task::spawn_blocking(move || {
@@ -260,8 +262,8 @@ async fn on_greeted(
     Ok(())
 }
 
-fn kwargs(value: Value) -> RequestBody {
-    RequestBody::kwargs(value.as_object().cloned().unwrap_or_default())
+fn kwargs(value: Value) -> Arguments {
+    Arguments::kwargs(value.as_object().cloned().unwrap_or_default())
 }
 
 #[tokio::test]
@@ -276,8 +278,8 @@ async fn a_nameko_event_reaches_a_warren_handler() {
     let seen = Seen::default();
     h.serve(
         Service::new(listener.clone())
-            .with_state(seen.clone())
-            .on_event(&nameko, "greeted", on_greeted),
+            .on_event(&nameko, "greeted", on_greeted)
+            .with_state(seen.clone()),
     )
     .await;
     let _service = NamekoService::start(&nameko);
@@ -285,7 +287,9 @@ async fn a_nameko_event_reaches_a_warren_handler() {
     // nameko's EventDispatcher, inside a nameko RPC handler.
     let args = kwargs(json!({"event_type": "greeted", "payload": {"name": "py"}}));
     h.client
-        .call(&nameko, "emit", args, CallContext::rooted_at("req-py-evt"))
+        .rpc(&nameko)
+        .with_context(CallContext::rooted_at("req-py-evt"))
+        .call("emit", args)
         .await
         .expect("emit");
     let seen2 = seen.clone();
@@ -329,8 +333,11 @@ async fn a_warren_event_reaches_a_nameko_handler() {
     let _service = NamekoService::start_with(&nameko, &[("WARREN_EVENT_SOURCE", &source)]);
     let h = Harness::start().await;
 
-    h.broker()
-        .dispatch(&source, "greeted", &json!({"name": "rs"}))
+    h.mesh
+        .client(&source)
+        .await
+        .expect("client")
+        .dispatch("greeted", json!({"name": "rs"}))
         .await
         .expect("dispatch");
     let received = Arc::new(Mutex::new(Value::Null));
@@ -338,12 +345,8 @@ async fn a_warren_event_reaches_a_nameko_handler() {
         let (client, nameko, received) = (h.client.clone(), nameko.clone(), received.clone());
         async move {
             let value = client
-                .call(
-                    &nameko,
-                    "received",
-                    RequestBody::default(),
-                    CallContext::default(),
-                )
+                .rpc(&nameko)
+                .call("received", Arguments::default())
                 .await;
             let done = matches!(&value, Ok(Value::Array(items)) if !items.is_empty());
             *received.lock().expect("received") = value.unwrap_or(Value::Null);
@@ -387,20 +390,17 @@ async fn a_nameko_service_calls_warren_through_its_rpc_proxy() {
     h.serve(
         Service::new(warren.clone())
             .rpc("stack", warren_stack)
-            .with_state(Arc::new(Mutex::new(0u64)))
-            .rpc("inc", count),
+            .rpc("inc", count)
+            .with_state(Arc::new(Mutex::new(0u64))),
     )
     .await;
     let _service = NamekoService::start_with(&nameko, &[("WARREN_RPC_TARGET", &warren)]);
 
     let relayed = h
         .client
-        .call(
-            &nameko,
-            "relay_stack",
-            RequestBody::default(),
-            CallContext::rooted_at("req-relay"),
-        )
+        .rpc(&nameko)
+        .with_context(CallContext::rooted_at("req-relay"))
+        .call("relay_stack", Arguments::default())
         .await
         .expect("relay_stack");
     let own: Vec<String> = serde_json::from_value(relayed["own_stack"].clone()).expect("own stack");
@@ -427,12 +427,8 @@ async fn a_nameko_service_calls_warren_through_its_rpc_proxy() {
 
     let n = h
         .client
-        .call(
-            &nameko,
-            "relay_inc",
-            kwargs(json!({"key": "k"})),
-            CallContext::default(),
-        )
+        .rpc(&nameko)
+        .call("relay_inc", kwargs(json!({"key": "k"})))
         .await;
     assert_eq!(n, Ok(json!(1)));
 }

@@ -1,12 +1,12 @@
 //! [`GatewayError`]: every way a request can fail, and the one place that maps each to an HTTP
-//! status (DESIGN §3). Remote errors map by `exc_type` through an [`ErrorMap`], which
+//! status (docs/architecture.md §3). Remote errors map by `exc_type` through an [`ErrorMap`], which
 //! configuration can extend.
 
 use crate::auth::{self, AuthError};
 use crate::problem::Problem;
 use axum::http::StatusCode;
 use mesh::CallError;
-use mesh::protocol::{NameError, WireError};
+use mesh::{NameError, RemoteError};
 use std::collections::HashMap;
 
 /// Why the gateway could not answer a call with the method's result.
@@ -86,7 +86,7 @@ pub enum GatewayError {
     NoLiveInstance(String),
     /// The service answered with an error.
     #[error("{}: {}", .0.exc_type, .0.message())]
-    Remote(WireError),
+    Remote(RemoteError),
     /// The service's reply could not be decoded.
     #[error("the service sent an invalid reply: {0}")]
     BadGateway(String),
@@ -282,7 +282,7 @@ mod tests {
     use super::*;
 
     fn remote(exc_type: &str) -> GatewayError {
-        GatewayError::Remote(WireError {
+        GatewayError::Remote(RemoteError {
             exc_type: exc_type.into(),
             exc_path: None,
             exc_args: vec![],

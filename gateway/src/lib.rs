@@ -11,12 +11,18 @@
 //! let gateway = warren_gateway::Gateway::start(&mesh, warren_gateway::GatewayConfig::default()).await?;
 //! let app = gateway.service();
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-//! warren_gateway::serve(listener, app, mesh::terminate_signal()).await?;
+//! let stop = async { tokio::signal::ctrl_c().await.unwrap_or(()) };
+//! warren_gateway::serve(listener, app, stop).await?;
+//! gateway.stop().await;
 //! # Ok(()) }
 //! ```
+//!
+//! A program that runs services and the gateway together uses the `warren-runtime` crate,
+//! which does this (and the shutdown order, the probes, the configuration) for it.
 
 mod auth;
 mod error;
+mod headers;
 mod health;
 mod metrics;
 mod openapi;
@@ -35,11 +41,11 @@ pub use auth::{
 };
 pub use axum::http::StatusCode;
 pub use error::{CallInfo, ErrorMap, GatewayError};
+pub use headers::{REQUEST_ID, TIMEOUT_MS};
 pub use openapi::{DocumentInfo, DocumentSecurity, document};
 pub use policy::Exposure;
 pub use problem::{PROBLEM_JSON, Problem};
 pub use registry::{InstanceOverview, Liveness, Registry, ServiceOverview};
-pub use request::{REQUEST_ID, TIMEOUT_MS};
 pub use server::{ServeConfig, serve, serve_with};
 pub use service::HttpService;
 
@@ -132,17 +138,17 @@ impl Gateway {
     /// to service descriptors for the registry.
     pub async fn start(mesh: &Mesh, config: GatewayConfig) -> Result<Self, ConnectError> {
         // Install the process's Prometheus recorder before the first measurement.
-        let _ = mesh::telemetry::prometheus();
+        let _ = warren_telemetry::prometheus();
         let registry = Arc::new(Registry::default());
         let client = mesh.client("gateway").await?;
         let feed = Service::new("gateway")
-            .with_state(registry.clone())
             .subscribe(
                 Subscription::new(DESCRIPTOR_SOURCE, DESCRIPTOR_EVENT)
                     .method("on_descriptor")
                     .transient(),
                 registry::on_descriptor,
-            );
+            )
+            .with_state(registry.clone());
         let registry_feed = mesh.serve(feed).await?;
         Ok(Self {
             state: AppState(Arc::new(Shared {

@@ -2,7 +2,7 @@
 //!
 //! Per call: `warren_gateway_requests_total{service,method,status}` and
 //! `warren_gateway_request_duration_seconds{service,method}` (handles kept, see
-//! [`mesh::call_metrics`]). At each scrape, from the admission semaphore, the client's and the
+//! [`warren_telemetry::CallMetrics`]). At each scrape, from the admission semaphore, the client's and the
 //! registry's counters: `warren_gateway_in_flight` (calls admitted and not yet answered),
 //! `warren_gateway_pending_calls`,
 //! `warren_gateway_calls_total`, `warren_gateway_timeouts_total`,
@@ -18,9 +18,9 @@ use crate::AppState;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use mesh::call_metrics::CallMetrics;
 use std::sync::LazyLock;
 use std::time::Instant;
+use warren_telemetry::CallMetrics;
 
 /// The calls' duration and count, by service, method and HTTP status.
 static CALLS: LazyLock<CallMetrics> = LazyLock::new(|| {
@@ -72,6 +72,6 @@ pub(crate) async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        mesh::telemetry::render(),
+        warren_telemetry::render(),
     )
 }

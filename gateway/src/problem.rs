@@ -74,7 +74,7 @@ impl IntoResponse for Problem {
             .as_deref()
             .and_then(|id| HeaderValue::from_str(id).ok())
         {
-            headers.insert(crate::request::REQUEST_ID, id);
+            headers.insert(crate::headers::REQUEST_ID, id);
         }
         response
     }

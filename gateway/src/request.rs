@@ -2,22 +2,13 @@
 //! body, each refused with a precise [`GatewayError`].
 
 use crate::error::GatewayError;
+use crate::headers::{REQUEST_ID, TIMEOUT_MS};
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderName, header};
+use axum::http::{HeaderMap, header};
 use futures_util::StreamExt;
-use mesh::protocol::RequestBody;
+use mesh::Arguments;
 use serde_json::Value;
 use std::time::Duration;
-
-/// `X-Request-Id`: kept when the client sends a usable one, made otherwise; echoed back and
-/// used as the root of the call id stack.
-pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// `X-Timeout-Ms`: this call's deadline in milliseconds, capped by the configured maximum.
-pub const TIMEOUT_MS: HeaderName = HeaderName::from_static("x-timeout-ms");
-
-/// `traceparent` (W3C trace context): the caller's trace, joined by the call.
-pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// The longest request id kept as sent.
 const MAX_REQUEST_ID_LEN: usize = 128;
@@ -144,15 +135,15 @@ pub async fn read_body(
 
 /// Decodes the body into call arguments: empty is none, an object keyword arguments, an array
 /// positional ones.
-pub fn arguments(bytes: &[u8]) -> Result<RequestBody, GatewayError> {
+pub fn arguments(bytes: &[u8]) -> Result<Arguments, GatewayError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(RequestBody::default());
+        return Ok(Arguments::default());
     }
     let value: Value =
         serde_json::from_slice(bytes).map_err(|e| GatewayError::MalformedJson(e.to_string()))?;
     let kind = match value {
-        Value::Object(kwargs) => return Ok(RequestBody::kwargs(kwargs)),
-        Value::Array(args) => return Ok(RequestBody::args(args)),
+        Value::Object(kwargs) => return Ok(Arguments::kwargs(kwargs)),
+        Value::Array(args) => return Ok(Arguments::args(args)),
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
         Value::Number(_) => "a number",
@@ -164,7 +155,7 @@ pub fn arguments(bytes: &[u8]) -> Result<RequestBody, GatewayError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
+    use axum::http::{HeaderName, HeaderValue};
     use serde_json::json;
 
     fn with(name: HeaderName, value: &str) -> HeaderMap {
@@ -231,9 +222,9 @@ mod tests {
 
     #[test]
     fn bodies_become_arguments() {
-        assert_eq!(arguments(b""), Ok(RequestBody::default()));
-        assert_eq!(arguments(b"  \n"), Ok(RequestBody::default()));
-        assert_eq!(arguments(b"[1]"), Ok(RequestBody::args(vec![json!(1)])));
+        assert_eq!(arguments(b""), Ok(Arguments::default()));
+        assert_eq!(arguments(b"  \n"), Ok(Arguments::default()));
+        assert_eq!(arguments(b"[1]"), Ok(Arguments::args(vec![json!(1)])));
         let kw = arguments(br#"{"a":1}"#).expect("object");
         assert_eq!(kw.kwargs.get("a"), Some(&json!(1)));
         assert_eq!(arguments(b"5"), Err(GatewayError::NotArguments("a number")));

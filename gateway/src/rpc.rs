@@ -3,21 +3,25 @@
 use crate::AppState;
 use crate::auth::Identity;
 use crate::error::{CallInfo, GatewayError};
+use crate::headers::{REQUEST_ID, TRACEPARENT};
 use crate::metrics::CallTimer;
 use crate::registry::Liveness;
-use crate::request::{self, REQUEST_ID};
+use crate::request;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, Uri, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
-use mesh::protocol::validate_name;
-use mesh::{BoxFuture, CallContext, Deadline};
+use mesh::{CallContext, Deadline, validate_name};
 use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
+
+/// A boxed, sendable future.
+pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// The least time a request's body gets to arrive, whatever its deadline (see [`call`]).
 const BODY_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
@@ -107,7 +111,7 @@ fn call(
         ..CallInfo::default()
     };
     // With spans exported (a span linker installed), each call is a span of the caller's trace.
-    let span = if mesh::trace::linking() {
+    let span = if warren_telemetry::trace::linking() {
         tracing::info_span!(
             "rpc",
             otel.name = "POST /rpc/{service}/{method}",
@@ -124,10 +128,10 @@ fn call(
     // The caller's trace, when it sent one; the service's span then joins it (as the child of
     // the gateway's own span when spans are exported: linked before the span is entered).
     let caller = headers
-        .get(&request::TRACEPARENT)
+        .get(&TRACEPARENT)
         .and_then(|v| v.to_str().ok())
-        .and_then(mesh::trace::TraceParent::parse);
-    let traceparent = mesh::trace::link_span(&span, caller.as_ref())
+        .and_then(warren_telemetry::trace::TraceParent::parse);
+    let traceparent = warren_telemetry::trace::link_span(&span, caller.as_ref())
         .or(caller)
         .map(|t| t.to_string());
     let checked = names
@@ -290,7 +294,12 @@ async fn admit(
     }
     context.traceparent = traceparent;
     Ok(Admitted {
-        call: app.client.call(&service, &method, arguments, context),
+        call: Box::pin(
+            app.client
+                .rpc(&service)
+                .with_context(context)
+                .call(&method, arguments),
+        ),
         permit,
         requested_ms,
     })

@@ -1,5 +1,5 @@
 //! The HTTP server under the gateway's routes: an accept loop on hyper's connection builders,
-//! so the limits `axum::serve` does not expose can be set (DESIGN §6, §7):
+//! so the limits `axum::serve` does not expose can be set (docs/architecture.md §6, §7):
 //!
 //! - **HTTP/1.1 and h2c.** Each connection speaks HTTP/1.1, or HTTP/2 over cleartext when the
 //!   client opens with HTTP/2's preface (prior knowledge; [`crate::preface`]). HTTP/2 carries up

@@ -12,10 +12,10 @@
 
 use crate::AppState;
 use crate::rpc;
+use crate::rpc::BoxFuture;
 use axum::Router;
 use axum::response::Response;
 use hyper::body::Incoming;
-use mesh::BoxFuture;
 use std::convert::Infallible;
 use tower::Service as _;
 

@@ -2,9 +2,9 @@
 //! heartbeat, and once more as `down` when the service stops, so gateways know which services
 //! have live instances.
 
-use crate::context::CallContext;
+use crate::call_context::CallContext;
 use crate::describe::{DESCRIPTOR_EVENT, DESCRIPTOR_SOURCE, InstanceState};
-use crate::service::Routes;
+use crate::routes::Routes;
 use crate::shutdown::Shutdown;
 use std::time::Duration;
 use tokio::task::JoinHandle;

@@ -7,7 +7,7 @@
 //! anything.
 
 use crate::error::{ErrorKind, RpcError};
-use crate::protocol::RequestBody;
+use crate::protocol::Arguments;
 use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
 use serde_json::{Map, Value};
 
@@ -17,8 +17,8 @@ use serde_json::{Map, Value};
 /// with the keyword arguments; too many positional arguments, an argument given twice or an
 /// unknown keyword is refused before decoding. Other types (tuples, vectors, maps, `Value`) take
 /// the positional arguments as an array or the keyword arguments as an object, not both.
-pub fn bind<T: DeserializeOwned>(body: RequestBody) -> Result<T, RpcError> {
-    let RequestBody {
+pub(crate) fn bind<T: DeserializeOwned>(body: Arguments) -> Result<T, RpcError> {
+    let Arguments {
         mut args,
         mut kwargs,
     } = body;
@@ -90,7 +90,7 @@ fn signature(message: impl Into<String>) -> RpcError {
 }
 
 /// The field names of `T` in declaration order, when `T` deserializes as a struct.
-pub fn struct_fields<T: DeserializeOwned>() -> Option<&'static [&'static str]> {
+pub(crate) fn struct_fields<T: DeserializeOwned>() -> Option<&'static [&'static str]> {
     let mut fields = None;
     let _ = T::deserialize(FieldNames(&mut fields));
     fields
@@ -140,8 +140,8 @@ mod tests {
         1
     }
 
-    fn body(args: Value, kwargs: Value) -> RequestBody {
-        RequestBody {
+    fn body(args: Value, kwargs: Value) -> Arguments {
+        Arguments {
             args: args.as_array().cloned().unwrap_or_default(),
             kwargs: kwargs.as_object().cloned().unwrap_or_default(),
         }

@@ -7,7 +7,8 @@
 //! [`DESCRIPTOR_EVENT`]: at start, on every heartbeat, and once more (state `down`) at a
 //! graceful stop. Both transports carry them like any other event.
 
-use crate::context::Ctx;
+use crate::ctx::Ctx;
+use crate::events::{HandlerType, Subscription};
 use crate::handler::{Args, FromCall, IntoReply, Payload, State};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -98,6 +99,78 @@ pub struct HandlerSchemas {
     pub response: Value,
     /// Named schemas referred to.
     pub components: BTreeMap<String, Value>,
+}
+
+/// What a service says about itself besides its names: its version, each method's schemas and
+/// description.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Docs {
+    pub(crate) version: Option<String>,
+    pub(crate) schemas: BTreeMap<String, HandlerSchemas>,
+    pub(crate) descriptions: BTreeMap<String, String>,
+}
+
+impl Docs {
+    /// The descriptor of instance `instance` of `service` with `methods` and `subscriptions`:
+    /// methods sorted by name, with their schemas and descriptions.
+    pub(crate) fn descriptor<'a>(
+        &self,
+        service: &str,
+        methods: impl Iterator<Item = &'a str>,
+        subscriptions: impl Iterator<Item = &'a Subscription>,
+        instance: &str,
+        heartbeat_ms: u64,
+        state: InstanceState,
+    ) -> ServiceDescriptor {
+        let mut components = BTreeMap::new();
+        let mut names: Vec<&str> = methods.collect();
+        names.sort_unstable();
+        let methods = names
+            .into_iter()
+            .map(|name| {
+                let schemas = self.schemas.get(name).cloned().unwrap_or_default();
+                components.extend(schemas.components.clone());
+                let description = self.descriptions.get(name).cloned().or_else(|| {
+                    schemas
+                        .request
+                        .as_ref()
+                        .and_then(|r| r.get("description"))
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                });
+                MethodDescriptor {
+                    name: name.to_owned(),
+                    description,
+                    request: schemas.request.unwrap_or(Value::Null),
+                    response: schemas.response,
+                }
+            })
+            .collect();
+        let subscriptions = subscriptions
+            .map(|s| SubscriptionDescriptor {
+                source: s.source.clone(),
+                event_type: s.event_type.clone(),
+                handler_type: match s.handler_type {
+                    HandlerType::ServicePool => "service_pool",
+                    HandlerType::Singleton => "singleton",
+                    HandlerType::Broadcast => "broadcast",
+                }
+                .to_owned(),
+            })
+            .collect();
+        ServiceDescriptor {
+            service: service.to_owned(),
+            instance: instance.to_owned(),
+            version: self.version.clone().unwrap_or_else(|| "0.0.0".to_owned()),
+            sent_at_ms: crate::deadline::epoch_ms_now(),
+            started_at_ms: 0,
+            heartbeat_ms,
+            state,
+            methods,
+            components,
+            subscriptions,
+        }
+    }
 }
 
 /// Named schemas gathered while describing, as utoipa collects them.

@@ -1,7 +1,7 @@
 //! The errors of the mesh: [`RpcError`] is what a handler returns and a peer receives;
 //! [`CallError`] is what a caller gets back; [`ConnectError`] is what connecting reports.
 
-use crate::protocol::{NameError, WireError};
+use crate::protocol::{NameError, RemoteError};
 use serde_json::Value;
 use std::borrow::Cow;
 use std::fmt;
@@ -129,13 +129,13 @@ impl RpcError {
     }
 
     /// The error in nameko's wire shape.
-    pub fn to_wire(&self) -> WireError {
+    pub fn to_wire(&self) -> RemoteError {
         let exc_path = if self.exc_type == self.kind.exc_type() {
             self.kind.exc_path().into_owned()
         } else {
             format!("warren.exceptions.{}", self.exc_type)
         };
-        WireError {
+        RemoteError {
             exc_type: self.exc_type.to_string(),
             exc_path: Some(exc_path),
             exc_args: vec![Value::String(self.message.clone())],
@@ -200,7 +200,7 @@ pub enum CallError {
     DeadlineExceeded(u64),
     /// The service replied with an error.
     #[error("{}: {}", .0.exc_type, .0.message())]
-    Remote(WireError),
+    Remote(RemoteError),
     /// The reply could not be decoded.
     #[error("malformed reply: {0}")]
     MalformedReply(String),

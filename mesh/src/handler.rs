@@ -1,21 +1,19 @@
 //! Handlers are plain async functions whose arguments are extractors, as in axum.
 //!
 //! An extractor implements [`FromCall`]: [`Args<T>`] binds the arguments, [`State<S>`] hands in the
-//! service's shared state, [`Ctx`] the call's context. A handler returns `Result<T, E>` where `T`
-//! serialises to JSON and `E` converts into [`RpcError`].
+//! service's state (what its dependency opened), [`Ctx`] the call's context, [`Payload<T>`] an
+//! event's payload. A handler returns `Result<T, E>` where `T` serialises to JSON and `E`
+//! converts into [`RpcError`]. Implement [`FromCall`] for an extractor of your own.
 
 use crate::args;
-use crate::context::Ctx;
+use crate::ctx::Ctx;
 use crate::error::{ErrorKind, RpcError};
-use crate::protocol::RequestBody;
+use crate::future::BoxFuture;
+use crate::protocol::Arguments;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::future::Future;
-use std::pin::Pin;
-
-/// A boxed, sendable future.
-pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// A call as a handler sees it: its context and its (not yet bound) arguments.
 #[derive(Debug)]
@@ -23,15 +21,15 @@ pub struct Call {
     /// The call's context.
     pub ctx: Ctx,
     /// The arguments, taken by the first [`Args`] extractor. For an event, the payload as
-    /// arguments (see [`RequestBody::from_payload`]).
-    pub body: RequestBody,
+    /// arguments (see [`Arguments::from_payload`]).
+    pub body: Arguments,
     /// The event payload, when the call is an event.
     pub event: Option<Value>,
 }
 
 impl Call {
     /// An RPC call.
-    pub fn rpc(ctx: Ctx, body: RequestBody) -> Self {
+    pub fn rpc(ctx: Ctx, body: Arguments) -> Self {
         Self {
             ctx,
             body,
@@ -43,7 +41,7 @@ impl Call {
     pub fn event(ctx: Ctx, payload: Value) -> Self {
         Self {
             ctx,
-            body: RequestBody::from_payload(&payload),
+            body: Arguments::from_payload(&payload),
             event: Some(payload),
         }
     }
@@ -55,7 +53,9 @@ pub trait FromCall<S>: Sized {
     fn from_call(call: &mut Call, state: &S) -> Result<Self, RpcError>;
 }
 
-/// The call's arguments bound to `T` (see [`crate::args::bind`]); a mismatch is answered with
+/// The call's arguments bound to `T`, as Python binds them to parameters: positional arguments
+/// fill a struct's fields in declaration order, keyword arguments fill them by name. A mismatch
+/// (too many, one given twice, an unknown keyword, a wrong type) is answered with nameko's
 /// `IncorrectSignature`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Args<T>(pub T);
@@ -78,14 +78,15 @@ impl<S, T: DeserializeOwned> FromCall<S> for Payload<T> {
             .take()
             .ok_or_else(|| RpcError::internal("Payload is only available to event handlers"))?;
         // The payload is consumed whole; its arguments view goes with it.
-        call.body = RequestBody::default();
+        call.body = Arguments::default();
         serde_json::from_value(payload)
             .map(Payload)
             .map_err(|e| RpcError::bad_request(format!("event payload does not fit: {e}")))
     }
 }
 
-/// The service's shared state (a store, a pool, a client), like a nameko dependency provider.
+/// The service's state: what its [`crate::Dependency`] opened (a store, a pool, a client), or
+/// what [`crate::Service::with_state`] bound; nameko's dependency injection.
 #[derive(Debug, Clone)]
 pub struct State<S>(pub S);
 

@@ -1,86 +1,116 @@
 //! # mesh
 //!
-//! Warren's service framework, in the spirit of Python's nameko, speaking nameko's AMQP RPC wire
-//! protocol so Warren services and nameko services can call each other.
+//! Warren's framework for writing services, in the spirit of Python's nameko: RPC methods,
+//! events, timers, calls between services, injected dependencies, bounded concurrency and a
+//! graceful stop. It speaks nameko's AMQP wire protocol, so Warren services and nameko services
+//! call each other, and it runs the same services in process when there is no broker.
 //!
 //! A service is a name plus handlers; handlers are plain async functions whose arguments are
-//! extractors ([`Args`], [`State`], [`Ctx`]):
+//! extractors ([`Args`], [`State`], [`Ctx`], [`Payload`]). Here is nameko's hello service,
+//! served in process and called:
 //!
-//! ```no_run
-//! use mesh::{Args, MeshConfig, RpcError, Service};
+//! ```
+//! use mesh::{Args, Mesh, MeshConfig, RpcError, Service};
 //! use serde::Deserialize;
+//! use serde_json::json;
 //! use utoipa::ToSchema;
 //!
 //! /// Greets someone.
 //! #[derive(Deserialize, ToSchema)]
-//! struct Hello { name: String }
+//! struct Hello {
+//!     name: String,
+//! }
 //!
 //! async fn hello(Args(h): Args<Hello>) -> Result<String, RpcError> {
 //!     Ok(format!("Hello, {}!", h.name))
 //! }
 //!
-//! # async fn example() -> Result<(), mesh::ConnectError> {
-//! let service = Service::new("greeting_service").rpc("hello", hello);
-//! mesh::run(vec![service], MeshConfig::from_env()).await
-//! # }
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let mesh = Mesh::in_process(MeshConfig::default());
+//! let service = mesh.serve(Service::new("greeting_service").rpc("hello", hello)).await?;
+//!
+//! let client = mesh.client("readme").await?;
+//! let greeting = client.rpc("greeting_service").call("hello", json!({"name": "Matt"})).await?;
+//! assert_eq!(greeting, json!("Hello, Matt!"));
+//! service.stop().await;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
 //! ```
 //!
-//! Calling a service from a client goes through [`RpcClient`]; both sides share one
-//! [`Broker`] connection per process.
+//! A program runs its services with the `warren-runtime` crate's builder, which picks the
+//! transport from its configuration (in process, or RabbitMQ when `AMQP_URL` names one),
+//! can serve the HTTP gateway in the same process, opens and closes the services'
+//! dependencies, and shuts down in order on SIGINT or SIGTERM.
+//!
+//! ## The parts
+//!
+//! - [`Service`]: declared without its state, so its descriptor (methods and their JSON
+//!   Schemas) exists before anything is opened; given its state by [`Service::with_state`] or
+//!   by a [`Dependency`] when it is served.
+//! - Handlers take [`Args<T>`] (the arguments, bound as Python binds them: positional fill
+//!   fields in order, keyword by name; a mismatch is nameko's `IncorrectSignature`),
+//!   [`State<S>`], [`Ctx`] (the call's context: call id stack, deadline, caller identity) and,
+//!   for events, [`Payload<T>`]. They return `Result<T, E>` with `T: Serialize` and `E:
+//!   Into<RpcError>`.
+//! - [`RpcError`]: what a handler fails with, a kind ([`ErrorKind`]) and an `exc_type`, sent in
+//!   nameko's error shape (the gateway maps it to an HTTP status).
+//! - Calls to other services: [`Ctx::rpc`] in a handler (the caller's deadline and context
+//!   travel on), [`Client::rpc`] outside one; both give a [`ServiceProxy`].
+//! - Events: [`Ctx::dispatch`] or [`Client::dispatch`]; subscriptions with
+//!   [`Service::on_event`] and [`Service::subscribe`] ([`Subscription`], nameko's three handler
+//!   types); a handler that fails gets the event once more, then it is dead-lettered.
+//! - Timers: [`Service::timer`] with a [`Timer`].
+//! - [`Mesh`]: a process's transport, where services are served ([`Mesh::serve`]) and clients
+//!   made ([`Mesh::client`]). AMQP's own settings and names are in [`amqp`].
+//! - `mesh::testing` (feature `testing`): call a handler directly, or run whole services in
+//!   process, send them events and wait for their handlers.
+//!
+//! The architecture, the wire protocol and why it is so are in the repository's
+//! `docs/architecture.md`; a guide to writing services in `docs/services.md`.
 
 pub mod amqp;
 mod announce;
-pub mod args;
-pub mod call_metrics;
+mod args;
+mod call_context;
+mod client;
 mod config;
-mod context;
+mod ctx;
 mod deadline;
+mod dependency;
 pub mod describe;
 mod error;
-pub mod events;
-mod handler;
-pub mod local;
-mod outbound;
-pub mod pending;
-pub mod protocol;
+mod events;
+mod future;
+#[cfg(test)]
+mod fuzz;
+mod handle;
+pub mod handler;
+mod local;
+mod pending;
+mod protocol;
+mod redact;
+mod routes;
 mod running;
 mod service;
 mod shutdown;
-pub mod telemetry;
+mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
-pub mod trace;
+mod timer;
 mod transport;
 
-pub use amqp::{Broker, Publisher, RpcClient, serve};
-pub use config::{DEFAULT_AMQP_URL, MeshConfig, redact_url};
-pub use context::{CallContext, Ctx};
+pub use call_context::CallContext;
+pub use client::{Client, ClientStats, IntoArguments, ServiceProxy};
+pub use config::MeshConfig;
+pub use ctx::Ctx;
 pub use deadline::Deadline;
+pub use dependency::{BoxError, Dependency};
 pub use error::{CallError, ConnectError, ErrorKind, RpcError};
 pub use events::{HandlerType, Subscription};
-pub use handler::{Args, BoxFuture, Call, FromCall, Handler, IntoReply, Payload, State};
-pub use outbound::{Client, ClientStats, Outbound, ServiceProxy, SharedOutbound};
+pub use handle::Mesh;
+pub use handler::{Args, Payload, State};
+pub use protocol::{Arguments, MAX_NAME_LEN, NameError, RemoteError, validate_name};
+pub use redact::redact_url;
 pub use running::{RunningService, ServiceStats};
-pub use service::{ErasedHandler, Routes, Service};
-pub use shutdown::{Shutdown, terminate_signal};
-pub use transport::{Mesh, Transport};
-
-/// Connects to the broker, serves `services` until SIGINT or SIGTERM, then shuts each down
-/// gracefully (stop consuming, finish in-flight work within the grace period).
-pub async fn run<S: Clone + Send + Sync + 'static>(
-    services: Vec<Service<S>>,
-    config: MeshConfig,
-) -> Result<(), ConnectError> {
-    let broker = Broker::connect(config).await?;
-    let mut running = Vec::with_capacity(services.len());
-    for service in services {
-        running.push(serve(&broker, service).await?);
-    }
-    terminate_signal().await;
-    tracing::info!("shutting down");
-    for service in running {
-        service.stop().await;
-    }
-    broker.close().await;
-    Ok(())
-}
+pub use service::Service;
+pub use timer::Timer;

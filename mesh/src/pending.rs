@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 /// What a waiting caller receives: the raw reply body, or why none will come.
-pub type ReplyOutcome = Result<Vec<u8>, CallError>;
+pub(crate) type ReplyOutcome = Result<Vec<u8>, CallError>;
 
 /// A [`ReplyOutcome`] as its channel carries it, the rare error boxed: the channel's shared
 /// state, allocated for every call and kept while it waits, holds one in place (80 bytes in
@@ -27,7 +27,7 @@ type Delivered = Result<Vec<u8>, Box<CallError>>;
 
 /// Calls waiting for a reply, by correlation id.
 #[derive(Debug, Default)]
-pub struct PendingCalls {
+pub(crate) struct PendingCalls {
     calls: Mutex<HashMap<Uuid, oneshot::Sender<Delivered>>>,
     unmatched: AtomicU64,
 }
@@ -40,7 +40,7 @@ impl PendingCalls {
     }
 
     /// Registers a call under `correlation_id`.
-    pub fn register(&self, correlation_id: Uuid) -> PendingCall<'_> {
+    pub(crate) fn register(&self, correlation_id: Uuid) -> PendingCall<'_> {
         let (tx, rx) = oneshot::channel();
         self.lock().insert(correlation_id, tx);
         PendingCall {
@@ -52,7 +52,7 @@ impl PendingCalls {
 
     /// Hands a reply to its caller, by the correlation id on the wire. Returns `false`, and
     /// counts it, when no caller waits for it (a late reply, a duplicate, or a stranger's).
-    pub fn complete(&self, correlation_id: &str, outcome: ReplyOutcome) -> bool {
+    pub(crate) fn complete(&self, correlation_id: &str, outcome: ReplyOutcome) -> bool {
         let sender = Uuid::try_parse(correlation_id)
             .ok()
             .and_then(|id| self.lock().remove(&id));
@@ -64,7 +64,7 @@ impl PendingCalls {
     }
 
     /// Fails every waiting call with `error` (the broker connection was lost).
-    pub fn fail_all(&self, error: &CallError) -> usize {
+    pub(crate) fn fail_all(&self, error: &CallError) -> usize {
         let drained: Vec<_> = self.lock().drain().collect();
         let count = drained.len();
         for (_, tx) in drained {
@@ -74,24 +74,19 @@ impl PendingCalls {
     }
 
     /// How many calls are waiting.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.lock().len()
     }
 
-    /// Whether no call is waiting.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Replies that found no waiting caller, since start.
-    pub fn unmatched(&self) -> u64 {
+    pub(crate) fn unmatched(&self) -> u64 {
         self.unmatched.load(Ordering::Relaxed)
     }
 }
 
 /// One registered call. Await [`PendingCall::reply`]; drop it to give up.
 #[derive(Debug)]
-pub struct PendingCall<'a> {
+pub(crate) struct PendingCall<'a> {
     pending: &'a PendingCalls,
     correlation_id: Uuid,
     rx: oneshot::Receiver<Delivered>,
@@ -99,13 +94,13 @@ pub struct PendingCall<'a> {
 
 impl PendingCall<'_> {
     /// The correlation id.
-    pub fn correlation_id(&self) -> Uuid {
+    pub(crate) fn correlation_id(&self) -> Uuid {
         self.correlation_id
     }
 
     /// Waits for the reply. (A plain future over the channel, `Unpin`, a few bytes: a caller
     /// can race it against its deadline without pinning or boxing it.)
-    pub fn reply(&mut self) -> impl Future<Output = ReplyOutcome> + Unpin + Send + '_ {
+    pub(crate) fn reply(&mut self) -> impl Future<Output = ReplyOutcome> + Unpin + Send + '_ {
         (&mut self.rx).map(|received| match received {
             Ok(delivered) => delivered.map_err(|error| *error),
             Err(_) => Err(CallError::Unavailable("reply channel closed".into())),
@@ -132,7 +127,7 @@ mod tests {
         assert!(pending.complete(&id.to_string(), Ok(b"x".to_vec())));
         assert_eq!(call.reply().await, Ok(b"x".to_vec()));
         drop(call);
-        assert!(pending.is_empty());
+        assert_eq!(pending.len(), 0);
     }
 
     #[test]
@@ -141,7 +136,7 @@ mod tests {
         let id = Uuid::new_v4();
         let call = pending.register(id);
         drop(call);
-        assert!(pending.is_empty());
+        assert_eq!(pending.len(), 0);
         assert!(!pending.complete(&id.to_string(), Ok(Vec::new())));
         assert!(!pending.complete(&Uuid::new_v4().to_string(), Ok(Vec::new())));
         assert!(!pending.complete("stranger", Ok(Vec::new())));
@@ -157,6 +152,6 @@ mod tests {
         assert_eq!(pending.fail_all(&err), 2);
         assert_eq!(a.reply().await, Err(err.clone()));
         assert_eq!(b.reply().await, Err(err));
-        assert!(pending.is_empty());
+        assert_eq!(pending.len(), 0);
     }
 }

@@ -99,14 +99,14 @@ pub fn validate_name(name: &str) -> Result<(), NameError> {
 
 /// The body of an RPC request: `{"args": [...], "kwargs": {...}}`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct RequestBody {
+pub struct Arguments {
     /// Positional arguments.
     pub args: Vec<Value>,
     /// Keyword arguments.
     pub kwargs: Map<String, Value>,
 }
 
-impl RequestBody {
+impl Arguments {
     /// Keyword arguments only.
     pub fn kwargs(kwargs: Map<String, Value>) -> Self {
         Self {
@@ -163,7 +163,7 @@ impl RequestBody {
 
 /// An error as it travels in a reply, in nameko's shape.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WireError {
+pub struct RemoteError {
     /// The exception's type name, e.g. `ValueError` or `NotFound`.
     pub exc_type: String,
     /// The exception's module path, e.g. `builtins.ValueError`.
@@ -177,7 +177,7 @@ pub struct WireError {
     pub value: Option<String>,
 }
 
-impl WireError {
+impl RemoteError {
     /// The message, or an empty string when the peer sent none.
     pub fn message(&self) -> &str {
         self.value.as_deref().unwrap_or("")
@@ -192,7 +192,7 @@ pub struct ReplyBody {
     pub result: Value,
     /// The error, when the call failed.
     #[serde(default)]
-    pub error: Option<WireError>,
+    pub error: Option<RemoteError>,
 }
 
 impl ReplyBody {
@@ -205,7 +205,7 @@ impl ReplyBody {
     }
 
     /// A failed reply.
-    pub fn err(error: WireError) -> Self {
+    pub fn err(error: RemoteError) -> Self {
         Self {
             result: Value::Null,
             error: Some(error),
@@ -213,7 +213,7 @@ impl ReplyBody {
     }
 
     /// The reply as a `Result`.
-    pub fn into_result(self) -> Result<Value, WireError> {
+    pub fn into_result(self) -> Result<Value, RemoteError> {
         match self.error {
             Some(error) => Err(error),
             None => Ok(self.result),
@@ -263,34 +263,31 @@ mod tests {
     #[test]
     fn request_body_from_json() {
         assert_eq!(
-            RequestBody::from_json(json!({"a": 1})),
-            Ok(RequestBody::kwargs(
+            Arguments::from_json(json!({"a": 1})),
+            Ok(Arguments::kwargs(
                 json!({"a": 1}).as_object().cloned().unwrap_or_default()
             ))
         );
         assert_eq!(
-            RequestBody::from_json(json!([1, 2])),
-            Ok(RequestBody::args(vec![json!(1), json!(2)]))
+            Arguments::from_json(json!([1, 2])),
+            Ok(Arguments::args(vec![json!(1), json!(2)]))
         );
-        assert_eq!(
-            RequestBody::from_json(Value::Null),
-            Ok(RequestBody::default())
-        );
-        assert_eq!(RequestBody::from_json(json!(3)), Err(json!(3)));
+        assert_eq!(Arguments::from_json(Value::Null), Ok(Arguments::default()));
+        assert_eq!(Arguments::from_json(json!(3)), Err(json!(3)));
     }
 
     #[test]
     fn request_body_round_trip_and_malformed() {
-        let body = RequestBody {
+        let body = Arguments {
             args: vec![json!("x")],
             kwargs: json!({"by": 2}).as_object().cloned().unwrap_or_default(),
         };
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
-        assert_eq!(RequestBody::decode(&bytes), Ok(body));
-        assert!(RequestBody::decode(br#"{"args": []}"#).is_err());
-        assert!(RequestBody::decode(br#"{"kwargs": {}}"#).is_err());
-        assert!(RequestBody::decode(b"not json").is_err());
-        assert!(RequestBody::decode(br#"[1]"#).is_err());
+        assert_eq!(Arguments::decode(&bytes), Ok(body));
+        assert!(Arguments::decode(br#"{"args": []}"#).is_err());
+        assert!(Arguments::decode(br#"{"kwargs": {}}"#).is_err());
+        assert!(Arguments::decode(b"not json").is_err());
+        assert!(Arguments::decode(br#"[1]"#).is_err());
     }
 
     #[test]

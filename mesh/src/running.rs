@@ -6,18 +6,39 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::task::JoinHandle;
 
 /// Counters of a running service since it started.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ServiceStats {
     pub(crate) handled: AtomicU64,
     pub(crate) failed: AtomicU64,
     pub(crate) expired: AtomicU64,
     busy: AtomicU64,
+    /// `warren_service_busy_workers{service}`, kept as the work starts and ends (a scrape
+    /// reads it as it is, whoever serves `/metrics`).
+    busy_gauge: metrics::Gauge,
     pub(crate) events_handled: AtomicU64,
     pub(crate) events_retried: AtomicU64,
     pub(crate) events_dead_lettered: AtomicU64,
+    pub(crate) timer_runs: AtomicU64,
+    pub(crate) timer_skipped: AtomicU64,
 }
 
 impl ServiceStats {
+    /// The counters of a service called `service`, all zero.
+    pub(crate) fn new(service: &str) -> Self {
+        Self {
+            handled: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            expired: AtomicU64::new(0),
+            busy: AtomicU64::new(0),
+            busy_gauge: metrics::gauge!("warren_service_busy_workers", "service" => service.to_owned()),
+            events_handled: AtomicU64::new(0),
+            events_retried: AtomicU64::new(0),
+            events_dead_lettered: AtomicU64::new(0),
+            timer_runs: AtomicU64::new(0),
+            timer_skipped: AtomicU64::new(0),
+        }
+    }
+
     /// RPC requests answered (successfully or with an error).
     pub fn handled(&self) -> u64 {
         self.handled.load(Ordering::Relaxed)
@@ -33,7 +54,7 @@ impl ServiceStats {
         self.expired.load(Ordering::Relaxed)
     }
 
-    /// Handlers (RPC and events) running now.
+    /// Handlers (RPC, events and timers) running now.
     pub fn busy(&self) -> u64 {
         self.busy.load(Ordering::Relaxed)
     }
@@ -53,12 +74,24 @@ impl ServiceStats {
         self.events_dead_lettered.load(Ordering::Relaxed)
     }
 
+    /// Timer runs finished (successfully or not).
+    pub fn timer_runs(&self) -> u64 {
+        self.timer_runs.load(Ordering::Relaxed)
+    }
+
+    /// Timer ticks skipped because the timer's last run was still running.
+    pub fn timer_skipped(&self) -> u64 {
+        self.timer_skipped.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn work_started(&self) {
         self.busy.fetch_add(1, Ordering::Relaxed);
+        self.busy_gauge.increment(1.0);
     }
 
     pub(crate) fn work_finished(&self) {
         self.busy.fetch_sub(1, Ordering::Relaxed);
+        self.busy_gauge.decrement(1.0);
     }
 }
 
@@ -94,11 +127,6 @@ impl RunningService {
     /// Its counters.
     pub fn stats(&self) -> &ServiceStats {
         &self.stats
-    }
-
-    /// Sets the gauges sampled from its counters (busy workers) before a metrics scrape.
-    pub fn publish_gauges(&self) {
-        crate::telemetry::busy(&self.name, self.stats.busy());
     }
 
     /// Stops consuming, requeues what has not started, waits up to the grace period for

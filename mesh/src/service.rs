@@ -1,23 +1,25 @@
-//! [`Service`]: a name plus handlers, declared the way axum declares routes.
+//! [`Service`]: a name plus handlers, declared the way axum declares routes. Like axum's
+//! `Router<S>`, a `Service<S>` is declared without its state and takes it when it is served, so
+//! its descriptor (methods, schemas, subscriptions) exists without opening anything.
 
-use crate::context::Ctx;
-use crate::describe::{
-    Describe, HandlerSchemas, InstanceState, MethodDescriptor, ServiceDescriptor,
-    SubscriptionDescriptor,
-};
-use crate::error::{ErrorKind, RpcError};
-use crate::events::{HandlerType, Subscription};
-use crate::handler::{BoxFuture, Call, Handler};
-use crate::outbound::SharedOutbound;
+use crate::describe::{Describe, Docs, InstanceState, ServiceDescriptor};
+use crate::error::RpcError;
+use crate::events::Subscription;
+use crate::future::BoxFuture;
+use crate::handler::{Call, Handler};
 use crate::protocol::{NameError, validate_name};
+use crate::routes::{ErasedHandler, Routes};
+use crate::timer::Timer;
 use serde_json::Value;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
-/// A handler with its state bound and its types erased.
-pub type ErasedHandler = Arc<dyn Fn(Call) -> BoxFuture<Result<Value, RpcError>> + Send + Sync>;
+/// A handler with its types erased, still waiting for the state `S`.
+pub(crate) type BoxedHandler<S> =
+    Arc<dyn Fn(Call, S) -> BoxFuture<Result<Value, RpcError>> + Send + Sync>;
 
-/// A service definition: its name, its RPC methods and the state they share.
+/// A service: its name, its RPC methods, event subscriptions and timers, all of whose handlers
+/// share a state of type `S` (none for `S = ()`).
 ///
 /// ```
 /// use mesh::{Args, RpcError, Service, State};
@@ -36,53 +38,45 @@ pub type ErasedHandler = Arc<dyn Fn(Call) -> BoxFuture<Result<Value, RpcError>> 
 ///     Ok(prefix.to_string())
 /// }
 ///
+/// // Declared without its state: its descriptor is there already.
 /// let service = Service::new("greeting_service")
 ///     .rpc("hello", hello)
-///     .with_state(Arc::new("Hi".to_owned()))
 ///     .rpc("greeting", greeting);
-/// assert_eq!(service.name(), "greeting_service");
 /// assert_eq!(service.methods(), ["greeting", "hello"]);
+/// // Given its state, it can be served (`Mesh::serve`, or the runtime's builder).
+/// let ready: Service = service.with_state(Arc::new("Hi".to_owned()));
+/// assert_eq!(ready.name(), "greeting_service");
 /// ```
-#[derive(Clone)]
 pub struct Service<S = ()> {
     name: String,
-    routes: HashMap<String, ErasedHandler>,
-    subscriptions: Vec<(Subscription, ErasedHandler)>,
+    methods: HashMap<String, BoxedHandler<S>>,
+    subscriptions: Vec<(Subscription, BoxedHandler<S>)>,
+    timers: Vec<(Timer, BoxedHandler<S>)>,
     docs: Docs,
-    state: S,
 }
 
-/// What a service says about itself in its descriptor.
-#[derive(Debug, Clone, Default)]
-struct Docs {
-    version: Option<String>,
-    schemas: BTreeMap<String, HandlerSchemas>,
-    descriptions: BTreeMap<String, String>,
-}
-
-impl Service<()> {
-    /// A service called `name` with no state yet. Names follow the same rule as the gateway's
-    /// (`^[A-Za-z_][A-Za-z0-9_-]{0,127}$`); see [`Service::validate`].
-    pub fn new(name: impl Into<String>) -> Self {
+impl<S> Clone for Service<S> {
+    fn clone(&self) -> Self {
         Self {
-            name: name.into(),
-            routes: HashMap::new(),
-            subscriptions: Vec::new(),
-            docs: Docs::default(),
-            state: (),
+            name: self.name.clone(),
+            methods: self.methods.clone(),
+            subscriptions: self.subscriptions.clone(),
+            timers: self.timers.clone(),
+            docs: self.docs.clone(),
         }
     }
 }
 
 impl<S: Clone + Send + Sync + 'static> Service<S> {
-    /// Replaces the state that handlers registered from now on receive through `State<S2>`.
-    pub fn with_state<S2: Clone + Send + Sync + 'static>(self, state: S2) -> Service<S2> {
-        Service {
-            name: self.name,
-            routes: self.routes,
-            subscriptions: self.subscriptions,
-            docs: self.docs,
-            state,
+    /// A service called `name`, with no handlers yet. Names follow the gateway's rule
+    /// (`^[A-Za-z_][A-Za-z0-9_-]{0,127}$`); see [`Service::validate`].
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            methods: HashMap::new(),
+            subscriptions: Vec::new(),
+            timers: Vec::new(),
+            docs: Docs::default(),
         }
     }
 
@@ -96,8 +90,7 @@ impl<S: Clone + Send + Sync + 'static> Service<S> {
     {
         let method = method.into();
         self.docs.schemas.insert(method.clone(), H::schemas());
-        let erased = self.erase(handler);
-        self.routes.insert(method, erased);
+        self.methods.insert(method, erase(handler));
         self
     }
 
@@ -131,17 +124,19 @@ impl<S: Clone + Send + Sync + 'static> Service<S> {
     where
         H: Handler<T, S>,
     {
-        let erased = self.erase(handler);
-        self.subscriptions.push((subscription, erased));
+        self.subscriptions.push((subscription, erase(handler)));
         self
     }
 
-    fn erase<H, T>(&self, handler: H) -> ErasedHandler
+    /// Runs `handler` on `timer`'s schedule in every instance of the service, with the same
+    /// extractors as an RPC handler (its [`crate::Ctx`] can call and dispatch). A tick that comes
+    /// while the last run still runs is skipped and counted.
+    pub fn timer<H, T>(mut self, timer: Timer, handler: H) -> Self
     where
         H: Handler<T, S>,
     {
-        let state = self.state.clone();
-        Arc::new(move |call: Call| handler.clone().call(call, state.clone()))
+        self.timers.push((timer, erase(handler)));
+        self
     }
 
     /// The service's name.
@@ -151,21 +146,9 @@ impl<S: Clone + Send + Sync + 'static> Service<S> {
 
     /// The names of its RPC methods, sorted.
     pub fn methods(&self) -> Vec<&str> {
-        let mut methods: Vec<&str> = self.routes.keys().map(String::as_str).collect();
+        let mut methods: Vec<&str> = self.methods.keys().map(String::as_str).collect();
         methods.sort_unstable();
         methods
-    }
-
-    /// Checks the service name and every method name.
-    pub fn validate(&self) -> Result<(), (String, NameError)> {
-        validate_name(&self.name).map_err(|e| (self.name.clone(), e))?;
-        for method in self.routes.keys() {
-            validate_name(method).map_err(|e| (method.clone(), e))?;
-        }
-        for (subscription, _) in &self.subscriptions {
-            subscription.validate()?;
-        }
-        Ok(())
     }
 
     /// The event subscriptions.
@@ -173,156 +156,97 @@ impl<S: Clone + Send + Sync + 'static> Service<S> {
         self.subscriptions.iter().map(|(s, _)| s)
     }
 
-    /// The routes without the state type, as the runtime needs them.
-    pub fn routes(&self) -> Routes {
-        Routes {
-            service: Arc::from(self.name.as_str()),
-            handlers: Arc::new(self.routes.clone()),
-            subscriptions: Arc::new(self.subscriptions.clone()),
-            docs: Arc::new(self.docs.clone()),
-            outbound: None,
+    /// Checks the service name, every method and timer name and every subscription.
+    pub fn validate(&self) -> Result<(), (String, NameError)> {
+        validate_name(&self.name).map_err(|e| (self.name.clone(), e))?;
+        let timers = self.timers.iter().map(|(t, _)| t.name());
+        for method in self.methods.keys().map(String::as_str).chain(timers) {
+            validate_name(method).map_err(|e| (method.to_owned(), e))?;
         }
+        for (subscription, _) in &self.subscriptions {
+            subscription.validate()?;
+        }
+        Ok(())
     }
 
-    /// The descriptor an instance `instance` of this service sends.
+    /// The descriptor an instance `instance` of this service sends: methods sorted by name,
+    /// their schemas, the subscriptions. No state is needed: this is what `warren openapi`
+    /// documents a service from.
     pub fn descriptor(
         &self,
         instance: &str,
         heartbeat_ms: u64,
         state: InstanceState,
     ) -> ServiceDescriptor {
-        self.routes().descriptor(instance, heartbeat_ms, state)
-    }
-}
-
-/// A service's handlers by method name, shared by the tasks that serve it.
-#[derive(Clone)]
-pub struct Routes {
-    service: Arc<str>,
-    handlers: Arc<HashMap<String, ErasedHandler>>,
-    subscriptions: Arc<Vec<(Subscription, ErasedHandler)>>,
-    docs: Arc<Docs>,
-    outbound: Option<SharedOutbound>,
-}
-
-impl Routes {
-    /// The service's name.
-    pub fn service(&self) -> &str {
-        &self.service
-    }
-
-    /// Runs `method` for `call`; an unknown method is `MethodNotFound`.
-    pub fn dispatch(&self, call: Call) -> BoxFuture<Result<Value, RpcError>> {
-        match self.handlers.get(call.ctx.method()) {
-            Some(handler) => handler(call),
-            None => {
-                let error = RpcError::new(
-                    ErrorKind::MethodNotFound,
-                    format!("{}.{}", self.service, call.ctx.method()),
-                );
-                Box::pin(std::future::ready(Err(error)))
-            }
-        }
-    }
-
-    /// Whether the service has RPC methods (a service with only event handlers has no queue).
-    pub fn has_methods(&self) -> bool {
-        !self.handlers.is_empty()
-    }
-
-    /// How many RPC methods the service has.
-    pub fn method_count(&self) -> usize {
-        self.handlers.len()
-    }
-
-    /// The event subscriptions with their handlers.
-    pub fn subscriptions(&self) -> &[(Subscription, ErasedHandler)] {
-        &self.subscriptions
-    }
-
-    /// Gives every [`Ctx`] built from now on a way to reach the mesh.
-    pub fn with_outbound(mut self, outbound: SharedOutbound) -> Self {
-        self.outbound = Some(outbound);
-        self
-    }
-
-    /// The transport handle handlers reach the mesh through, once the runtime has set it.
-    pub fn outbound(&self) -> Option<&SharedOutbound> {
-        self.outbound.as_ref()
-    }
-
-    /// The descriptor instance `instance` sends: methods sorted by name, schemas, subscriptions.
-    pub fn descriptor(
-        &self,
-        instance: &str,
-        heartbeat_ms: u64,
-        state: InstanceState,
-    ) -> ServiceDescriptor {
-        let docs = &self.docs;
-        let mut components = BTreeMap::new();
-        let mut names: Vec<&String> = self.handlers.keys().collect();
-        names.sort_unstable();
-        let methods = names
-            .into_iter()
-            .map(|name| {
-                let schemas = docs.schemas.get(name).cloned().unwrap_or_default();
-                components.extend(schemas.components.clone());
-                let description = docs.descriptions.get(name).cloned().or_else(|| {
-                    schemas
-                        .request
-                        .as_ref()
-                        .and_then(|r| r.get("description"))
-                        .and_then(Value::as_str)
-                        .map(str::to_owned)
-                });
-                MethodDescriptor {
-                    name: name.clone(),
-                    description,
-                    request: schemas.request.unwrap_or(Value::Null),
-                    response: schemas.response,
-                }
-            })
-            .collect();
-        let subscriptions = self
-            .subscriptions
-            .iter()
-            .map(|(s, _)| SubscriptionDescriptor {
-                source: s.source.clone(),
-                event_type: s.event_type.clone(),
-                handler_type: match s.handler_type {
-                    HandlerType::ServicePool => "service_pool",
-                    HandlerType::Singleton => "singleton",
-                    HandlerType::Broadcast => "broadcast",
-                }
-                .to_owned(),
-            })
-            .collect();
-        ServiceDescriptor {
-            service: self.service.to_string(),
-            instance: instance.to_owned(),
-            version: docs.version.clone().unwrap_or_else(|| "0.0.0".to_owned()),
-            sent_at_ms: crate::deadline::epoch_ms_now(),
-            started_at_ms: 0,
+        let methods = self.methods.keys().map(String::as_str);
+        let subscriptions = self.subscriptions.iter().map(|(s, _)| s);
+        self.docs.descriptor(
+            &self.name,
+            methods,
+            subscriptions,
+            instance,
             heartbeat_ms,
             state,
-            methods,
-            components,
-            subscriptions,
-        }
+        )
     }
 
-    /// Builds the [`Ctx`] for a call to `method` on this service.
-    pub fn ctx(&self, method: &str, incoming: crate::CallContext) -> Ctx {
-        Ctx::new(&self.service, method, incoming).with_outbound(self.outbound.clone())
+    /// The service with its state: every handler gets `state` (cloned per call) through
+    /// [`crate::State`]. This is what a [`crate::Dependency`] opens, or a value of your own.
+    pub fn with_state(self, state: S) -> Service {
+        let bind = |handler: BoxedHandler<S>| -> ErasedHandler {
+            let state = state.clone();
+            Arc::new(move |call: Call, ()| handler(call, state.clone()))
+        };
+        Service {
+            name: self.name,
+            methods: self
+                .methods
+                .into_iter()
+                .map(|(name, handler)| (name, bind(handler)))
+                .collect(),
+            subscriptions: self
+                .subscriptions
+                .into_iter()
+                .map(|(subscription, handler)| (subscription, bind(handler)))
+                .collect(),
+            timers: self
+                .timers
+                .into_iter()
+                .map(|(timer, handler)| (timer, bind(handler)))
+                .collect(),
+            docs: self.docs,
+        }
     }
+}
+
+impl Service {
+    /// The handlers as the runtime serves them.
+    pub(crate) fn routes(&self) -> Routes {
+        Routes::new(
+            &self.name,
+            self.methods.clone(),
+            self.subscriptions.clone(),
+            self.timers.clone(),
+            self.docs.clone(),
+        )
+    }
+}
+
+fn erase<H, T, S>(handler: H) -> BoxedHandler<S>
+where
+    H: Handler<T, S>,
+    S: Send + Sync + 'static,
+{
+    Arc::new(move |call: Call, state: S| handler.clone().call(call, state))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::CallContext;
+    use crate::call_context::CallContext;
+    use crate::error::ErrorKind;
     use crate::handler::{Args, State};
-    use crate::protocol::RequestBody;
+    use crate::protocol::Arguments;
     use serde::Deserialize;
     use serde_json::json;
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -337,7 +261,7 @@ mod tests {
         Ok(x.a + x.b)
     }
 
-    async fn bump(State(n): State<Arc<AtomicU64>>, ctx: Ctx) -> Result<Value, RpcError> {
+    async fn bump(State(n): State<Arc<AtomicU64>>, ctx: crate::Ctx) -> Result<Value, RpcError> {
         let value = n.fetch_add(1, Ordering::SeqCst) + 1;
         Ok(json!({"value": value, "method": ctx.method()}))
     }
@@ -346,7 +270,7 @@ mod tests {
         Err(RpcError::conflict("no"))
     }
 
-    async fn call(routes: &Routes, method: &str, body: RequestBody) -> Result<Value, RpcError> {
+    async fn call(routes: &Routes, method: &str, body: Arguments) -> Result<Value, RpcError> {
         let ctx = routes.ctx(method, CallContext::default());
         routes.dispatch(Call::rpc(ctx, body)).await
     }
@@ -357,20 +281,19 @@ mod tests {
         let service = Service::new("math")
             .rpc("add", add)
             .rpc("fail", fail)
-            .with_state(counter.clone())
             .rpc("bump", bump);
         assert_eq!(service.methods(), ["add", "bump", "fail"]);
-        let routes = service.routes();
-        let sum = call(&routes, "add", RequestBody::args(vec![json!(2), json!(3)])).await;
+        let routes = service.with_state(counter.clone()).routes();
+        let sum = call(&routes, "add", Arguments::args(vec![json!(2), json!(3)])).await;
         assert_eq!(sum, Ok(json!(5)));
-        let bumped = call(&routes, "bump", RequestBody::default()).await;
+        let bumped = call(&routes, "bump", Arguments::default()).await;
         assert_eq!(bumped, Ok(json!({"value": 1, "method": "bump"})));
         assert_eq!(counter.load(Ordering::SeqCst), 1);
-        let err = call(&routes, "fail", RequestBody::default()).await;
+        let err = call(&routes, "fail", Arguments::default()).await;
         assert_eq!(err.map_err(|e| e.kind()), Err(ErrorKind::Conflict));
-        let err = call(&routes, "nope", RequestBody::default()).await;
+        let err = call(&routes, "nope", Arguments::default()).await;
         assert_eq!(err.map_err(|e| e.kind()), Err(ErrorKind::MethodNotFound));
-        let err = call(&routes, "add", RequestBody::args(vec![json!(1)])).await;
+        let err = call(&routes, "add", Arguments::args(vec![json!(1)])).await;
         assert_eq!(
             err.map_err(|e| e.kind()),
             Err(ErrorKind::IncorrectSignature)
@@ -378,9 +301,19 @@ mod tests {
     }
 
     #[test]
+    fn a_stateful_service_is_described_without_its_state() {
+        let service: Service<Arc<AtomicU64>> = Service::new("counter").rpc("bump", bump);
+        let descriptor = service.descriptor("i", 0, InstanceState::Up);
+        let names: Vec<&str> = descriptor.methods.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["bump"]);
+    }
+
+    #[test]
     fn validates_names() {
-        assert!(Service::new("ok").rpc("fine", fail).validate().is_ok());
-        assert!(Service::new("bad.name").validate().is_err());
-        assert!(Service::new("ok").rpc("bad*", fail).validate().is_err());
+        let ok: Service = Service::new("ok").rpc("fine", fail);
+        assert!(ok.validate().is_ok());
+        assert!(Service::<()>::new("bad.name").validate().is_err());
+        let bad: Service = Service::new("ok").rpc("bad*", fail);
+        assert!(bad.validate().is_err());
     }
 }

@@ -1,11 +1,10 @@
-//! Shutdown: a [`Shutdown`] signal that any number of tasks can wait on, and
-//! [`terminate_signal`], which resolves on SIGINT or SIGTERM.
+//! [`Shutdown`]: a stop signal that any number of tasks can wait on.
 
 use tokio::sync::watch;
 
 /// A one-way, many-listener stop signal. Cloning gives another handle to the same signal.
 #[derive(Debug, Clone)]
-pub struct Shutdown {
+pub(crate) struct Shutdown {
     tx: watch::Sender<bool>,
 }
 
@@ -17,51 +16,28 @@ impl Default for Shutdown {
 
 impl Shutdown {
     /// A signal not yet triggered.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             tx: watch::channel(false).0,
         }
     }
 
     /// Triggers the signal; every current and future waiter returns.
-    pub fn trigger(&self) {
+    pub(crate) fn trigger(&self) {
         self.tx.send_replace(true);
     }
 
     /// Whether the signal was triggered.
-    pub fn is_triggered(&self) -> bool {
+    pub(crate) fn is_triggered(&self) -> bool {
         *self.tx.borrow()
     }
 
     /// Waits until the signal is triggered.
-    pub async fn triggered(&self) {
+    pub(crate) async fn triggered(&self) {
         let mut rx = self.tx.subscribe();
         // `wait_for` returns at once when the value already matches; an error means every
         // sender is gone, which cannot happen while `self` holds one.
         let _ = rx.wait_for(|stopped| *stopped).await;
-    }
-}
-
-/// Resolves when the process receives SIGINT (Ctrl-C) or SIGTERM.
-pub async fn terminate_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

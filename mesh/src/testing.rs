@@ -46,16 +46,19 @@
 //! # }
 //! ```
 
+use crate::call_context::CallContext;
+use crate::client::Client;
 use crate::config::MeshConfig;
-use crate::context::{CallContext, Ctx};
+use crate::ctx::Ctx;
 use crate::error::{CallError, RpcError};
 use crate::handler::{Call, Handler};
-use crate::local::{DeadLetter, InProcess};
-use crate::outbound::Client;
-use crate::protocol::RequestBody;
+use crate::local::InProcess;
+use crate::protocol::Arguments;
 use crate::running::{RunningService, ServiceStats};
 use crate::service::Service;
 use crate::transport::Transport;
+
+pub use crate::local::DeadLetter;
 use serde_json::Value;
 
 use std::time::Duration;
@@ -87,7 +90,7 @@ where
     H: Handler<T, S>,
     S: Clone + Send + Sync + 'static,
 {
-    let body = RequestBody::from_json(args).map_err(|v| {
+    let body = Arguments::from_json(args).map_err(|v| {
         RpcError::bad_request(format!(
             "test arguments must be an object, array or null, not {v}"
         ))
@@ -128,10 +131,7 @@ impl TestMesh {
     ///
     /// # Panics
     /// When a name in the service is invalid: a bug in the test.
-    pub async fn serve<S: Clone + Send + Sync + 'static>(
-        &mut self,
-        service: Service<S>,
-    ) -> &mut Self {
+    pub async fn serve(&mut self, service: Service) -> &mut Self {
         if let Err((name, error)) = service.validate() {
             panic!("invalid name `{name}` in the service under test: {error}");
         }
@@ -247,8 +247,8 @@ mod tests {
         let mut mesh = TestMesh::new();
         mesh.serve(
             Service::new("listener")
-                .with_state(seen.clone())
-                .on_event("src", "ping", remember),
+                .on_event("src", "ping", remember)
+                .with_state(seen.clone()),
         )
         .await;
         mesh.dispatch_and_wait("src", "ping", json!({"n": 1}))
@@ -270,8 +270,8 @@ mod tests {
         let queue = subscription.queue("sink", "");
         mesh.serve(
             Service::new("sink")
-                .with_state(attempts.clone())
-                .subscribe(subscription, refuse),
+                .subscribe(subscription, refuse)
+                .with_state(attempts.clone()),
         )
         .await;
         mesh.dispatch_and_wait("src", "doomed", json!({"id": 1}))

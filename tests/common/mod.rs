@@ -5,7 +5,7 @@
 
 pub mod process;
 
-use mesh::{Broker, Client, Mesh, MeshConfig, RunningService, Service};
+use mesh::{Client, Mesh, MeshConfig, RunningService, Service};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -48,7 +48,7 @@ where
 /// leaked on purpose: it lives until the test process ends, as long as the channel's users.
 pub async fn raw_channel() -> lapin::Channel {
     let conn = lapin::Connection::connect(
-        &mesh_config().amqp_url,
+        &mesh_config().amqp.url,
         lapin::ConnectionProperties::default(),
     )
     .await
@@ -72,7 +72,7 @@ pub async fn declare_rpc_queue(
     channel
         .queue_bind(
             queue.into(),
-            mesh::protocol::DEFAULT_RPC_EXCHANGE.into(),
+            mesh::amqp::DEFAULT_RPC_EXCHANGE.into(),
             routing_key.into(),
             lapin::options::QueueBindOptions::default(),
             lapin::types::FieldTable::default(),
@@ -104,18 +104,18 @@ impl QueueCleanup {
 
     /// The service's RPC queue.
     pub fn service(&mut self, service: &str) {
-        self.queues.push(mesh::protocol::service_queue(service));
+        self.queues.push(mesh::amqp::service_queue(service));
     }
 
     /// A queue, and its dead-letter queue.
     pub fn queue(&mut self, queue: &str) {
         self.queues.push(queue.to_owned());
-        self.queues.push(mesh::events::dead_letter_queue(queue));
+        self.queues.push(mesh::amqp::dead_letter_queue(queue));
     }
 
     /// A service's event exchange.
     pub fn events_of(&mut self, source: &str) {
-        self.exchanges.push(mesh::protocol::events_exchange(source));
+        self.exchanges.push(mesh::amqp::events_exchange(source));
     }
 }
 
@@ -126,7 +126,7 @@ impl Drop for QueueCleanup {
         }
         let queues = std::mem::take(&mut self.queues);
         let exchanges = std::mem::take(&mut self.exchanges);
-        let url = mesh_config().amqp_url;
+        let url = mesh_config().amqp.url;
         // Drop cannot await; a short-lived thread with its own runtime does the deletes.
         let _ = std::thread::spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread()
@@ -239,23 +239,14 @@ impl Harness {
         }
     }
 
-    /// The broker (AMQP-only tests).
-    pub fn broker(&self) -> &Broker {
-        self.mesh.broker().expect("an AMQP harness")
-    }
-
     /// Serves `service` on this harness's mesh.
-    pub async fn serve<S: Clone + Send + Sync + 'static>(&mut self, service: Service<S>) {
+    pub async fn serve(&mut self, service: Service) {
         let running = self.serve_on(&self.mesh.clone(), service).await;
         self.services.push(running);
     }
 
     /// Serves `service` on `mesh` (another instance), cleaned up with the harness.
-    pub async fn serve_on<S: Clone + Send + Sync + 'static>(
-        &mut self,
-        mesh: &Mesh,
-        service: Service<S>,
-    ) -> RunningService {
+    pub async fn serve_on(&mut self, mesh: &Mesh, service: Service) -> RunningService {
         self.cleanup.service(service.name());
         mesh.serve(service).await.expect("serve")
     }
@@ -291,8 +282,8 @@ impl Drop for Harness {
 }
 
 /// Keyword arguments from a JSON object.
-pub fn kwargs(value: serde_json::Value) -> mesh::protocol::RequestBody {
-    mesh::protocol::RequestBody::kwargs(value.as_object().cloned().unwrap_or_default())
+pub fn kwargs(value: serde_json::Value) -> mesh::Arguments {
+    mesh::Arguments::kwargs(value.as_object().cloned().unwrap_or_default())
 }
 
 /// Asserts a problem+json response: status, and that the body names `kind` and has the RFC 9457

@@ -101,7 +101,8 @@ pub async fn the_openapi_document_is_built_live_from_descriptors(kind: Kind) {
     let greeter = unique("greeter");
     let kv = unique("kv");
     h.serve(greeter::service_named(&greeter)).await;
-    h.serve(kv::service_named(&kv, kv::Store::default())).await;
+    h.serve(kv::service_named(&kv).with_state(kv::Store::default()))
+        .await;
     assert!(wait_for_instances(&h, &kv, 1).await && wait_for_instances(&h, &greeter, 1).await);
 
     let doc = get_json(&h, "/openapi.json").await;

@@ -77,13 +77,13 @@ async fn sink(
         log: log.clone(),
     };
     let service = Service::new(name)
-        .with_state(recorder)
         .on_event(source, "pooled", pooled)
         .subscribe(
             Subscription::new(source, "broadcasted").broadcast(),
             broadcasted,
         )
-        .subscribe(Subscription::new(source, "single").singleton(), single);
+        .subscribe(Subscription::new(source, "single").singleton(), single)
+        .with_state(recorder);
     h.serve_on(&mesh, service).await
 }
 
@@ -213,8 +213,8 @@ pub async fn a_failing_handler_is_retried_once_then_dead_lettered(kind: Kind) {
     h.cleanup.queue(&subscription.queue(&name, ""));
     let attempts = Attempts::default();
     let service = Service::new(name.clone())
-        .with_state(attempts.clone())
-        .subscribe(subscription, always_fails);
+        .subscribe(subscription, always_fails)
+        .with_state(attempts.clone());
     h.serve(service).await;
 
     dispatch(&h, &source, "doomed", json!({"id": 7})).await;
@@ -361,16 +361,14 @@ pub async fn the_deadline_travels_down_the_chain(kind: Kind) {
     let back_mesh = h.instance(one_worker).await;
     let back_service = Service::new(back.clone())
         .rpc("block", block)
-        .with_state(counter.clone())
-        .rpc("work", work);
+        .rpc("work", work)
+        .with_state(counter.clone());
     let running = h.serve_on(&back_mesh, back_service).await;
     let blocker = {
         let (client, back) = (h.client.clone(), back.clone());
         tokio::spawn(async move {
-            let args = mesh::protocol::RequestBody::args(vec![json!(600)]);
-            client
-                .call(&back, "block", args, mesh::CallContext::default())
-                .await
+            let args = mesh::Arguments::args(vec![json!(600)]);
+            client.rpc(&back).call("block", args).await
         })
     };
     assert!(
@@ -432,8 +430,8 @@ pub async fn a_handler_dispatches_and_the_context_follows_the_event(kind: Kind) 
         .await;
     h.serve(
         Service::new(listener.clone())
-            .with_state(log.clone())
-            .on_event(&source, "greeted", on_greeted),
+            .on_event(&source, "greeted", on_greeted)
+            .with_state(log.clone()),
     )
     .await;
 

@@ -2,8 +2,8 @@
 //! concurrency bound, callers that give up, and graceful stop.
 
 use crate::common::{Harness, Kind, kwargs, mesh_config, unique, wait_until};
-use mesh::protocol::RequestBody;
-use mesh::{CallContext, MeshConfig, RpcError, Service, State};
+use mesh::Arguments;
+use mesh::{MeshConfig, RpcError, Service, State};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,7 +20,8 @@ fn config_with_workers(max_workers: u16) -> MeshConfig {
 pub async fn five_clients_times_1000_increments_end_at_5000(kind: Kind) {
     let mut h = Harness::on(kind, GatewayConfig::default()).await;
     let kv = unique("kv");
-    h.serve(kv::service_named(&kv, kv::Store::default())).await;
+    h.serve(kv::service_named(&kv).with_state(kv::Store::default()))
+        .await;
     let key = "counter";
     let clients: Vec<_> = (0..5)
         .map(|_| {
@@ -59,10 +60,8 @@ pub async fn two_instances_share_the_load(kind: Kind) {
         .map(|i| {
             let (client, name) = (h.client.clone(), name.clone());
             tokio::spawn(async move {
-                let body = RequestBody::args(vec![json!(format!("n{i}"))]);
-                client
-                    .call(&name, "hello", body, CallContext::default())
-                    .await
+                let body = Arguments::args(vec![json!(format!("n{i}"))]);
+                client.rpc(&name).call("hello", body).await
             })
         })
         .collect();
@@ -99,22 +98,13 @@ pub async fn at_most_max_workers_handlers_run_at_once(kind: Kind) {
     let gauge = Gauge::default();
     let mesh = h.instance(config_with_workers(3)).await;
     let service = Service::new(name.clone())
-        .with_state(gauge.clone())
-        .rpc("busy", busy);
+        .rpc("busy", busy)
+        .with_state(gauge.clone());
     let _running = h.serve_on(&mesh, service).await;
     let calls: Vec<_> = (0..20)
         .map(|_| {
             let (client, name) = (h.client.clone(), name.clone());
-            tokio::spawn(async move {
-                client
-                    .call(
-                        &name,
-                        "busy",
-                        RequestBody::default(),
-                        CallContext::default(),
-                    )
-                    .await
-            })
+            tokio::spawn(async move { client.rpc(&name).call("busy", Arguments::default()).await })
         })
         .collect();
     for call in calls {
@@ -169,9 +159,7 @@ pub async fn stopping_a_service_finishes_in_flight_work_and_requeues_the_rest(ki
             let (client, name) = (h.client.clone(), name.clone());
             tokio::spawn(async move {
                 let body = kwargs(json!({"ms": 300}));
-                client
-                    .call(&name, "slow", body, CallContext::default())
-                    .await
+                client.rpc(&name).call("slow", body).await
             })
         })
         .collect();

@@ -23,7 +23,6 @@ pub use jwt::JwtVerifier;
 use crate::policy::Exposure;
 use axum::http::{HeaderMap, HeaderName, header};
 use mesh::CallContext;
-use mesh::protocol::{AUTH_TOKEN_KEY, USER_ID_KEY};
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -195,9 +194,9 @@ impl Identity {
 
     /// `context` with this identity's `user_id` and, for a JWT, its `auth_token`.
     pub fn annotate(&self, context: CallContext) -> CallContext {
-        let context = context.with_data(USER_ID_KEY, self.user_id.as_str());
+        let context = context.with_user_id(self.user_id.as_str());
         match &self.token {
-            Some(token) => context.with_data(AUTH_TOKEN_KEY, token.as_str()),
+            Some(token) => context.with_auth_token(token.as_str()),
             None => context,
         }
     }

@@ -2,29 +2,24 @@
 //! a new one whenever it drops (see [`super::link`]).
 
 use super::link::{Dialer, Link, Links};
-use super::outbound::AmqpOutbound;
-use super::publisher::Publisher;
 use crate::config::MeshConfig;
-use crate::context::CallContext;
 use crate::error::{CallError, ConnectError};
-use crate::outbound::Client;
 use crate::shutdown::Shutdown;
 use lapin::options::ExchangeDeclareOptions;
 use lapin::tcp::OwnedTLSConfig;
 use lapin::types::FieldTable;
 use lapin::uri::AMQPUri;
 use lapin::{Channel, ExchangeKind};
-use serde_json::Value;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Mutex, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// How long to wait before attaching again on a connection that is up but refused the attempt.
 const RETRY_ATTACH: Duration = Duration::from_millis(500);
 
-/// A connection to RabbitMQ. Cheap to clone.
+/// A connection to RabbitMQ, shared by the clients and services of a process. Cheap to clone.
 ///
 /// When the connection drops (a broker restart, a network cut), the broker dials again with
 /// backoff, and every queue consumer, callback queue and publisher opened through it re-declares
@@ -32,7 +27,7 @@ const RETRY_ATTACH: Duration = Duration::from_millis(500);
 /// `Unavailable`. TCP_NODELAY is set on the socket (by lapin's tokio runtime layer), so small
 /// requests are not held back by Nagle's algorithm.
 #[derive(Clone)]
-pub struct Broker {
+pub(crate) struct Broker {
     inner: Arc<Inner>,
 }
 
@@ -40,8 +35,6 @@ struct Inner {
     links: Arc<Links>,
     supervisor: JoinHandle<()>,
     config: MeshConfig,
-    /// The publisher and the generation of the connection it lives on.
-    publisher: Mutex<Option<(u64, Arc<Publisher>)>>,
     /// Tasks holding channels of their own (callback queues), stopped before the connection
     /// closes.
     channel_tasks: std::sync::Mutex<Vec<Arc<ChannelTask>>>,
@@ -99,7 +92,7 @@ impl Drop for Inner {
 }
 
 /// The largest AMQP frame this process asks for, bytes, unless its URL names one.
-pub const FRAME_MAX: u32 = 16 * 1024;
+pub(crate) const FRAME_MAX: u32 = 16 * 1024;
 
 /// Asks for [`FRAME_MAX`] unless `uri` names a `frame_max`. lapin keeps a send and a receive
 /// buffer of 32 frames each: at RabbitMQ's default frame_max (128 KiB) that is 8 MiB a
@@ -112,11 +105,12 @@ fn ask_for_small_frames(uri: &mut AMQPUri) {
 impl Broker {
     /// Connects, failing within `config.connect_timeout` with a one-line error that names the URL
     /// (password hidden) when the broker cannot be reached.
-    pub async fn connect(config: MeshConfig) -> Result<Self, ConnectError> {
-        let url = config.redacted_url();
+    pub(crate) async fn connect(config: MeshConfig) -> Result<Self, ConnectError> {
+        let url = config.amqp.redacted_url();
         let mut uri: AMQPUri =
             config
-                .amqp_url
+                .amqp
+                .url
                 .parse()
                 .map_err(|reason: String| ConnectError::InvalidUrl {
                     url: url.clone(),
@@ -126,7 +120,7 @@ impl Broker {
         let dialer = Dialer {
             uri,
             name: format!("warren-{}", std::process::id()),
-            timeout: config.connect_timeout,
+            timeout: config.amqp.connect_timeout,
             tls: tls_config(&config)?,
         };
         let connection = dialer
@@ -143,19 +137,23 @@ impl Broker {
                 links,
                 supervisor,
                 config,
-                publisher: Mutex::new(None),
                 channel_tasks: std::sync::Mutex::new(Vec::new()),
             }),
         })
     }
 
     /// The configuration this broker was connected with.
-    pub fn config(&self) -> &MeshConfig {
+    pub(crate) fn config(&self) -> &MeshConfig {
         &self.inner.config
     }
 
+    /// The RPC exchange's name.
+    pub(crate) fn rpc_exchange(&self) -> &str {
+        &self.inner.config.amqp.rpc_exchange
+    }
+
     /// Whether the connection is up (false while it is being replaced).
-    pub fn is_connected(&self) -> bool {
+    pub(crate) fn is_connected(&self) -> bool {
         self.inner.links.current().connected().is_some()
     }
 
@@ -214,63 +212,6 @@ impl Broker {
         }
     }
 
-    /// The process's publisher of events and dead letters, opened on first use and again on
-    /// each new connection.
-    pub async fn publisher(&self) -> Result<Arc<Publisher>, CallError> {
-        let mut slot = self.inner.publisher.lock().await;
-        let link = self.link();
-        if let Some((generation, publisher)) = slot.as_ref()
-            && *generation == link.generation
-            && publisher.is_open()
-        {
-            return Ok(publisher.clone());
-        }
-        let (generation, channel) = self
-            .open_channel()
-            .await
-            .map_err(|e| CallError::Unavailable(e.to_string()))?;
-        let publisher = Arc::new(
-            Publisher::open(self, channel)
-                .await
-                .map_err(|e| CallError::Unavailable(e.to_string()))?,
-        );
-        *slot = Some((generation, publisher.clone()));
-        Ok(publisher)
-    }
-
-    /// Dispatches event `event_type` from `source` outside any handler (a root context);
-    /// returns once the broker has confirmed it.
-    pub async fn dispatch(
-        &self,
-        source: &str,
-        event_type: &str,
-        payload: &Value,
-    ) -> Result<(), CallError> {
-        self.dispatch_in(source, event_type, payload, &CallContext::default())
-            .await
-    }
-
-    /// Dispatches event `event_type` from `source` with `context` (the one path every AMQP
-    /// dispatch takes: clients, handlers and the announcer).
-    pub(crate) async fn dispatch_in(
-        &self,
-        source: &str,
-        event_type: &str,
-        payload: &Value,
-        context: &CallContext,
-    ) -> Result<(), CallError> {
-        self.publisher()
-            .await?
-            .dispatch(source, event_type, payload, context)
-            .await
-    }
-
-    /// A [`Client`] for calls and dispatches as `owner` (its callback queue is made on the
-    /// first call).
-    pub fn client(&self, owner: &str) -> Client {
-        Client::new(Arc::new(AmqpOutbound::new(self.clone(), owner)), owner)
-    }
-
     /// Opens a channel on the connection of the moment, with that connection's generation.
     pub(crate) async fn open_channel(&self) -> Result<(u64, Channel), ConnectError> {
         let link = self.link();
@@ -287,14 +228,14 @@ impl Broker {
     /// Declares the RPC exchange exactly as nameko does, so nameko peers declaring it too never
     /// meet a PRECONDITION_FAILED.
     pub(crate) async fn declare_rpc_exchange(&self, channel: &Channel) -> Result<(), ConnectError> {
-        declare_topic_exchange(channel, &self.config().rpc_exchange)
+        declare_topic_exchange(channel, self.rpc_exchange())
             .await
             .map_err(|e| self.setup_error(e))
     }
 
     pub(crate) fn setup_error(&self, error: impl std::fmt::Display) -> ConnectError {
         ConnectError::Setup {
-            url: self.config().redacted_url(),
+            url: self.config().amqp.redacted_url(),
             reason: error.to_string(),
         }
     }
@@ -315,7 +256,7 @@ impl Broker {
 
     /// Closes the connection, after the tasks holding channels of their own (callback queues)
     /// have stopped; the broker does not reconnect after this.
-    pub async fn close(&self) {
+    pub(crate) async fn close(&self) {
         let tasks: Vec<Arc<ChannelTask>> = self
             .inner
             .channel_tasks
@@ -332,7 +273,7 @@ impl Broker {
 /// The extra CA certificates of `config.tls_ca_file`, checked to hold at least one PEM
 /// certificate so a wrong file fails at start rather than at the first TLS handshake.
 fn tls_config(config: &MeshConfig) -> Result<OwnedTLSConfig, ConnectError> {
-    let Some(path) = &config.tls_ca_file else {
+    let Some(path) = &config.amqp.tls_ca_file else {
         return Ok(OwnedTLSConfig::default());
     };
     let error = |reason: String| ConnectError::Tls {

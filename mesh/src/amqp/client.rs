@@ -1,43 +1,33 @@
-//! [`RpcClient`]: calls services over AMQP through one shared callback queue.
+//! [`RpcClient`]: calls services over AMQP through one shared callback queue (see
+//! [`super::callback_queue`]).
 //!
-//! Each process has one callback queue (`rpc.reply-<owner>-<uuid>`, bound to the RPC exchange
-//! under its own name) and one map of [`PendingCalls`]. A call registers its correlation id,
-//! publishes the request `mandatory` on a confirm channel, and waits for its reply until its
-//! deadline. The broker returns a mandatory message that no queue is bound for before it confirms
-//! it, so a call to a service that was never declared fails at once with `UnknownService`.
+//! A call registers its correlation id in the client's pending calls, publishes the request
+//! `mandatory` on a confirm channel, and waits for its reply until its deadline. The broker
+//! returns a mandatory message that no queue is bound for before it confirms it, so a call to a
+//! service that was never declared fails at once with `UnknownService`.
 
 use super::broker::{Broker, ChannelTask, unavailable};
+use super::callback_queue::{self, Shared};
 use super::headers;
-use crate::context::CallContext;
+use crate::call_context::CallContext;
+use crate::client::ClientStats;
 use crate::deadline::Deadline;
 use crate::error::{CallError, ConnectError};
-use crate::handler::BoxFuture;
-use crate::outbound::{ClientStats, Outbound};
-use crate::pending::PendingCalls;
-use crate::protocol::{ReplyBody, RequestBody, request_routing_key, validate_name};
-use crate::shutdown::Shutdown;
-use futures_util::StreamExt;
-use lapin::message::Delivery;
-use lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions,
-    QueueDeclareOptions,
-};
-use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Confirmation, Consumer};
+use crate::protocol::{Arguments, ReplyBody, request_routing_key, validate_name};
+use lapin::options::BasicPublishOptions;
+use lapin::types::ShortString;
+use lapin::{BasicProperties, Channel, Confirmation};
 use serde_json::Value;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use tokio::time::Sleep;
 
-/// How long an idle callback queue outlives its process (nameko uses the same).
-const REPLY_QUEUE_EXPIRES_MS: i64 = 300_000;
-
 /// Calls services over AMQP. Cheap to clone; all clones share one callback queue.
 #[derive(Clone)]
-pub struct RpcClient {
+pub(crate) struct RpcClient {
     inner: Arc<Inner>,
 }
 
@@ -56,95 +46,17 @@ impl Drop for Inner {
     }
 }
 
-/// State shared with the reply consumer task.
-#[derive(Default)]
-struct Shared {
-    pending: PendingCalls,
-    /// The confirm channel requests go out on; `None` while the connection is down.
-    /// (An `Arc`: every call takes a handle, and a lapin `Channel` is several `Arc`s to clone.)
-    publisher: RwLock<Option<Arc<Channel>>>,
-    consuming: AtomicBool,
-    calls: AtomicU64,
-    timeouts: AtomicU64,
-    unknown_service: AtomicU64,
-    broker_lost: AtomicU64,
-    publishing: PublishWindow,
-}
-
-/// How many requests may await the broker's confirmation at once; more wait their turn.
-///
-/// A publish in flight is the largest state a call has (lapin's publish future and confirm
-/// bookkeeping, about 2.5 KiB); a burst of a hundred thousand requests would otherwise have them
-/// all at once. Confirms come back within a millisecond or so, so at any real rate the window is
-/// far from full.
-const PUBLISH_WINDOW: usize = 1024;
-
-/// The permits of [`PUBLISH_WINDOW`].
-struct PublishWindow(tokio::sync::Semaphore);
-
-impl Default for PublishWindow {
-    fn default() -> Self {
-        Self(tokio::sync::Semaphore::new(PUBLISH_WINDOW))
-    }
-}
-
-impl Shared {
-    fn publisher(&self) -> Option<Arc<Channel>> {
-        self.publisher.read().ok().and_then(|slot| slot.clone())
-    }
-
-    fn set_publisher(&self, channel: Option<Channel>) {
-        if let Ok(mut slot) = self.publisher.write() {
-            *slot = channel.map(Arc::new);
-        }
-    }
-
-    /// Calls go out on `attached` and its replies are consumed: the client is ready.
-    fn attach(&self, attached: &Attached) {
-        self.set_publisher(Some(attached.publisher.clone()));
-        self.consuming.store(true, Ordering::Release);
-    }
-
-    /// No channel to publish on, no replies consumed: calls fail at once until attached again.
-    fn detach(&self) {
-        self.consuming.store(false, Ordering::Release);
-        self.set_publisher(None);
-    }
-}
-
-/// The callback queue consumed on one connection, and the channel requests go out on.
-struct Attached {
-    generation: u64,
-    consumer: Consumer,
-    /// The consumer's channel.
-    consuming: Channel,
-    publisher: Channel,
-}
-
 impl RpcClient {
     /// Declares this process's callback queue and starts consuming replies. `owner` names the
     /// queue (`rpc.reply-<owner>-<uuid>`), e.g. `gateway`. The queue keeps its name across
     /// reconnections, and is declared again on each new connection.
-    pub async fn start(broker: &Broker, owner: &str) -> Result<Self, ConnectError> {
+    pub(crate) async fn start(broker: &Broker, owner: &str) -> Result<Self, ConnectError> {
         let reply_to = format!("rpc.reply-{owner}-{}", uuid::Uuid::new_v4());
-        let exchange = broker.config().rpc_exchange.clone();
-        let attached = attach(broker, &reply_to).await?;
-        let shared = Arc::new(Shared::default());
-        shared.attach(&attached);
-        let stop = Shutdown::new();
-        let replies = tokio::spawn(serve_replies(
-            broker.clone(),
-            reply_to.clone(),
-            shared.clone(),
-            attached,
-            stop.clone(),
-        ));
-        let task = broker.track(stop, replies);
-        tracing::debug!(%reply_to, "callback queue ready");
+        let (shared, task) = callback_queue::start(broker, &reply_to).await?;
         Ok(Self {
             inner: Arc::new(Inner {
                 broker: broker.clone(),
-                exchange: exchange.into(),
+                exchange: broker.rpc_exchange().into(),
                 reply_to: reply_to.into(),
                 shared,
                 task,
@@ -153,18 +65,20 @@ impl RpcClient {
     }
 
     /// Calls `service.method` with `body` and `context`, waiting until the context's deadline
-    /// (or the configured default timeout when it has none).
+    /// (or the configured default timeout when it has none). The body and context are
+    /// serialized and freed before the future is returned: it borrows nothing.
     ///
     /// Dropping the returned future abandons the call and removes its pending entry.
-    pub async fn call(
+    pub(crate) fn call(
         &self,
         service: &str,
         method: &str,
-        body: &RequestBody,
+        body: &Arguments,
         context: CallContext,
-    ) -> Result<Value, CallError> {
-        let request = self.prepare(service, method, body, context)?;
-        self.clone().send(request).await
+    ) -> impl Future<Output = Result<Value, CallError>> + Send + 'static + use<> {
+        let request = self.prepare(service, method, body, context);
+        let client = self.clone();
+        async move { client.send(request?).await }
     }
 
     /// Checks and serializes a call: everything up to publishing, done before the first
@@ -173,7 +87,7 @@ impl RpcClient {
         &self,
         service: &str,
         method: &str,
-        body: &RequestBody,
+        body: &Arguments,
         context: CallContext,
     ) -> Result<Prepared, CallError> {
         for name in [service, method] {
@@ -300,17 +214,12 @@ impl RpcClient {
     }
 
     /// Whether calls can be made: connected to the broker and consuming replies.
-    pub fn is_ready(&self) -> bool {
-        self.inner.broker.is_connected() && self.inner.shared.consuming.load(Ordering::Acquire)
-    }
-
-    /// The callback queue's name (also the `reply_to` of every request).
-    pub fn reply_to(&self) -> &str {
-        self.inner.reply_to.as_str()
+    pub(crate) fn is_ready(&self) -> bool {
+        self.inner.broker.is_connected() && self.inner.shared.is_consuming()
     }
 
     /// Counters since start.
-    pub fn stats(&self) -> ClientStats {
+    pub(crate) fn stats(&self) -> ClientStats {
         let shared = &self.inner.shared;
         ClientStats {
             calls: shared.calls.load(Ordering::Relaxed),
@@ -397,197 +306,5 @@ async fn publish(
             "the broker refused the request".into(),
         ))),
         Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
-    }
-}
-
-/// Declares the callback queue on the connection of the moment, bound to the RPC exchange under
-/// its own name, starts consuming it, and opens the confirm channel requests go out on.
-async fn attach(broker: &Broker, reply_to: &str) -> Result<Attached, ConnectError> {
-    let setup = |e: lapin::Error| broker.setup_error(e);
-    let (generation, channel) = broker.open_channel().await?;
-    broker.declare_rpc_exchange(&channel).await?;
-    let mut arguments = FieldTable::default();
-    arguments.insert(
-        "x-expires".into(),
-        AMQPValue::LongLongInt(REPLY_QUEUE_EXPIRES_MS),
-    );
-    channel
-        .queue_declare(reply_to.into(), QueueDeclareOptions::default(), arguments)
-        .await
-        .map_err(setup)?;
-    channel
-        .queue_bind(
-            reply_to.into(),
-            broker.config().rpc_exchange.as_str().into(),
-            reply_to.into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(setup)?;
-    let consumer = channel
-        .basic_consume(
-            reply_to.into(),
-            format!("{reply_to}-consumer").into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..BasicConsumeOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .map_err(setup)?;
-    let (_, publisher) = broker.open_channel().await?;
-    publisher
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .map_err(setup)?;
-    Ok(Attached {
-        generation,
-        consumer,
-        consuming: channel,
-        publisher,
-    })
-}
-
-/// Hands each reply to its waiting caller, and when the connection drops, fails the pending
-/// calls (their replies cannot arrive on a dead connection: callers get a 503 now rather than a
-/// 504 later) and attaches again on the next connection.
-///
-/// Replies arrive with `no_ack`: a reply is worthless once its caller is gone, so there is
-/// nothing to redeliver.
-async fn serve_replies(
-    broker: Broker,
-    reply_to: String,
-    shared: Arc<Shared>,
-    mut attached: Attached,
-    stop: Shutdown,
-) {
-    let mut links = broker.watch_links();
-    loop {
-        let lost = tokio::select! {
-            () = stop.triggered() => {
-                close(&shared, attached).await;
-                return;
-            }
-            delivery = attached.consumer.next() => match delivery {
-                Some(Ok(delivery)) => {
-                    complete(&shared, delivery);
-                    continue;
-                }
-                Some(Err(error)) => error.to_string(),
-                None => "the reply consumer ended".to_owned(),
-            },
-            changed = links.changed() => {
-                let gone = changed.is_err()
-                        || links.borrow_and_update().left_behind(attached.generation);
-                if !gone {
-                    continue;
-                }
-                "the connection dropped".to_owned()
-            }
-        };
-        shared.detach();
-        if broker.is_closed() {
-            // This process closed the connection: nothing was lost and nothing reattaches.
-            tracing::debug!(error = %lost, "reply consumer stopped by close");
-            fail_pending(&shared);
-            return;
-        }
-        shared.broker_lost.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(error = %lost, "broker connection lost");
-        fail_pending(&shared);
-        let after = attached.generation;
-        drop(attached);
-        let again = broker
-            .attach_again(after, &stop, &reply_to, || attach(&broker, &reply_to))
-            .await;
-        let Some(again) = again else {
-            return;
-        };
-        attached = again;
-        shared.attach(&attached);
-    }
-}
-
-fn complete(shared: &Shared, delivery: Delivery) {
-    let Some(correlation_id) = delivery.properties.correlation_id().as_ref() else {
-        tracing::debug!("dropping a reply without correlation_id");
-        return;
-    };
-    if !shared
-        .pending
-        .complete(correlation_id.as_str(), Ok(delivery.data))
-    {
-        tracing::debug!(%correlation_id, "dropping a reply nobody waits for");
-    }
-}
-
-/// Stops consuming replies and closes the callback queue's channels while the connection is
-/// still open (the broker is closing): calls still pending fail, no reply can come any more.
-async fn close(shared: &Shared, attached: Attached) {
-    shared.detach();
-    shared.pending.fail_all(&CallError::Unavailable(
-        "the client's broker connection was closed".into(),
-    ));
-    let Attached {
-        consuming,
-        publisher,
-        ..
-    } = attached;
-    for channel in [&consuming, &publisher] {
-        let close = channel.close(200, "closing".into());
-        super::closing::step("closing a callback queue channel", close).await;
-    }
-}
-
-fn fail_pending(shared: &Shared) {
-    let failed = shared.pending.fail_all(&CallError::Unavailable(
-        "connection to the broker was lost".into(),
-    ));
-    if failed > 0 {
-        tracing::warn!(failed, "failed pending calls after losing the broker");
-    }
-}
-
-impl Outbound for RpcClient {
-    fn call(
-        &self,
-        service: &str,
-        method: &str,
-        body: RequestBody,
-        context: CallContext,
-    ) -> BoxFuture<Result<Value, CallError>> {
-        // Prepared now, so the body and context are freed before the call waits.
-        let request = match self.prepare(service, method, &body, context) {
-            Ok(request) => request,
-            Err(error) => return Box::pin(std::future::ready(Err(error))),
-        };
-        drop(body);
-        Box::pin(self.clone().send(request))
-    }
-
-    fn dispatch(
-        &self,
-        source: &str,
-        event_type: &str,
-        payload: Value,
-        context: CallContext,
-    ) -> BoxFuture<Result<(), CallError>> {
-        let broker = self.inner.broker.clone();
-        let (source, event_type) = (source.to_owned(), event_type.to_owned());
-        Box::pin(async move {
-            broker
-                .dispatch_in(&source, &event_type, &payload, &context)
-                .await
-        })
-    }
-
-    fn is_ready(&self) -> bool {
-        RpcClient::is_ready(self)
-    }
-
-    fn stats(&self) -> ClientStats {
-        RpcClient::stats(self)
     }
 }

@@ -4,7 +4,7 @@
 use super::broker::Broker;
 use super::closing;
 use crate::error::ConnectError;
-use crate::handler::BoxFuture;
+use crate::future::BoxFuture;
 use crate::running::ServiceStats;
 use crate::shutdown::Shutdown;
 use futures_util::StreamExt;

@@ -5,12 +5,13 @@
 use super::broker::{Broker, declare_topic_exchange};
 use super::consumer::{DeliveryHandler, HandleDelivery, into_handler};
 use super::headers;
+use super::publisher::Dispatcher;
 use super::rpc::ack;
 use crate::error::ConnectError;
 use crate::events::{BROADCAST_QUEUE_EXPIRES_MS, HandlerType, Subscription, dead_letter_queue};
 use crate::protocol::events_exchange;
+use crate::routes::{ErasedHandler, Routes};
 use crate::running::ServiceStats;
-use crate::service::{ErasedHandler, Routes};
 use crate::telemetry::{self, EventOutcome};
 use lapin::Channel;
 use lapin::message::Delivery;
@@ -109,7 +110,7 @@ pub(crate) async fn declare(
 
 /// The delivery handler of one subscription.
 pub(crate) fn handler(
-    broker: Broker,
+    dispatcher: Dispatcher,
     routes: Routes,
     subscription: Subscription,
     handler: ErasedHandler,
@@ -117,7 +118,7 @@ pub(crate) fn handler(
     stats: Arc<ServiceStats>,
 ) -> DeliveryHandler {
     into_handler(EventWorker {
-        broker,
+        dispatcher,
         routes,
         subscription,
         handler,
@@ -127,7 +128,7 @@ pub(crate) fn handler(
 }
 
 struct EventWorker {
-    broker: Broker,
+    dispatcher: Dispatcher,
     routes: Routes,
     subscription: Subscription,
     handler: ErasedHandler,
@@ -179,7 +180,7 @@ impl EventWorker {
     /// take the copy, the event goes back to its queue instead: it is never dropped.
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) {
         let queue = &self.dead_letter_queue;
-        let copied = match self.broker.publisher().await {
+        let copied = match self.dispatcher.publisher().await {
             Ok(publisher) => {
                 publisher
                     .dead_letter(queue, &delivery.data, &delivery.properties, reason)

@@ -1,7 +1,7 @@
 //! Call context <-> AMQP headers: nameko's `nameko.*` context headers and Warren's
 //! `warren.deadline`.
 
-use crate::context::CallContext;
+use crate::call_context::CallContext;
 use crate::deadline::Deadline;
 use crate::protocol::{
     CALL_ID_STACK_KEY, CONTEXT_HEADER_PREFIX, DEADLINE_HEADER, TRACEPARENT_HEADER,

@@ -1,9 +1,15 @@
-//! The AMQP transport, on lapin: the [`Broker`] connection, the [`RpcClient`], the event
-//! [`Publisher`] and the service runtime ([`serve`]).
+//! The AMQP transport, on lapin, speaking nameko's wire protocol: one connection per process
+//! (the broker), replaced by a new one whenever it drops; a callback queue per client; a confirm
+//! channel for events; each service's queues consumed with bounded concurrency.
+//!
+//! What a user of the crate sees of it is [`AmqpConfig`] (given to [`crate::Mesh::amqp`]) and
+//! the names of what it declares on the broker.
 
 mod broker;
+mod callback_queue;
 mod client;
 mod closing;
+mod config;
 mod consumer;
 mod events;
 mod headers;
@@ -12,9 +18,9 @@ mod outbound;
 mod publisher;
 mod rpc;
 mod server;
+mod transport;
 
-pub use broker::Broker;
-pub use client::RpcClient;
-pub use publisher::Publisher;
-pub use server::serve;
-pub(crate) use server::serve_routes;
+pub use crate::events::dead_letter_queue;
+pub use crate::protocol::{DEFAULT_RPC_EXCHANGE, events_exchange, service_queue};
+pub use config::{AmqpConfig, DEFAULT_AMQP_URL};
+pub(crate) use transport::AmqpTransport;

@@ -1,37 +1,55 @@
-//! [`AmqpOutbound`]: how handlers served over AMQP call other services and dispatch events.
+//! [`AmqpOutbound`]: how handlers and clients on AMQP call services and dispatch events.
 
 use super::broker::Broker;
 use super::client::RpcClient;
-use crate::context::CallContext;
-use crate::error::CallError;
-use crate::handler::BoxFuture;
-use crate::outbound::{ClientStats, Outbound};
-use crate::protocol::RequestBody;
+use super::publisher::Dispatcher;
+use crate::call_context::CallContext;
+use crate::client::{ClientStats, Outbound};
+use crate::error::{CallError, ConnectError};
+use crate::future::BoxFuture;
+use crate::protocol::Arguments;
 use serde_json::Value;
 use std::sync::Arc;
 use tokio::sync::OnceCell;
 
-/// The AMQP [`Outbound`] of one service. Its RPC client (and callback queue) is made on the
-/// first call, so services that never call others declare no reply queue.
+/// The AMQP [`Outbound`] of one service or client. Its RPC client (and callback queue) is made
+/// on the first call, so services that never call others declare no reply queue.
 pub(crate) struct AmqpOutbound {
     inner: Arc<Inner>,
 }
 
 struct Inner {
     broker: Broker,
+    dispatcher: Dispatcher,
     owner: String,
     client: OnceCell<RpcClient>,
 }
 
 impl AmqpOutbound {
-    pub(crate) fn new(broker: Broker, owner: &str) -> Self {
+    /// An outbound whose callback queue is made on its first call.
+    pub(crate) fn new(broker: Broker, dispatcher: Dispatcher, owner: &str) -> Self {
         Self {
             inner: Arc::new(Inner {
                 broker,
+                dispatcher,
                 owner: owner.to_owned(),
                 client: OnceCell::new(),
             }),
         }
+    }
+
+    /// An outbound whose callback queue is declared and consumed before this returns (a
+    /// gateway's or a command's client: ready to call at once, or the start fails).
+    pub(crate) async fn ready(
+        broker: Broker,
+        dispatcher: Dispatcher,
+        owner: &str,
+    ) -> Result<Self, ConnectError> {
+        let client = RpcClient::start(&broker, owner).await?;
+        let outbound = Self::new(broker, dispatcher, owner);
+        // Just made, so empty: the set cannot fail.
+        let _ = outbound.inner.client.set(client);
+        Ok(outbound)
     }
 }
 
@@ -49,18 +67,19 @@ impl Outbound for AmqpOutbound {
         &self,
         service: &str,
         method: &str,
-        body: RequestBody,
+        body: Arguments,
         context: CallContext,
     ) -> BoxFuture<Result<Value, CallError>> {
-        // Once the client is up (every call but the first), its own future is the call's.
+        // Once the client is up (every call but the first), its own future is the call's: the
+        // body and context are serialized and freed before the call waits.
         if let Some(client) = self.inner.client.get() {
-            return Outbound::call(client, service, method, body, context);
+            return Box::pin(client.call(service, method, &body, context));
         }
         let inner = self.inner.clone();
         let (service, method) = (service.to_owned(), method.to_owned());
         Box::pin(async move {
             let client = inner.client().await?;
-            Outbound::call(client, &service, &method, body, context).await
+            client.call(&service, &method, &body, context).await
         })
     }
 
@@ -71,11 +90,11 @@ impl Outbound for AmqpOutbound {
         payload: Value,
         context: CallContext,
     ) -> BoxFuture<Result<(), CallError>> {
-        let broker = self.inner.broker.clone();
+        let dispatcher = self.inner.dispatcher.clone();
         let (source, event_type) = (source.to_owned(), event_type.to_owned());
         Box::pin(async move {
-            broker
-                .dispatch_in(&source, &event_type, &payload, &context)
+            dispatcher
+                .dispatch(&source, &event_type, &payload, &context)
                 .await
         })
     }

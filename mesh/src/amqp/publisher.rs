@@ -1,19 +1,77 @@
-//! [`Publisher`]: the process's confirm channel for events and dead letters. Every publish waits
-//! for the broker's confirm, so a dispatch that returns has reached the broker.
+//! [`Dispatcher`]: the process's confirm channel for events and dead letters ([`Publisher`]),
+//! opened on first use and again on each new connection. Every publish waits for the broker's
+//! confirm, so a dispatch that returns has reached the broker.
 
 use super::broker::{Broker, declare_topic_exchange, unavailable};
 use super::headers;
-use crate::context::CallContext;
-use crate::error::{CallError, ConnectError};
+use crate::call_context::CallContext;
+use crate::error::CallError;
 use crate::protocol::events_exchange;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Confirmation};
 use serde_json::Value;
 use std::collections::HashSet;
+use std::sync::Arc;
 use tokio::sync::Mutex;
 
+/// The process's publisher of events and dead letters, on a broker. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Dispatcher {
+    broker: Broker,
+    slot: Arc<Mutex<Slot>>,
+}
+
+/// The publisher and the generation of the connection it lives on, once opened.
+type Slot = Option<(u64, Arc<Publisher>)>;
+
+impl Dispatcher {
+    /// A dispatcher on `broker`; its channel is opened on the first publish.
+    pub(crate) fn new(broker: Broker) -> Self {
+        Self {
+            broker,
+            slot: Arc::default(),
+        }
+    }
+
+    /// The publisher on the connection of the moment.
+    pub(crate) async fn publisher(&self) -> Result<Arc<Publisher>, CallError> {
+        let mut slot = self.slot.lock().await;
+        let link = self.broker.link();
+        if let Some((generation, publisher)) = slot.as_ref()
+            && *generation == link.generation
+            && publisher.is_open()
+        {
+            return Ok(publisher.clone());
+        }
+        let (generation, channel) = self
+            .broker
+            .open_channel()
+            .await
+            .map_err(|e| CallError::Unavailable(e.to_string()))?;
+        let publisher = Arc::new(Publisher::open(channel).await.map_err(unavailable)?);
+        *slot = Some((generation, publisher.clone()));
+        Ok(publisher)
+    }
+
+    /// Dispatches event `event_type` from `source` with `context` (the one path every AMQP
+    /// dispatch takes: clients, handlers and the announcer); returns once the broker has
+    /// confirmed it.
+    pub(crate) async fn dispatch(
+        &self,
+        source: &str,
+        event_type: &str,
+        payload: &Value,
+        context: &CallContext,
+    ) -> Result<(), CallError> {
+        self.publisher()
+            .await?
+            .dispatch(source, event_type, payload, context)
+            .await
+    }
+}
+
 /// Publishes events and dead letters on one confirm channel.
-pub struct Publisher {
+pub(crate) struct Publisher {
     channel: Channel,
     /// Event exchanges already declared through this channel (a new connection gets a new
     /// publisher).
@@ -22,11 +80,10 @@ pub struct Publisher {
 
 impl Publisher {
     /// Puts `channel` in confirm mode and publishes through it.
-    pub(crate) async fn open(broker: &Broker, channel: Channel) -> Result<Self, ConnectError> {
+    async fn open(channel: Channel) -> lapin::Result<Self> {
         channel
             .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(|e| broker.setup_error(e))?;
+            .await?;
         Ok(Self {
             channel,
             declared: Mutex::new(HashSet::new()),
@@ -52,7 +109,7 @@ impl Publisher {
     }
 
     /// Publishes event `event_type` from `source`: persistent, JSON, with the context headers.
-    pub async fn dispatch(
+    pub(crate) async fn dispatch(
         &self,
         source: &str,
         event_type: &str,

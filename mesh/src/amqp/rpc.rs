@@ -12,10 +12,10 @@ use super::headers;
 use super::publisher::json_properties;
 use crate::error::{ConnectError, ErrorKind, RpcError};
 use crate::protocol::{
-    ReplyBody, RequestBody, method_of_routing_key, service_binding, service_queue,
+    Arguments, ReplyBody, method_of_routing_key, service_binding, service_queue,
 };
+use crate::routes::Routes;
 use crate::running::ServiceStats;
-use crate::service::Routes;
 use crate::telemetry;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicPublishOptions, QueueBindOptions, QueueDeclareOptions};
@@ -47,7 +47,7 @@ pub(crate) async fn declare(
     channel
         .queue_bind(
             queue.as_str().into(),
-            broker.config().rpc_exchange.as_str().into(),
+            broker.rpc_exchange().into(),
             service_binding(service).into(),
             QueueBindOptions::default(),
             FieldTable::default(),
@@ -67,7 +67,7 @@ pub(crate) fn handler(
     into_handler(Worker {
         channel,
         routes,
-        exchange: broker.config().rpc_exchange.as_str().into(),
+        exchange: broker.rpc_exchange().into(),
         stats,
     })
 }
@@ -93,7 +93,7 @@ impl HandleDelivery for Worker {
             return;
         }
 
-        let body = RequestBody::decode(&delivery.data)
+        let body = Arguments::decode(&delivery.data)
             .map_err(|message| RpcError::new(ErrorKind::MalformedRequest, message));
         let outcome = telemetry::run_rpc(&self.routes, &self.stats, &method, context, body).await;
         let reply = match outcome {

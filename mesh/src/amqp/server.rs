@@ -1,42 +1,34 @@
-//! [`serve`]: run a [`Service`] on a [`Broker`] — its RPC queue and its event subscriptions, each
-//! with its own channel and consume loop — until [`RunningService::stop`].
+//! [`serve_routes`]: run a service on a [`Broker`], its RPC queue and its event subscriptions each
+//! with its own channel and consume loop, its timers and its announcer, until
+//! [`RunningService::stop`].
 
 use super::broker::Broker;
 use super::consumer::{Attach, Attached, ConsumeLoop, DeliveryHandler};
 use super::outbound::AmqpOutbound;
+use super::publisher::Dispatcher;
 use super::{events, rpc};
 use crate::error::ConnectError;
 use crate::events::Subscription;
+use crate::routes::{ErasedHandler, Routes};
 use crate::running::{RunningService, ServiceStats};
-use crate::service::{ErasedHandler, Routes, Service};
 use crate::shutdown::Shutdown;
 use lapin::Channel;
 use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use std::sync::Arc;
 
-/// Serves `service` on `broker`: declares and consumes `rpc-<service>` (when it has RPC
-/// methods) and one queue per event subscription.
-pub async fn serve<S: Clone + Send + Sync + 'static>(
-    broker: &Broker,
-    service: Service<S>,
-) -> Result<RunningService, ConnectError> {
-    service
-        .validate()
-        .map_err(|(name, e)| broker.setup_error(format!("invalid name `{name}`: {e}")))?;
-    serve_routes(broker, service.routes()).await
-}
-
-/// Serves already validated routes (see [`serve`]).
+/// Serves already validated routes: declares and consumes `rpc-<service>` (when it has RPC
+/// methods) and one queue per event subscription, then starts its timers and its announcer.
 pub(crate) async fn serve_routes(
     broker: &Broker,
+    dispatcher: &Dispatcher,
     routes: Routes,
 ) -> Result<RunningService, ConnectError> {
     let name = routes.service().to_owned();
-    let outbound = AmqpOutbound::new(broker.clone(), &name);
+    let outbound = AmqpOutbound::new(broker.clone(), dispatcher.clone(), &name);
     let routes = routes.with_outbound(Arc::new(outbound));
     let stop = Shutdown::new();
-    let stats = Arc::new(ServiceStats::default());
+    let stats = Arc::new(ServiceStats::new(&name));
     let mut tasks = Vec::new();
 
     let consume_loop = |attach: Attach, label: &str| ConsumeLoop {
@@ -58,6 +50,7 @@ pub(crate) async fn serve_routes(
         let label = subscription.queue(&name, &broker.config().instance_id);
         let attach = attach_events(
             broker.clone(),
+            dispatcher.clone(),
             routes.clone(),
             subscription.clone(),
             handler.clone(),
@@ -68,6 +61,12 @@ pub(crate) async fn serve_routes(
         tasks.push(tokio::spawn(consume.run(attached, stop.clone())));
     }
     let config = broker.config();
+    tasks.extend(crate::timer::spawn_all(
+        &routes,
+        &stats,
+        &stop,
+        config.shutdown_grace,
+    ));
     tasks.push(crate::announce::spawn(
         routes.clone(),
         config.instance_id.clone(),
@@ -100,6 +99,7 @@ fn attach_rpc(broker: Broker, routes: Routes, stats: Arc<ServiceStats>) -> Attac
 /// Attaching one event subscription's queue.
 fn attach_events(
     broker: Broker,
+    dispatcher: Dispatcher,
     routes: Routes,
     subscription: Subscription,
     handler: ErasedHandler,
@@ -108,10 +108,11 @@ fn attach_events(
     Arc::new(move || {
         let (broker, routes, stats) = (broker.clone(), routes.clone(), stats.clone());
         let (subscription, handler) = (subscription.clone(), handler.clone());
+        let dispatcher = dispatcher.clone();
         Box::pin(async move {
             let setup = events::declare(&broker, routes.service(), &subscription).await?;
             let delivery_handler = events::handler(
-                broker.clone(),
+                dispatcher,
                 routes,
                 subscription,
                 handler,

@@ -2,12 +2,12 @@
 //! semantics (deadlines, `UnknownService`, late replies counted).
 
 use super::{EventMessage, Registry, Request};
-use crate::context::CallContext;
+use crate::call_context::CallContext;
+use crate::client::{ClientStats, Outbound};
 use crate::deadline::Deadline;
 use crate::error::CallError;
-use crate::handler::BoxFuture;
-use crate::outbound::{ClientStats, Outbound};
-use crate::protocol::{RequestBody, validate_name};
+use crate::future::BoxFuture;
+use crate::protocol::{Arguments, validate_name};
 use serde_json::Value;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -65,7 +65,7 @@ impl Outbound for LocalOutbound {
         &self,
         service: &str,
         method: &str,
-        body: RequestBody,
+        body: Arguments,
         context: CallContext,
     ) -> BoxFuture<Result<Value, CallError>> {
         let registry = self.registry.clone();

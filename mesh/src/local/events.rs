@@ -3,8 +3,8 @@
 use super::consume::HandleMessage;
 use super::{DeadLetter, EventMessage, Registry};
 use crate::events::{Subscription, dead_letter_queue};
+use crate::routes::{ErasedHandler, Routes};
 use crate::running::ServiceStats;
-use crate::service::{ErasedHandler, Routes};
 use crate::telemetry::{self, EventOutcome};
 use std::sync::Arc;
 

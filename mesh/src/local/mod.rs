@@ -14,14 +14,14 @@ mod consume;
 mod events;
 mod rpc;
 
+use crate::call_context::CallContext;
+use crate::client::Client;
 use crate::config::MeshConfig;
-use crate::context::CallContext;
 use crate::error::ConnectError;
-use crate::handler::BoxFuture;
-use crate::outbound::Client;
-use crate::protocol::RequestBody;
+use crate::future::BoxFuture;
+use crate::protocol::Arguments;
+use crate::routes::Routes;
 use crate::running::{RunningService, ServiceStats};
-use crate::service::Routes;
 use crate::shutdown::Shutdown;
 use crate::transport::Transport;
 use client::{ClientCounters, LocalOutbound};
@@ -34,9 +34,9 @@ use tokio::sync::oneshot;
 /// An RPC request waiting in a service's queue.
 pub(crate) struct Request {
     method: String,
-    body: RequestBody,
+    body: Arguments,
     context: CallContext,
-    reply: oneshot::Sender<Result<Value, crate::protocol::WireError>>,
+    reply: oneshot::Sender<Result<Value, crate::protocol::RemoteError>>,
     caller: Arc<ClientCounters>,
 }
 
@@ -154,7 +154,7 @@ impl Registry {
 
 /// An [`crate::Outbound`] on `local`'s queues (for test clients).
 #[cfg(feature = "testing")]
-pub(crate) fn client_for(local: &InProcess) -> crate::outbound::SharedOutbound {
+pub(crate) fn client_for(local: &InProcess) -> crate::client::SharedOutbound {
     Arc::new(LocalOutbound::new(
         local.registry.clone(),
         local.config.default_timeout,
@@ -163,7 +163,7 @@ pub(crate) fn client_for(local: &InProcess) -> crate::outbound::SharedOutbound {
 
 /// The in-process [`Transport`]: one instance's handle on a shared [`Registry`].
 #[derive(Clone)]
-pub struct InProcess {
+pub(crate) struct InProcess {
     registry: Arc<Registry>,
     config: MeshConfig,
 }
@@ -171,7 +171,7 @@ pub struct InProcess {
 impl InProcess {
     /// An empty mesh; this instance runs with `config` (its `max_workers`, grace period,
     /// default timeout and instance id apply as on AMQP; its URL is unused).
-    pub fn new(config: MeshConfig) -> Self {
+    pub(crate) fn new(config: MeshConfig) -> Self {
         Self {
             registry: Arc::default(),
             config,
@@ -180,7 +180,7 @@ impl InProcess {
 
     /// Another instance on the same mesh, with its own `config`, as another process joining
     /// the same broker would be.
-    pub fn another_instance(&self, config: MeshConfig) -> Self {
+    pub(crate) fn another_instance(&self, config: MeshConfig) -> Self {
         Self {
             registry: self.registry.clone(),
             config,
@@ -188,27 +188,18 @@ impl InProcess {
     }
 
     /// The events moved to `queue`'s dead-letter list, oldest first.
-    pub fn dead_letters(&self, queue: &str) -> Vec<DeadLetter> {
+    #[cfg(feature = "testing")]
+    pub(crate) fn dead_letters(&self, queue: &str) -> Vec<DeadLetter> {
         lock(&self.registry.dead_letters)
             .get(queue)
             .cloned()
             .unwrap_or_default()
     }
 
-    /// Messages waiting in the named event queue, or in `rpc-<service>` for `service`.
-    pub fn queued(&self, queue: &str) -> usize {
-        if let Some(q) = lock(&self.registry.event_queues).get(queue) {
-            return q.rx.len();
-        }
-        queue
-            .strip_prefix("rpc-")
-            .and_then(|service| self.registry.rpc_queue(service))
-            .map_or(0, |q| q.rx.len())
-    }
-
     /// How many event queues are bound to `source`'s `event_type`: the deliveries one dispatch
     /// makes.
-    pub fn bound_queue_count(&self, source: &str, event_type: &str) -> usize {
+    #[cfg(feature = "testing")]
+    pub(crate) fn bound_queue_count(&self, source: &str, event_type: &str) -> usize {
         self.registry.bound_queues(source, event_type).len()
     }
 
@@ -219,7 +210,7 @@ impl InProcess {
         let outbound = LocalOutbound::new(registry.clone(), config.default_timeout);
         let routes = routes.with_outbound(Arc::new(outbound));
         let stop = Shutdown::new();
-        let stats = Arc::new(ServiceStats::default());
+        let stats = Arc::new(ServiceStats::new(&name));
         let limits = consume::Limits {
             max_workers: usize::from(config.max_workers.max(1)),
             grace: config.shutdown_grace,
@@ -260,6 +251,12 @@ impl InProcess {
                 stop.clone(),
             )));
         }
+        tasks.extend(crate::timer::spawn_all(
+            &routes,
+            &stats,
+            &stop,
+            config.shutdown_grace,
+        ));
         tasks.push(crate::announce::spawn(
             routes.clone(),
             config.instance_id.clone(),

@@ -3,8 +3,8 @@
 
 use super::Request;
 use super::consume::HandleMessage;
+use crate::routes::Routes;
 use crate::running::ServiceStats;
-use crate::service::Routes;
 use crate::telemetry;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

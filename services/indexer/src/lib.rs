@@ -25,10 +25,14 @@ pub use index::{
     Applied, COMMIT_DELAY, Hit, Index, IndexError, IndexStats, IndexedBook, MAX_LIMIT, MAX_OFFSET,
     SNIPPET_CHARS, SearchResults, escape_html, lead,
 };
-pub use sync::{CatchUpReport, SyncError, catch_up, catch_up_with, spawn_catch_up, sync_book};
+pub use sync::{CatchUpReport, SyncError, catch_up, catch_up_with, sync_book};
 
-use mesh::{Args, Ctx, Payload, RpcError, Service, State, Subscription};
+use mesh::{
+    Args, BoxError, Ctx, Dependency, Payload, RpcError, Service, State, Subscription, Timer,
+};
 use serde::Deserialize;
+use std::path::PathBuf;
+use std::time::Duration;
 
 /// The service's usual name.
 pub const NAME: &str = "indexer";
@@ -42,6 +46,9 @@ pub const EVENTS: [&str; 3] = ["book_added", "book_updated", "book_deleted"];
 /// The default number of hits.
 pub const DEFAULT_LIMIT: usize = 10;
 
+/// How often each instance reconciles its index with the library (the first time as it starts).
+pub const CATCH_UP_EVERY: Duration = Duration::from_secs(600);
+
 /// What the indexer's handlers share.
 #[derive(Clone)]
 pub struct IndexerState {
@@ -49,7 +56,41 @@ pub struct IndexerState {
     library: String,
 }
 
+/// The indexer's dependency: its index in `dir`, following the library service `library`.
+/// Opened when the service starts, closed (its last changes committed) once it has stopped.
+#[derive(Debug, Clone)]
+pub struct IndexerConfig {
+    /// The index's directory (created when missing).
+    pub dir: PathBuf,
+    /// The library service to follow.
+    pub library: String,
+}
+
+impl Dependency for IndexerConfig {
+    type State = IndexerState;
+
+    async fn open(&self) -> Result<IndexerState, BoxError> {
+        let dir = self.dir.clone();
+        let index = tokio::task::spawn_blocking(move || Index::open(dir)).await??;
+        Ok(IndexerState::new(index, &self.library))
+    }
+
+    async fn close(&self, state: IndexerState) {
+        if let Err(error) = state.index.close().await {
+            tracing::error!(%error, "closing the index");
+        }
+    }
+}
+
 impl IndexerState {
+    /// The state of an indexer on `index`, following the library service `library`.
+    pub fn new(index: Index, library: &str) -> Self {
+        Self {
+            index,
+            library: library.to_owned(),
+        }
+    }
+
     /// The index.
     pub fn index(&self) -> &Index {
         &self.index
@@ -61,20 +102,19 @@ impl IndexerState {
     }
 }
 
-/// The service under its usual name, following the library under its usual name.
-pub fn service(index: Index) -> Service<IndexerState> {
-    service_named(NAME, LIBRARY, index)
+/// The service under its usual name, following the library under its usual name, reconciling
+/// its index with the library as it starts and every [`CATCH_UP_EVERY`].
+pub fn service() -> Service<IndexerState> {
+    service_named(NAME, LIBRARY).timer(
+        Timer::every("catch_up", CATCH_UP_EVERY).eager(),
+        catch_up_until_done,
+    )
 }
 
-/// The service called `name`, following the library service called `library` (tests run
-/// several meshes on one broker).
-pub fn service_named(name: &str, library: &str, index: Index) -> Service<IndexerState> {
-    let state = IndexerState {
-        index,
-        library: library.to_owned(),
-    };
+/// The service called `name`, following the library service called `library`, without the
+/// periodic catch-up (tests run several meshes on one broker, and catch up when they choose).
+pub fn service_named(name: &str, library: &str) -> Service<IndexerState> {
     Service::new(name)
-        .with_state(state)
         .rpc("search", search)
         .rpc("stats", stats)
         .rpc("resync", resync)
@@ -169,6 +209,27 @@ pub async fn resync(
     Ok(catch_up_with(&ctx.rpc(&state.library), &state.index).await?)
 }
 
+/// The `catch_up` timer: reconciles the index with the library, retrying with backoff (up to
+/// 30 s apart) while the library cannot be reached, until it succeeds or the service stops.
+pub async fn catch_up_until_done(
+    ctx: Ctx,
+    State(state): State<IndexerState>,
+) -> Result<Option<CatchUpReport>, RpcError> {
+    let library = ctx.rpc(&state.library);
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        match catch_up_with(&library, &state.index).await {
+            Ok(report) => return Ok(Some(report)),
+            Err(SyncError::Index(IndexError::Closed)) => return Ok(None),
+            Err(error) => {
+                tracing::warn!(%error, retry_in_s = backoff.as_secs(), "catch-up failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
 /// `book_added` and `book_updated`: fetch the book and index it if newer.
 pub async fn on_book_changed(
     ctx: Ctx,
@@ -234,8 +295,7 @@ mod tests {
     #[test]
     fn subscribes_to_the_library_as_broadcast() {
         let dir = std::env::temp_dir().join(format!("indexer-svc-{}", uuid::Uuid::new_v4()));
-        let index = Index::open(&dir).expect("open");
-        let service = service_named("idx", "lib", index);
+        let service = service_named("idx", "lib");
         assert_eq!(service.methods(), ["resync", "search", "stats"]);
         let queues: Vec<String> = service
             .subscriptions()
@@ -250,7 +310,7 @@ mod tests {
             ]
         );
         assert!(service.validate().is_ok());
-        drop(service);
+        assert!(self::service().validate().is_ok());
         let _ = std::fs::remove_dir_all(dir);
     }
 
@@ -258,10 +318,7 @@ mod tests {
     async fn query_errors_are_bad_requests() {
         let dir = std::env::temp_dir().join(format!("indexer-q-{}", uuid::Uuid::new_v4()));
         let index = Index::open(&dir).expect("open");
-        let state = State(IndexerState {
-            index: index.clone(),
-            library: "lib".into(),
-        });
+        let state = State(IndexerState::new(index.clone(), "lib"));
         for bad in ["title:(whale", "nosuchfield:whale", "\"unclosed"] {
             let error = search(state.clone(), Args(search_args(bad, 10, 0)))
                 .await

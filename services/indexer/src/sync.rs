@@ -7,7 +7,7 @@ use mesh::{CallError, Client, ServiceProxy};
 use serde::Deserialize;
 use serde_json::json;
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Books fetched at once during a catch-up.
 const FETCH_CONCURRENCY: usize = 4;
@@ -186,27 +186,4 @@ pub async fn catch_up_with(
         "caught up with the library"
     );
     Ok(report)
-}
-
-/// Runs [`catch_up`] in the background until it succeeds, retrying with backoff (from 1 s up to
-/// 30 s) while the library cannot be reached, e.g. because it starts later.
-pub fn spawn_catch_up(
-    client: Client,
-    library: String,
-    index: Index,
-) -> tokio::task::JoinHandle<Option<CatchUpReport>> {
-    tokio::spawn(async move {
-        let mut backoff = Duration::from_secs(1);
-        loop {
-            match catch_up(&client, &library, &index).await {
-                Ok(report) => return Some(report),
-                Err(SyncError::Index(IndexError::Closed)) => return None,
-                Err(error) => {
-                    tracing::warn!(%error, retry_in_s = backoff.as_secs(), "catch-up failed");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
-                }
-            }
-        }
-    })
 }

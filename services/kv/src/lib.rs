@@ -30,16 +30,15 @@ impl Store {
     }
 }
 
-/// The service under its usual name, with an empty store.
+/// The service under its usual name; its state is the [`Store`] (`.with_state(Store::default())`).
 pub fn service() -> Service<Store> {
-    service_named(NAME, Store::default())
+    service_named(NAME)
 }
 
-/// The service under another name, on `store`.
-pub fn service_named(name: &str, store: Store) -> Service<Store> {
+/// The service under another name (tests run several meshes on one broker).
+pub fn service_named(name: &str) -> Service<Store> {
     Service::new(name)
         .version(env!("CARGO_PKG_VERSION"))
-        .with_state(store)
         .rpc("get", get)
         .rpc("put", put)
         .rpc("inc", inc)
@@ -184,7 +183,7 @@ mod tests {
     #[tokio::test]
     async fn concurrent_increments_through_the_service_are_not_lost() {
         let mut mesh = mesh::testing::TestMesh::new();
-        mesh.serve(service()).await;
+        mesh.serve(service().with_state(Store::default())).await;
         let mesh = std::sync::Arc::new(mesh);
         let tasks: Vec<_> = (0..8)
             .map(|_| {

@@ -33,7 +33,7 @@ pub use model::{
 };
 pub use store::{BackendKind, SQLITE_FILE, Store, StoreError};
 
-use mesh::{Args, Ctx, RpcError, Service, State};
+use mesh::{Args, BoxError, Ctx, Dependency, RpcError, Service, State};
 
 /// The service's usual name.
 pub const NAME: &str = "library";
@@ -52,21 +52,40 @@ pub struct LibraryState {
 }
 
 impl LibraryState {
+    /// The state of a library on `store`.
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+
     /// The store.
     pub fn store(&self) -> &Store {
         &self.store
     }
 }
 
-/// The service under its usual name, on `store`.
-pub fn service(store: Store) -> Service<LibraryState> {
-    service_named(NAME, store)
+/// The library's dependency is its store, as configured: opened (migrations run) when the
+/// service starts, closed once it has stopped.
+impl Dependency for LibraryConfig {
+    type State = LibraryState;
+
+    async fn open(&self) -> Result<LibraryState, BoxError> {
+        Ok(LibraryState::new(Store::open(self).await?))
+    }
+
+    async fn close(&self, state: LibraryState) {
+        state.store.close().await;
+    }
 }
 
-/// The service under another name (tests run several meshes on one broker), on `store`.
-pub fn service_named(name: &str, store: Store) -> Service<LibraryState> {
+/// The service under its usual name; its state comes from a [`LibraryConfig`] (its
+/// [`Dependency`]) or [`LibraryState::new`].
+pub fn service() -> Service<LibraryState> {
+    service_named(NAME)
+}
+
+/// The service under another name (tests run several meshes on one broker).
+pub fn service_named(name: &str) -> Service<LibraryState> {
     Service::new(name)
-        .with_state(LibraryState { store })
         .rpc("add_book", add_book)
         .rpc("update_book", update_book)
         .rpc("get_book", get_book)

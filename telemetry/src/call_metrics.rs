@@ -46,7 +46,7 @@ impl CallMetrics {
 
     /// Records one call of `service.method` that took `seconds` and ended in `outcome`.
     pub fn record(&self, service: &str, method: &str, outcome: &str, seconds: f64) {
-        if crate::telemetry::installed().is_none() {
+        if crate::installed().is_none() {
             self.histogram(service, method).record(seconds);
             self.counter(service, method, outcome).increment(1);
             return;
@@ -105,7 +105,7 @@ mod tests {
 
     #[test]
     fn calls_are_counted_and_timed_by_service_method_and_outcome() {
-        let _ = crate::telemetry::prometheus();
+        let _ = crate::prometheus();
         let calls = CallMetrics::new(
             "test_call_metrics_seconds",
             "test_call_metrics_total",
@@ -114,7 +114,7 @@ mod tests {
         for (method, outcome) in [("a", "ok"), ("a", "ok"), ("a", "error"), ("b", "ok")] {
             calls.record("svc", method, outcome, 0.002);
         }
-        let text = crate::telemetry::render();
+        let text = crate::render();
         let line = |needle: &str| {
             text.lines()
                 .find(|l| l.starts_with(needle))

@@ -1,4 +1,4 @@
-//! `warren bench`: the broker's own RPC ceiling and the gateway on top of it, measured in one
+//! `warren-bench`: the broker's own RPC ceiling and the gateway on top of it, measured in one
 //! run against the same RabbitMQ and the same greeter service, with the ratio between them.
 //!
 //! Process layout, the same for both: the greeter runs in its own process (`warren run`); the
@@ -17,7 +17,7 @@
 //! `--scaling`.
 
 mod cpu;
-pub mod floor;
+mod floor;
 mod http;
 mod load;
 mod nameko;
@@ -29,11 +29,10 @@ mod wrk;
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
-use clap::Args;
+use clap::{Args, Parser, Subcommand};
 use cpu::CpuMeter;
 use load::closed_loop;
-use mesh::protocol::RequestBody;
-use mesh::{CallContext, Mesh, MeshConfig};
+use mesh::{Arguments, Mesh, MeshConfig};
 use procs::{Process, RssPeak};
 use report::{Report, Row};
 use serde_json::json;
@@ -42,11 +41,38 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Options of `warren bench`.
+/// `warren-bench`: measure the broker's RPC ceiling and the gateway on top of it (needs
+/// RabbitMQ and a built `warren`).
+#[derive(Debug, Parser)]
+#[command(name = "warren-bench", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Hidden>,
+    #[command(flatten)]
+    bench: BenchArgs,
+}
+
+/// What the benchmark starts of itself.
+#[derive(Debug, Subcommand)]
+enum Hidden {
+    /// The bench's HTTP floor: a bare HTTP/1.1 server answering every request at once.
+    #[command(hide = true)]
+    HttpFloor {
+        /// Where to listen.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+        /// Make mesh's call of `greeting_service.hello` over this RabbitMQ for every request and
+        /// answer with its reply (the bench's ideal front).
+        #[arg(long)]
+        call_over: Option<String>,
+    },
+}
+
+/// Options of `warren-bench`.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
     /// The RabbitMQ URL.
-    #[arg(long = "amqp", env = "AMQP_URL", default_value = mesh::DEFAULT_AMQP_URL, hide_env_values = true)]
+    #[arg(long = "amqp", env = "AMQP_URL", default_value = mesh::amqp::DEFAULT_AMQP_URL, hide_env_values = true)]
     amqp_url: String,
     /// Measured seconds per load level.
     #[arg(long, default_value_t = 5)]
@@ -116,6 +142,50 @@ pub struct BenchArgs {
     /// Where the JSON and Markdown tables go.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
+    /// The `warren` binary to start services and gateways with [default: the one beside this
+    /// binary].
+    #[arg(long)]
+    warren: Option<PathBuf>,
+}
+
+/// mimalloc, as the `warren` binary has: the floor and the ideal front allocate per request as
+/// the gateway does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async move {
+        match cli.command {
+            Some(Hidden::HttpFloor { listen, call_over }) => {
+                floor::serve(listen, call_over.as_deref()).await
+            }
+            None => run(cli.bench).await,
+        }
+    });
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 /// Which program sends the HTTP load of the levels.
@@ -160,7 +230,10 @@ impl Load {
 }
 
 /// Runs the benchmark and writes its report.
-pub async fn run(args: BenchArgs) -> Result<()> {
+async fn run(args: BenchArgs) -> Result<()> {
+    if let Some(warren) = &args.warren {
+        procs::use_warren(warren.clone());
+    }
     let open_files = procs::raise_open_files_limit();
     let warmup = Duration::from_secs(args.warmup_seconds);
     let measured = Duration::from_secs(args.seconds.max(1));
@@ -190,9 +263,9 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             None => Vec::new(),
         };
         let gateway = start_gateway(amqp, &extra)?;
-        let floor = Process::start(&["http-floor", "--listen", "127.0.0.1:0"])?;
+        let floor = Process::bench(&["http-floor", "--listen", "127.0.0.1:0"])?;
         let ideal =
-            Process::start(&["http-floor", "--listen", "127.0.0.1:0", "--call-over", amqp])?;
+            Process::bench(&["http-floor", "--listen", "127.0.0.1:0", "--call-over", amqp])?;
         for round in 1..=args.rounds.max(1) {
             for &n in &args.connections {
                 let row = http_level(FLOOR, &floor, &service, &load, n, warmup, measured);
@@ -254,9 +327,10 @@ async fn ceiling_level(
     let sample = closed_loop(n, warmup, measured, move |_| {
         let client = client.clone();
         async move {
-            let body = RequestBody::kwargs(hello_args());
+            let body = Arguments::kwargs(hello_args());
             client
-                .call("greeting_service", "hello", body, CallContext::default())
+                .rpc("greeting_service")
+                .call("hello", body)
                 .await
                 .map(|_| ())
                 .map_err(|e| e.to_string())
@@ -271,14 +345,14 @@ async fn ceiling_level(
 /// Starts `warren run SERVICE` with `workers` workers (its prefetch).
 fn start_service(service: &str, amqp: &str, workers: u16) -> Result<Process> {
     let workers = workers.to_string();
-    Process::start(&["run", service, "--amqp", amqp, "--max-workers", &workers])
+    Process::warren(&["run", service, "--amqp", amqp, "--max-workers", &workers])
 }
 
 /// Starts a `warren gateway` on a free local port, with `extra` flags.
 fn start_gateway(amqp: &str, extra: &[&str]) -> Result<Process> {
     let mut args = vec!["gateway", "--listen", "127.0.0.1:0", "--amqp", amqp];
     args.extend_from_slice(extra);
-    Process::start(&args)
+    Process::warren(&args)
 }
 
 /// The `http://ADDR` a started gateway printed.
@@ -339,11 +413,8 @@ fn hello_args() -> serde_json::Map<String, serde_json::Value> {
 async fn wait_for_greeter(client: &mesh::Client) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let body = RequestBody::kwargs(hello_args());
-        match client
-            .call("greeting_service", "hello", body, CallContext::default())
-            .await
-        {
+        let body = Arguments::kwargs(hello_args());
+        match client.rpc("greeting_service").call("hello", body).await {
             Ok(_) => return Ok(()),
             Err(e) if Instant::now() > deadline => bail!("the greeter never answered: {e}"),
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,

@@ -3,7 +3,7 @@
 //! it keeps the trace id and takes a new parent id, which the calls it makes inherit.
 
 //!
-//! An exporter (the `warren` binary's OpenTelemetry export, behind its `otel` feature) records
+//! An exporter (the runtime's OpenTelemetry export, behind its `otel` feature) records
 //! these spans through a [`SpanLinker`]: the gateway's span of a request and a service's span of
 //! a call are linked to their parent in the trace, and the `traceparent` passed on names the
 //! exporter's own span, so spans of every hop join one trace. Without a linker nothing changes.

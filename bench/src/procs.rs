@@ -1,138 +1,80 @@
-//! Child `warren` processes for the benchmark, and what `/proc` says of them: resident memory
-//! and CPU time.
+//! The benchmark's child processes (`warren`, its HTTP floor, nameko's gateway), and what `/proc`
+//! says of them: resident memory and CPU time.
 
-use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use anyhow::{Context, Result};
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long a child may take to print its first line (a service or gateway connecting to
 /// RabbitMQ, nameko's gateway importing its modules).
 const START_LIMIT: Duration = Duration::from_secs(60);
 
-/// How long a child may take to stop after SIGTERM before it is killed. Warren's graceful
-/// shutdown takes well under a second when nothing is in flight; a child past this is hung.
-const STOP_LIMIT: Duration = Duration::from_secs(15);
+/// The `warren` binary the benchmark starts services and gateways with.
+static WARREN: OnceLock<PathBuf> = OnceLock::new();
 
-/// A child process of the benchmark (`warren`, or nameko's gateway), stopped with SIGTERM when
-/// dropped (and killed if it does not stop within [`STOP_LIMIT`]).
+/// Sets the `warren` binary to start (once, at start).
+pub fn use_warren(path: PathBuf) {
+    let _ = WARREN.set(path);
+}
+
+/// The `warren` binary: as set, or the one beside this benchmark's binary.
+fn warren() -> Result<PathBuf> {
+    if let Some(path) = WARREN.get() {
+        return Ok(path.clone());
+    }
+    let beside = std::env::current_exe()?.with_file_name("warren");
+    anyhow::ensure!(
+        beside.exists(),
+        "no warren binary at {} (build it: cargo build --release --bins, or pass --warren PATH)",
+        beside.display()
+    );
+    Ok(beside)
+}
+
+/// A child process of the benchmark (`warren`, its own HTTP floor, or nameko's gateway),
+/// stopped with SIGTERM when dropped (see [`warren_procs::Child`]).
 pub struct Process {
-    child: Child,
-    /// What it is, for messages.
-    what: String,
+    child: warren_procs::Child,
     /// The first line it printed.
     pub first_line: String,
 }
 
 impl Process {
     /// Starts `warren ARGS...` and waits for its first line.
-    pub fn start(args: &[&str]) -> anyhow::Result<Self> {
-        let mut command = Command::new(std::env::current_exe()?);
+    pub fn warren(args: &[&str]) -> Result<Self> {
+        let mut command = Command::new(warren()?);
         command.args(args).env("RUST_LOG", "warn");
         Self::spawn(command, &format!("warren {args:?}"))
     }
 
-    /// Starts `command` (stdout piped, stderr inherited) and waits for its first line. The child
-    /// gets SIGTERM when the bench dies, so an interrupted bench leaves no process behind.
-    pub fn spawn(mut command: Command, what: &str) -> anyhow::Result<Self> {
-        // SAFETY: the closure runs between fork and exec and only calls prctl, which is
-        // async-signal-safe and touches no memory of this process.
-        unsafe {
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                Ok(())
-            });
-        }
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| anyhow::anyhow!("cannot start {what}: {e}"))?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
-        // The first line is read on its own thread so that a child that never prints is given
-        // up on at a deadline instead of blocking the bench for good.
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let read = BufReader::new(stdout).read_line(&mut line).map(|_| line);
-            let _ = tx.send(read);
-        });
-        // Made before the wait, so that giving up stops the child (its Drop).
-        let mut process = Self {
-            child,
-            what: what.to_owned(),
-            first_line: String::new(),
-        };
-        match rx.recv_timeout(START_LIMIT) {
-            Ok(Ok(line)) if !line.is_empty() => {
-                process.first_line = line;
-                Ok(process)
-            }
-            Ok(Ok(_)) => anyhow::bail!("{what} exited before starting"),
-            Ok(Err(e)) => anyhow::bail!("reading {what}'s first line: {e}"),
-            Err(_) => anyhow::bail!("{what} printed nothing within {START_LIMIT:?}"),
-        }
+    /// Starts this benchmark's own binary with `args` (its HTTP floor) and waits for its first
+    /// line.
+    pub fn bench(args: &[&str]) -> Result<Self> {
+        let mut command = Command::new(std::env::current_exe()?);
+        command.args(args).env("RUST_LOG", "warn");
+        Self::spawn(command, &format!("warren-bench {args:?}"))
+    }
+
+    /// Starts `command` (stdout piped, stderr inherited) and waits for its first line.
+    pub fn spawn(command: Command, what: &str) -> Result<Self> {
+        let (child, first_line) = warren_procs::Child::start(command, what, START_LIMIT)
+            .with_context(|| format!("starting {what}"))?;
+        Ok(Self { child, first_line })
     }
 
     /// The process id.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.pid()
     }
 
     /// The `http://ADDR` the first line names.
     pub fn http_address(&self) -> Option<std::net::SocketAddr> {
-        self.first_line
-            .split("http://")
-            .nth(1)?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
+        warren_procs::http_address(&self.first_line)?.parse().ok()
     }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        if stop(&mut self.child, STOP_LIMIT).is_none() {
-            eprintln!(
-                "warren bench: {} did not stop within {STOP_LIMIT:?} of SIGTERM; killed it",
-                self.what
-            );
-        }
-    }
-}
-
-/// Sends `child` SIGTERM and waits for it to exit, at most `limit`; past that kills it and
-/// returns `None`.
-pub fn stop(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
-    if let Ok(pid) = libc::pid_t::try_from(child.id()) {
-        // SAFETY: kill only sends a signal; the pid is our own unreaped child, so it cannot
-        // have been reused by another process.
-        unsafe {
-            libc::kill(pid, libc::SIGTERM);
-        }
-    }
-    wait_at_most(child, limit)
-}
-
-/// Waits for `child` to exit, at most `limit`; past that kills it and returns `None`.
-pub fn wait_at_most(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        match child.try_wait() {
-            Ok(Some(status)) => return Some(status),
-            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-            Err(_) => break,
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    None
 }
 
 /// CPU seconds (user + system) the process has used.

@@ -4,14 +4,12 @@
 //!
 //! The spans join one trace across processes: the gateway's span is the child of the caller's
 //! `traceparent` (or a new root), the `traceparent` it sends in the AMQP headers names its own
-//! span, and a service's span is the child of that (see [`mesh::trace::SpanLinker`]). The
+//! span, and a service's span is the child of that (see [`warren_telemetry::trace::SpanLinker`]). The
 //! standard `OTEL_*` variables apply: `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`,
 //! `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_EXPORTER_OTLP_TIMEOUT`, `OTEL_BSP_*`, `OTEL_SDK_DISABLED`.
 //! Only Warren's spans are exported (targets `mesh` and `warren_gateway`, level INFO), whatever
 //! `RUST_LOG` lets through to the logs.
 
-use anyhow::{Context as _, Result};
-use mesh::trace::TraceParent;
 use opentelemetry::Context;
 use opentelemetry::trace::{
     SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState, TracerProvider as _,
@@ -22,15 +20,16 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::Layer;
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::registry::LookupSpan;
+use warren_telemetry::trace::TraceParent;
 
 /// The exporter of a process; [`Export::shutdown`] flushes what is left.
-pub struct Export {
+pub(crate) struct Export {
     provider: SdkTracerProvider,
 }
 
 impl Export {
     /// Exports the spans still buffered and stops; call it outside the async runtime.
-    pub fn shutdown(self) {
+    pub(crate) fn shutdown(self) {
         if let Err(error) = self.provider.shutdown() {
             eprintln!("warning: OpenTelemetry export did not finish: {error}");
         }
@@ -51,7 +50,9 @@ fn requested() -> bool {
 /// asks for export (`None` otherwise); installs the span linker. `service_name` names the
 /// process unless `OTEL_SERVICE_NAME` does. Call it outside the async runtime: the exporter's
 /// blocking HTTP client must not be made inside one.
-pub fn layer<S>(service_name: &str) -> Result<Option<(impl Layer<S>, Export)>>
+pub(crate) fn layer<S>(
+    service_name: &str,
+) -> Result<Option<(impl Layer<S>, Export)>, opentelemetry_otlp::ExporterBuildError>
 where
     S: tracing::Subscriber + for<'a> LookupSpan<'a>,
 {
@@ -60,8 +61,7 @@ where
     }
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
-        .build()
-        .context("cannot set up the OTLP exporter")?;
+        .build()?;
     let mut resource = Resource::builder();
     if !set("OTEL_SERVICE_NAME") {
         resource = resource.with_service_name(service_name.to_owned());
@@ -71,7 +71,7 @@ where
         .with_resource(resource.build())
         .build();
     let tracer = provider.tracer("warren");
-    mesh::trace::set_span_linker(link);
+    warren_telemetry::trace::set_span_linker(link);
     let only_warren = Targets::new()
         .with_target("mesh", LevelFilter::INFO)
         .with_target("warren_gateway", LevelFilter::INFO);
@@ -81,7 +81,7 @@ where
     Ok(Some((layer, Export { provider })))
 }
 
-/// The [`mesh::trace::SpanLinker`]: `span` becomes the child of `parent` (a remote span), and
+/// The [`warren_telemetry::trace::SpanLinker`]: `span` becomes the child of `parent` (a remote span), and
 /// its own context, as the exporter records it, is what the call passes on.
 fn link(span: &tracing::Span, parent: Option<&TraceParent>) -> Option<TraceParent> {
     if let Some(parent) = parent {

@@ -6,7 +6,6 @@
 //! generator; a Lua `done` hook prints the figures on one line, which this module reads.
 
 use super::load::Figures;
-use super::procs;
 use anyhow::{Context, Result, bail};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -88,7 +87,10 @@ async fn run(url: &str, script: &Path, connections: usize, span: Duration) -> Re
     let limit = Duration::from_secs(seconds) + EXIT_GRACE;
     let output = tokio::task::spawn_blocking(move || -> Result<Output> {
         let mut child = command.spawn().context("starting wrk")?;
-        let exited = procs::wait_at_most(&mut child, limit);
+        let exited = warren_procs::wait_within(&mut child, limit);
+        if exited.is_none() {
+            let _ = child.kill();
+        }
         // wrk writes a few hundred bytes, well within a pipe's buffer, so reading after the
         // exit cannot block it (and the status was already reaped: it is returned as is).
         let output = child.wait_with_output()?;

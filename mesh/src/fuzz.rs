@@ -2,9 +2,9 @@
 //! decoding, argument binding and reply decoding answer with a value or an error, never a panic,
 //! and binding errors are always `IncorrectSignature`.
 
-use mesh::ErrorKind;
-use mesh::args::bind;
-use mesh::protocol::{ReplyBody, RequestBody, validate_name};
+use crate::ErrorKind;
+use crate::args::bind;
+use crate::protocol::{Arguments, ReplyBody, validate_name};
 use proptest::prelude::*;
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -43,13 +43,13 @@ proptest! {
 
     #[test]
     fn request_decoding_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
-        let _ = RequestBody::decode(&bytes);
+        let _ = Arguments::decode(&bytes);
     }
 
     #[test]
     fn request_decoding_of_json_never_panics(value in json()) {
         let bytes = serde_json::to_vec(&value).unwrap_or_default();
-        let _ = RequestBody::decode(&bytes);
+        let _ = Arguments::decode(&bytes);
     }
 
     #[test]
@@ -58,7 +58,7 @@ proptest! {
             Value::Object(map) => map,
             _ => Map::new(),
         };
-        let body = RequestBody { args, kwargs };
+        let body = Arguments { args, kwargs };
         for outcome in [
             bind::<Inc>(body.clone()).map(|_| ()),
             bind::<Value>(body.clone()).map(|_| ()),

@@ -1,7 +1,7 @@
 //! The HTTP floor: what the HTTP exchange alone costs on this machine, so the bench can say how
 //! close to its ceiling any HTTP front could come.
 //!
-//! `warren http-floor` (hidden; the bench starts it like the gateway) is a bare hyper HTTP/1.1
+//! `warren-bench http-floor` (hidden; the bench starts it like the gateway) is a bare hyper HTTP/1.1
 //! server on the same runtime set-up as the gateway: per request it parses the head, reads the
 //! whole body and writes the same small JSON answer the gateway gives for `hello`, and nothing
 //! else (no AMQP, no routing, no JSON parsing, no metrics, no logs). Loaded by the same load
@@ -13,7 +13,7 @@
 //!
 //! That bound counts each leg at its own best rate. At a gateway's rate every process batches
 //! less (fewer requests a wake-up in the load generator, the broker and the greeter), so
-//! `warren http-floor --call-over AMQP_URL` measures the rest: the same bare server making, for
+//! `warren-bench http-floor --call-over AMQP_URL` measures the rest: the same bare server making, for
 //! every request, mesh's call the ceiling makes and answering with its reply. It is the ideal
 //! front, a gateway with no work of its own (no checks, no JSON parsing of the body, no metrics,
 //! spans or logs), loaded like the gateway: its rate over the ceiling's is the ratio an HTTP front
@@ -29,8 +29,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use mesh::protocol::RequestBody;
-use mesh::{CallContext, Client, Mesh, MeshConfig};
+use mesh::{Arguments, Client, Mesh, MeshConfig};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 
@@ -92,14 +91,10 @@ async fn answer(
     let body = match client {
         None => Ok(Bytes::from_static(ANSWER)),
         Some(client) => {
-            let arguments = RequestBody::kwargs(super::hello_args());
+            let arguments = Arguments::kwargs(super::hello_args());
             match client
-                .call(
-                    "greeting_service",
-                    "hello",
-                    arguments,
-                    CallContext::default(),
-                )
+                .rpc("greeting_service")
+                .call("hello", arguments)
                 .await
             {
                 Ok(reply) => Ok(Bytes::from(reply.to_string())),

@@ -1,85 +1,13 @@
-//! Call context: what travels with a call besides its arguments (nameko's context data plus
-//! Warren's deadline), and [`Ctx`], the view of it a handler gets.
+//! [`Ctx`]: what a handler knows about the call it serves, and how it reaches the rest of the
+//! mesh with that call's context (calls to other services, events).
 
+use crate::call_context::CallContext;
+use crate::client::{ServiceProxy, SharedOutbound};
 use crate::deadline::Deadline;
 use crate::error::CallError;
-use crate::outbound::{ServiceProxy, SharedOutbound};
-use crate::protocol::{AUTH_TOKEN_KEY, CALL_ID_STACK_LIMIT, USER_ID_KEY};
-use crate::trace::TraceParent;
 use serde_json::Value;
-use std::collections::BTreeMap;
 use std::fmt;
-
-/// Context data carried with a request: nameko's `nameko.*` headers and Warren's deadline.
-///
-/// Its `Debug` output never shows the `auth_token` (a credential), only that one is present.
-#[derive(Clone, Default, PartialEq)]
-pub struct CallContext {
-    /// The ids of the calls that led here, oldest first, ending with the caller's own id.
-    pub call_id_stack: Vec<String>,
-    /// Other context data (`user_id`, `auth_token`, `language`, `user_agent`, ...), by key
-    /// without the `nameko.` prefix.
-    pub data: BTreeMap<String, String>,
-    /// When the caller stops waiting.
-    pub deadline: Option<Deadline>,
-    /// The W3C `traceparent` of the caller's span.
-    pub traceparent: Option<String>,
-}
-
-impl fmt::Debug for CallContext {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let data: BTreeMap<&str, &str> = self
-            .data
-            .iter()
-            .map(|(key, value)| {
-                let shown = if key == AUTH_TOKEN_KEY {
-                    "<redacted>"
-                } else {
-                    value.as_str()
-                };
-                (key.as_str(), shown)
-            })
-            .collect();
-        f.debug_struct("CallContext")
-            .field("call_id_stack", &self.call_id_stack)
-            .field("data", &data)
-            .field("deadline", &self.deadline)
-            .field("traceparent", &self.traceparent)
-            .finish()
-    }
-}
-
-impl CallContext {
-    /// A context whose stack is rooted at `call_id` (the gateway passes its request id).
-    pub fn rooted_at(call_id: impl Into<String>) -> Self {
-        Self {
-            call_id_stack: vec![call_id.into()],
-            ..Self::default()
-        }
-    }
-
-    /// Sets the deadline.
-    pub fn with_deadline(mut self, deadline: Deadline) -> Self {
-        self.deadline = Some(deadline);
-        self
-    }
-
-    /// Sets one context value (`user_id`, `auth_token`, ...).
-    pub fn with_data(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.data.insert(key.into(), value.into());
-        self
-    }
-
-    /// The stack extended with `call_id`, keeping the newest [`CALL_ID_STACK_LIMIT`] entries, as
-    /// nameko does.
-    pub fn stack_with(&self, call_id: &str) -> Vec<String> {
-        let mut stack = self.call_id_stack.clone();
-        stack.push(call_id.to_owned());
-        let excess = stack.len().saturating_sub(CALL_ID_STACK_LIMIT);
-        stack.drain(..excess);
-        stack
-    }
-}
+use warren_telemetry::trace::TraceParent;
 
 /// What a handler knows about the call it is serving. Take it as an argument to get it:
 ///
@@ -88,7 +16,7 @@ impl CallContext {
 /// async fn whoami(ctx: Ctx) -> Result<Vec<String>, RpcError> {
 ///     Ok(ctx.call_id_stack().to_vec())
 /// }
-/// let _service = mesh::Service::new("who").rpc("whoami", whoami);
+/// let _service: mesh::Service = mesh::Service::new("who").rpc("whoami", whoami);
 /// ```
 #[derive(Clone)]
 pub struct Ctx {
@@ -141,7 +69,7 @@ impl Ctx {
     }
 
     /// Gives the context a way to reach the mesh (the runtime does this for every call).
-    pub fn with_outbound(mut self, outbound: Option<SharedOutbound>) -> Self {
+    pub(crate) fn with_outbound(mut self, outbound: Option<SharedOutbound>) -> Self {
         self.outbound = outbound;
         self
     }
@@ -209,13 +137,13 @@ impl Ctx {
     /// The caller's user id (`nameko.user_id`): the identity the gateway authenticated, or
     /// what a nameko caller set. `None` for anonymous calls.
     pub fn user_id(&self) -> Option<&str> {
-        self.data(USER_ID_KEY)
+        self.context.user_id()
     }
 
     /// The caller's bearer token (`nameko.auth_token`): the JWT a client presented to the
     /// gateway, for a service that checks claims itself. Never logged.
     pub fn auth_token(&self) -> Option<&str> {
-        self.data(AUTH_TOKEN_KEY)
+        self.context.auth_token()
     }
 
     /// The context to pass on to a call this handler makes: the same data, deadline and stack.
@@ -227,6 +155,7 @@ impl Ctx {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::{AUTH_TOKEN_KEY, CALL_ID_STACK_LIMIT, USER_ID_KEY};
 
     #[test]
     fn stack_is_extended_and_capped() {

@@ -1,0 +1,216 @@
+//! The benchmark's smoke tests: `warren-bench` runs its levels (with the built-in hyper client,
+//! and with wrk), its pending and soak runs, and writes its tables; every child it started
+//! stops on SIGTERM. It starts the `warren` binary built beside it (`cargo test --workspace`
+//! builds both).
+
+use std::process::Command;
+use std::time::Duration;
+
+/// How long one benchmark run may take before it counts as hung (its children are killed).
+const RUN_LIMIT: Duration = Duration::from_secs(180);
+
+/// `warren-bench ARGS` to its end, at most [`RUN_LIMIT`], on a blocking thread.
+async fn run(args: Vec<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_warren-bench"));
+        command.args(&args).env("RUST_LOG", "warn");
+        warren_procs::run(command, &format!("warren-bench {args:?}"), RUN_LIMIT)
+            .unwrap_or_else(|e| panic!("{e}"))
+    })
+    .await
+    .expect("task")
+}
+
+/// A name no other test uses.
+fn unique(prefix: &str) -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("t_{prefix}_{}", &id[..8])
+}
+
+/// Runs `warren-bench ARGS --out DIR` in a fresh directory; asserts it succeeded and returns
+/// its JSON report and the directory (removed by the caller).
+async fn bench(args: &[&str]) -> (serde_json::Value, std::path::PathBuf) {
+    let out = std::env::temp_dir().join(format!("warren-bench-{}", unique("bench")));
+    let mut all: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    all.extend(["--out".to_owned(), out.to_string_lossy().into_owned()]);
+    let output = run(all).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    // Every process it started stopped on SIGTERM, none had to be killed.
+    assert!(!stderr.contains("did not stop"), "{stderr}");
+    let report =
+        serde_json::from_slice(&std::fs::read(out.join("bench.json")).expect("bench.json"))
+            .expect("json");
+    (report, out)
+}
+
+#[tokio::test]
+async fn the_benchmark_runs_and_writes_its_table() {
+    let (report, out) = bench(&[
+        "--load",
+        "hyper",
+        "--seconds",
+        "1",
+        "--warmup-seconds",
+        "0",
+        "--connections",
+        "2",
+        "--rounds",
+        "2",
+        "--pending",
+        "200",
+        "--pending-rate",
+        "1000",
+        "--soak",
+        "2",
+        "--rate",
+        "100",
+        "--sample-seconds",
+        "1",
+    ])
+    .await;
+    let rows = report["rows"].as_array().cloned().unwrap_or_default();
+    let targets: Vec<&str> = rows.iter().filter_map(|r| r["target"].as_str()).collect();
+    let level = ["http floor", "ideal front", "ceiling", "gateway"];
+    assert_eq!(targets, [level, level].concat());
+    let rounds: Vec<u64> = rows.iter().filter_map(|r| r["round"].as_u64()).collect();
+    assert_eq!(rounds, [1, 1, 1, 1, 2, 2, 2, 2]);
+    // The medians over the two rounds.
+    let summary = &report["summary"][0];
+    assert_eq!(summary["concurrency"], 2, "{report}");
+    let ratio = summary["ratio"].as_f64().unwrap_or(0.0);
+    assert!(ratio > 0.0, "{summary}");
+    assert!(
+        summary["ratio_min"].as_f64().unwrap_or(f64::MAX) <= ratio
+            && ratio <= summary["ratio_max"].as_f64().unwrap_or(0.0),
+        "{summary}"
+    );
+    for row in &rows {
+        assert_eq!(row["errors"], 0, "{row}");
+        assert!(row["rps"].as_f64().unwrap_or(0.0) > 0.0, "{row}");
+    }
+    let gateway = &rows[3];
+    assert!(gateway["gateway_peak_rss_mb"].as_f64().unwrap_or(0.0) > 0.0);
+    assert!(gateway["ratio_to_ceiling"].is_number());
+    // The bound from this round's floor and ceiling: floor / (ceiling + floor).
+    let (floor, ceiling) = (rows[0]["rps"].as_f64(), rows[2]["rps"].as_f64());
+    let expected = floor.zip(ceiling).map(|(f, c)| f / (c + f));
+    let bound = gateway["ratio_bound"].as_f64();
+    assert!(
+        bound
+            .zip(expected)
+            .is_some_and(|(b, e)| (b - e).abs() < 1e-9),
+        "{gateway}"
+    );
+    let cpu_bound = gateway["ratio_bound_cpu"].as_f64();
+    assert!(cpu_bound.is_some_and(|b| b > 0.0 && b < 1.0), "{gateway}");
+    assert!(rows[..3].iter().all(|r| r["ratio_bound"].is_null()));
+    // The measured bound and the gateway against it, from this round's ideal front and ceiling.
+    let ideal = rows[1]["rps"].as_f64();
+    let close = |v: &serde_json::Value, e: Option<f64>| {
+        v.as_f64().zip(e).is_some_and(|(v, e)| (v - e).abs() < 1e-9)
+    };
+    assert!(
+        close(
+            &gateway["ideal_bound"],
+            ideal.zip(ceiling).map(|(i, c)| i / c)
+        ),
+        "{gateway}"
+    );
+    let gateway_rps = gateway["rps"].as_f64();
+    assert!(
+        close(
+            &gateway["ratio_to_ideal"],
+            gateway_rps.zip(ideal).map(|(g, i)| g / i)
+        ),
+        "{gateway}"
+    );
+    assert!(rows[..3].iter().all(|r| r["ideal_bound"].is_null()));
+    for key in ["ideal_rps", "ideal_bound", "ratio_to_ideal"] {
+        assert!(
+            summary[key].as_f64().is_some_and(|v| v > 0.0),
+            "{key}: {summary}"
+        );
+    }
+    assert!(
+        summary["ratio_bound"]
+            .as_f64()
+            .is_some_and(|b| b > 0.0 && b < 1.0),
+        "{summary}"
+    );
+    assert!(
+        summary["floor_rps"].as_f64().is_some_and(|r| r > 0.0),
+        "{summary}"
+    );
+    assert_eq!(report["load_generator"], "hyper (built in)");
+    for row in &rows {
+        assert!(
+            row["cpu"]["bench_us"].as_f64().unwrap_or(0.0) > 0.0,
+            "{row}"
+        );
+        // The floor's requests never reach the broker.
+        let broker_us = row["cpu"]["broker_us"].as_f64().unwrap_or(0.0);
+        assert!(broker_us > 0.0 || row["target"] == "http floor", "{row}");
+    }
+    assert!(gateway["cpu"]["server_us"].as_f64().unwrap_or(0.0) > 0.0);
+    assert!(rows[0]["cpu"]["server_us"].as_f64().unwrap_or(0.0) > 0.0);
+    // The ideal front is its own process.
+    assert!(rows[1]["cpu"]["server_us"].as_f64().unwrap_or(0.0) > 0.0);
+    assert!(rows[1]["gateway_peak_rss_mb"].as_f64().unwrap_or(0.0) > 0.0);
+    let pending = &report["pending"];
+    assert_eq!(pending["calls"], 200, "{pending}");
+    assert_eq!(pending["http"], "HTTP/2", "{pending}");
+    assert_eq!(pending["errors"], 0, "{pending}");
+    assert_eq!(pending["sent_per_second"], 1000, "{pending}");
+    // Paced, not a burst: the 200th call leaves 0.199 s after the first, so the gateway cannot
+    // hold all 200 before then (sent all at once, the watch sees them all about 0.1 s in).
+    let all_pending_after = pending["all_pending_after_seconds"].as_f64();
+    assert!(all_pending_after.is_some_and(|s| s >= 0.19), "{pending}");
+    assert!(
+        pending["peak_rss_mb"].as_f64().unwrap_or(0.0) > 0.0,
+        "{pending}"
+    );
+    let soak = &report["soak"];
+    assert_eq!(soak["errors"], 0, "{soak}");
+    assert!(
+        !soak["samples"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .is_empty(),
+        "{soak}"
+    );
+    let markdown = std::fs::read_to_string(out.join("bench.md")).expect("bench.md");
+    assert!(markdown.starts_with("| target |"), "{markdown}");
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// The levels with wrk as the load generator (the test script installs wrk).
+#[tokio::test]
+async fn the_benchmark_loads_the_gateway_with_wrk() {
+    let (report, out) = bench(&[
+        "--load",
+        "wrk",
+        "--seconds",
+        "1",
+        "--warmup-seconds",
+        "1",
+        "--connections",
+        "4",
+    ])
+    .await;
+    assert_eq!(report["load_generator"], "wrk -t1");
+    let gateway = &report["rows"][3];
+    assert_eq!(gateway["target"], "gateway", "{report}");
+    assert_eq!(report["rows"][0]["target"], "http floor", "{report}");
+    assert_eq!(report["rows"][0]["errors"], 0, "{report}");
+    assert_eq!(gateway["errors"], 0, "{gateway}");
+    assert!(gateway["rps"].as_f64().unwrap_or(0.0) > 0.0, "{gateway}");
+    assert!(gateway["p99_ms"].as_f64().unwrap_or(0.0) > 0.0, "{gateway}");
+    // wrk's CPU is counted with the bench process's once it has exited.
+    assert!(
+        gateway["cpu"]["bench_us"].as_f64().unwrap_or(0.0) > 0.0,
+        "{gateway}"
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}
