@@ -9,11 +9,11 @@
 # valgrind --tool=callgrind, warms up with wrk for 5 s, zeroes the counters, loads it with wrk
 # (1 thread, CONNECTIONS connections, POST /rpc/greeting_service/hello) for SECONDS, dumps, and
 # prints the instructions per request in all and in the main parts. TARGET `ideal` profiles the
-# bench's ideal front instead (`warren http-floor --call-over`: the same call behind a bare
+# bench's ideal front instead (`warren-bench http-floor --call-over`: the same call behind a bare
 # hyper server), so the two profiles' difference is the gateway's own work. Needs RabbitMQ on
 # AMQP_URL, valgrind, wrk and curl. The profile stays in target/profile/ (target/profile-ideal/
 # for the ideal front) for callgrind_annotate or kcachegrind. Environment: WARREN (the binary;
-# default: built with cargo build --release).
+# default: built with cargo build --release; BENCH likewise for warren-bench).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 seconds=${1:-20}
@@ -28,10 +28,14 @@ esac
 for tool in valgrind callgrind_control callgrind_annotate wrk curl python3; do
     command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install valgrind wrk curl)" >&2; exit 1; }
 done
-if [ -z "${WARREN:-}" ]; then
-    cargo build --release --quiet
-    WARREN="${CARGO_TARGET_DIR:-target}/release/warren"
+if [ -z "${WARREN:-}" ] || [ -z "${BENCH:-}" ]; then
+    cargo build --release --quiet --bins
+    WARREN="${WARREN:-${CARGO_TARGET_DIR:-target}/release/warren}"
+    BENCH="${BENCH:-${CARGO_TARGET_DIR:-target}/release/warren-bench}"
 fi
+# The gateway is `warren gateway`; the ideal front is the benchmark's own server.
+profiled="$WARREN"
+[ "$target" = ideal ] && profiled="$BENCH"
 rm -rf "$out" && mkdir -p "$out"
 
 pids=()
@@ -41,7 +45,7 @@ trap cleanup EXIT
 "$WARREN" run greeting_service --max-workers 64 >"$out/greeter.log" 2>&1 &
 pids+=($!)
 valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.out" \
-    "$WARREN" "${server[@]}" >"$out/gateway.log" 2>"$out/valgrind.log" &
+    "$profiled" "${server[@]}" >"$out/gateway.log" 2>"$out/valgrind.log" &
 gateway=$!
 pids+=("$gateway")
 

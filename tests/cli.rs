@@ -540,3 +540,78 @@ async fn a_gateway_stops_on_sigterm_without_an_error() {
     .expect("task");
     assert!(!log.contains("ERROR"), "{log}");
 }
+
+/// A call to an unknown service with a JWT: the broker returns the request, with the token in
+/// its `nameko.auth_token` header. At the default log level the gateway logs the return as one
+/// line of its own (service, method, request id) and the token appears nowhere in its log
+/// (lapin logs a returned message whole, headers included, at WARN).
+#[tokio::test]
+async fn a_returned_request_is_logged_without_the_callers_token() {
+    let dir = scratch_dir();
+    let secret = "0123456789abcdef0123456789abcdef-returned";
+    let secret_file = dir.join("secret");
+    std::fs::write(&secret_file, secret).expect("write");
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 600;
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &serde_json::json!({"sub": "alice", "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("token");
+    let mut command = warren();
+    command
+        .env("RUST_LOG", "info")
+        .args([
+            "gateway",
+            "--listen",
+            "127.0.0.1:0",
+            "--jwt-hs256-secret-file",
+        ])
+        .arg(&secret_file)
+        .stderr(Stdio::piped());
+    let (mut child, first) =
+        tokio::task::spawn_blocking(move || common::process::start(command, "warren gateway"))
+            .await
+            .expect("task");
+    let mut stderr = child.take_stderr().expect("stderr");
+    let address = common::process::http_address(&first);
+    let nobody = unique("nobody");
+    let r = reqwest::Client::new()
+        .post(format!("http://{address}/rpc/{nobody}/anything"))
+        .bearer_auth(&token)
+        .header("x-request-id", "req-returned-1")
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 404);
+    let status = tokio::task::spawn_blocking(move || terminate(child, Duration::from_secs(15)))
+        .await
+        .expect("task");
+    assert!(status.success(), "{status:?}");
+    let log = tokio::task::spawn_blocking(move || {
+        let mut log = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut log).expect("stderr");
+        log
+    })
+    .await
+    .expect("task");
+    let signature = token.rsplit('.').next().unwrap_or(&token);
+    assert!(
+        !log.contains(signature),
+        "the token reached the log:\n{log}"
+    );
+    assert!(!log.contains("auth_token"), "{log}");
+    let line = log
+        .lines()
+        .find(|l| l.contains("returned a request"))
+        .unwrap_or_else(|| panic!("no line about the returned request:\n{log}"));
+    assert!(line.contains(&nobody), "{line}");
+    assert!(line.contains("anything"), "{line}");
+    assert!(line.contains("req-returned-1"), "{line}");
+    let _ = std::fs::remove_dir_all(dir);
+}

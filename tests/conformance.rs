@@ -1,6 +1,6 @@
-//! One conformance suite, written once and run against both transports (DESIGN §5): every
-//! scenario runs as `<scenario>::amqp` (the real RabbitMQ) and `<scenario>::in_process`. A
-//! behaviour that differs between them is a bug in one of them.
+//! One conformance suite, written once and run against both transports
+//! (docs/architecture.md §5): every scenario runs as `<scenario>::amqp` (the real RabbitMQ) and
+//! `<scenario>::in_process`. A behaviour that differs between them is a bug in one of them.
 
 mod common;
 

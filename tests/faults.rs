@@ -1,4 +1,4 @@
-//! Faults against the real RabbitMQ (DESIGN §6): the broker killed under load,
+//! Faults against the real RabbitMQ (docs/architecture.md §6): the broker killed under load,
 //! a service instance killed mid-request, graceful stops of a service and of the gateway.
 //!
 //! These restart the broker, so `scripts/test.sh` runs them on their own, one at a time, after
@@ -167,7 +167,7 @@ async fn survive_broker_loss(
     broker_back().await;
     let restored = Instant::now();
 
-    // Recovered by itself: 100 successes in a row, within 10 s of the broker's return (issue 7).
+    // Recovered by itself: 100 successes in a row, within 10 s of the broker's return.
     let recovered = wait_until(Duration::from_secs(10), || async {
         let all = outcomes.lock().expect("outcomes");
         all.len() > 100 && all[all.len() - 100..].iter().all(|o| o.status == Some(200))

@@ -97,7 +97,7 @@ where
 /// request, and the head is dropped at once; the body is read in a boxed future of its own
 /// ([`admit`]), freed once the call is admitted; and a call pending for its reply keeps only what
 /// it needs to wait and to answer: the state as one `Arc`, the span once, 224 bytes in all
-/// (release build; 328 before, in the allocator's 384-byte class).
+/// (release build), which keeps it in mimalloc's 224-byte size class.
 fn call(
     app: AppState,
     names: Option<(String, String)>,

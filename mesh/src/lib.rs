@@ -96,6 +96,7 @@ mod shutdown;
 mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod ticking;
 mod timer;
 mod transport;
 

@@ -9,11 +9,14 @@ use crate::error::{ErrorKind, RpcError};
 use crate::events::Subscription;
 use crate::future::BoxFuture;
 use crate::handler::Call;
-use crate::service::BoxedHandler;
 use crate::timer::Timer;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
+
+/// A handler with its types erased, still waiting for the state `S`.
+pub(crate) type BoxedHandler<S> =
+    Arc<dyn Fn(Call, S) -> BoxFuture<Result<Value, RpcError>> + Send + Sync>;
 
 /// A handler with its state bound and its types erased.
 pub(crate) type ErasedHandler = BoxedHandler<()>;

@@ -3,20 +3,13 @@
 //! its descriptor (methods, schemas, subscriptions) exists without opening anything.
 
 use crate::describe::{Describe, Docs, InstanceState, ServiceDescriptor};
-use crate::error::RpcError;
 use crate::events::Subscription;
-use crate::future::BoxFuture;
 use crate::handler::{Call, Handler};
 use crate::protocol::{NameError, validate_name};
-use crate::routes::{ErasedHandler, Routes};
+use crate::routes::{BoxedHandler, ErasedHandler, Routes};
 use crate::timer::Timer;
-use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
-
-/// A handler with its types erased, still waiting for the state `S`.
-pub(crate) type BoxedHandler<S> =
-    Arc<dyn Fn(Call, S) -> BoxFuture<Result<Value, RpcError>> + Send + Sync>;
 
 /// A service: its name, its RPC methods, event subscriptions and timers, all of whose handlers
 /// share a state of type `S` (none for `S = ()`).
@@ -244,11 +237,11 @@ where
 mod tests {
     use super::*;
     use crate::call_context::CallContext;
-    use crate::error::ErrorKind;
+    use crate::error::{ErrorKind, RpcError};
     use crate::handler::{Args, State};
     use crate::protocol::Arguments;
     use serde::Deserialize;
-    use serde_json::json;
+    use serde_json::{Value, json};
     use std::sync::atomic::{AtomicU64, Ordering};
 
     #[derive(Deserialize, utoipa::ToSchema)]

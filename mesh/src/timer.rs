@@ -7,14 +7,7 @@
 //! service starts (after its consumers are attached), instead of one interval later. A stopping
 //! service stops ticking and waits for a run in progress within its grace period.
 
-use crate::call_context::CallContext;
-use crate::routes::{ErasedHandler, Routes};
-use crate::running::ServiceStats;
-use crate::shutdown::Shutdown;
-use std::sync::Arc;
 use std::time::Duration;
-use tokio::task::JoinHandle;
-use tokio::time::{Instant, MissedTickBehavior};
 
 /// When a timer's handler runs.
 ///
@@ -57,92 +50,9 @@ impl Timer {
     pub fn interval(&self) -> Duration {
         self.interval
     }
-}
 
-/// Starts every timer of `routes` (which carry their outbound); each ends once `stop` fires and
-/// its run in progress has finished (or `grace` has passed).
-pub(crate) fn spawn_all(
-    routes: &Routes,
-    stats: &Arc<ServiceStats>,
-    stop: &Shutdown,
-    grace: Duration,
-) -> Vec<JoinHandle<()>> {
-    routes
-        .timers()
-        .iter()
-        .map(|(timer, handler)| {
-            let ticking = Ticking {
-                routes: routes.clone(),
-                timer: timer.clone(),
-                handler: handler.clone(),
-                stats: stats.clone(),
-            };
-            tokio::spawn(ticking.run(stop.clone(), grace))
-        })
-        .collect()
-}
-
-struct Ticking {
-    routes: Routes,
-    timer: Timer,
-    handler: ErasedHandler,
-    stats: Arc<ServiceStats>,
-}
-
-impl Ticking {
-    async fn run(self, stop: Shutdown, grace: Duration) {
-        let first = if self.timer.eager {
-            Instant::now()
-        } else {
-            Instant::now() + self.timer.interval
-        };
-        let mut ticks = tokio::time::interval_at(first, self.timer.interval);
-        ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
-        let this = Arc::new(self);
-        let mut running: Option<JoinHandle<()>> = None;
-        loop {
-            tokio::select! {
-                biased;
-                () = stop.triggered() => break,
-                _ = ticks.tick() => {}
-            }
-            if running.as_ref().is_some_and(|run| !run.is_finished()) {
-                crate::telemetry::timer_skipped(&this.routes, &this.stats, &this.timer.name);
-                continue;
-            }
-            let tick = this.clone();
-            running = Some(tokio::spawn(async move { tick.once().await }));
-        }
-        if let Some(mut run) = running
-            && tokio::time::timeout(grace, &mut run).await.is_err()
-        {
-            tracing::warn!(
-                service = %this.routes.service(),
-                timer = %this.timer.name,
-                "grace period over; the timer's run is cancelled"
-            );
-            run.abort();
-        }
-    }
-
-    async fn once(&self) {
-        self.stats.work_started();
-        let outcome = crate::telemetry::run_timer(
-            &self.routes,
-            &self.stats,
-            &self.handler,
-            &self.timer.name,
-            CallContext::default(),
-        )
-        .await;
-        self.stats.work_finished();
-        if let Err(error) = outcome {
-            tracing::warn!(
-                service = %self.routes.service(),
-                timer = %self.timer.name,
-                %error,
-                "timer run failed"
-            );
-        }
+    /// Whether the first tick comes as the service starts.
+    pub fn is_eager(&self) -> bool {
+        self.eager
     }
 }

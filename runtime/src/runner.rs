@@ -195,6 +195,15 @@ impl Runner {
 
     /// [`Runner::run`], returning the error instead of printing it.
     pub async fn try_run(self) -> Result<(), RunError> {
+        self.try_run_until(crate::signal::terminate_signal()).await
+    }
+
+    /// [`Runner::try_run`] until `shutdown` resolves instead of a signal (a program with a
+    /// shutdown of its own, a test), then shuts down in the same order.
+    pub async fn try_run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), RunError> {
         let settings = self.settings?;
         if self.units.is_empty() && !self.gateway {
             return Err(RunError::NothingToRun);
@@ -254,7 +263,7 @@ impl Runner {
             }));
         }
         println!("{line}");
-        crate::signal::terminate_signal().await;
+        shutdown.await;
         tracing::info!("shutting down");
         // HTTP intake first: no new calls, and the ones in flight are answered.
         let _ = stop_intake.send(true);

@@ -1,4 +1,4 @@
-//! Authentication (DESIGN §7): API keys and HS256/RS256 JWTs on `/rpc`, 401 with
+//! Authentication (docs/architecture.md §7): API keys and HS256/RS256 JWTs on `/rpc`, 401 with
 //! `WWW-Authenticate` and 403, the caller's identity as nameko's `user_id`/`auth_token` context
 //! data, probes and (by default) docs open, credentials never echoed.
 

@@ -1,4 +1,4 @@
-//! The gateway's HTTP contract (DESIGN §3), row by row, over a real socket.
+//! The gateway's HTTP contract (docs/architecture.md §3), row by row, over a real socket.
 
 use crate::common::{Harness, Kind, assert_problem, unique, wait_until};
 use mesh::{Args, Ctx, RpcError, Service};

@@ -2,7 +2,7 @@
 //!
 //! Why not lapin's own auto-recovery: under load, after `rabbitmqctl stop_app`/`start_app` it
 //! stayed `Reconnecting` for 20 s and more after the broker was back, every time, and after a
-//! `kill -9` of the broker it stalled in one run of three (issue 7). Recovery here is plain
+//! `kill -9` of the broker it stalled in one run of three. Recovery here is plain
 //! instead: one task watches the connection and, once it drops, dials again with backoff and
 //! publishes the new connection under a new *generation*. Every user of the connection (the
 //! reply consumer, each consume loop, the publisher) watches the generation and re-declares its

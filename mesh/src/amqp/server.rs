@@ -61,7 +61,7 @@ pub(crate) async fn serve_routes(
         tasks.push(tokio::spawn(consume.run(attached, stop.clone())));
     }
     let config = broker.config();
-    tasks.extend(crate::timer::spawn_all(
+    tasks.extend(crate::ticking::spawn_all(
         &routes,
         &stats,
         &stop,

@@ -251,7 +251,7 @@ impl InProcess {
                 stop.clone(),
             )));
         }
-        tasks.extend(crate::timer::spawn_all(
+        tasks.extend(crate::ticking::spawn_all(
             &routes,
             &stats,
             &stop,
