@@ -29,7 +29,7 @@ for tool in valgrind callgrind_control callgrind_annotate wrk curl python3; do
     command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install valgrind wrk curl)" >&2; exit 1; }
 done
 if [ -z "${WARREN:-}" ] || [ -z "${BENCH:-}" ]; then
-    cargo build --release --quiet --bins
+    cargo build --release --quiet -p warren -p warren-bench
     WARREN="${WARREN:-${CARGO_TARGET_DIR:-target}/release/warren}"
     BENCH="${BENCH:-${CARGO_TARGET_DIR:-target}/release/warren-bench}"
 fi

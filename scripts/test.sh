@@ -62,14 +62,16 @@ step "unit and end-to-end tests"
 if command -v cargo-nextest >/dev/null 2>&1; then
     cargo nextest run --workspace --locked --test-threads 4 --no-fail-fast -E 'not binary(faults)'
 else
-    cargo test --workspace --locked --no-fail-fast --lib --bins
-    # tests/examples.rs runs the example programs: built here, as nextest's build does.
-    cargo build --workspace --locked --examples
+    # Every crate's unit and integration tests but the root package's, then the root package's
+    # suites one by one (tests/examples.rs runs the examples: built first, as nextest's build
+    # does), the fault tests left for last.
+    cargo test --workspace --locked --no-fail-fast --exclude warren
+    cargo test --locked --no-fail-fast --bins
+    cargo build --locked --examples
     for suite in tests/*.rs; do
         name=$(basename "$suite" .rs)
         [ "$name" = faults ] || cargo test --locked --no-fail-fast --test "$name"
     done
-    cargo test --locked --no-fail-fast -p warren-bench --test smoke
 fi
 
 # The `otel` feature rebuilds only the warren crate (plus the OpenTelemetry crates once): its

@@ -615,3 +615,55 @@ async fn a_returned_request_is_logged_without_the_callers_token() {
     assert!(line.contains("req-returned-1"), "{line}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `warren openapi` documents the bundled services from their declarations alone: run from a
+/// working directory it cannot write to, with `WARREN_DATA_DIR` naming a path that does not
+/// exist, it prints exactly the committed document and logs nothing about a store, an index or
+/// SQLite (it opens none).
+#[tokio::test]
+async fn openapi_opens_nothing_and_prints_the_committed_document() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let dir = scratch_dir();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).expect("chmod");
+    // As root every directory is writable: the command runs as `nobody` then.
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let nobody = (unsafe { libc::geteuid() } == 0).then_some(65534u32);
+    let command = |program: &str| {
+        let mut command = std::process::Command::new(program);
+        command.current_dir(&dir).env("RUST_LOG", "info");
+        if let Some(uid) = nobody {
+            command.uid(uid).gid(uid);
+        }
+        command
+    };
+    let mut probe = command("sh");
+    probe.args(["-c", "touch probe"]);
+    let probed = probe.output().expect("sh");
+    assert!(
+        !probed.status.success(),
+        "the working directory must be unwritable for the test to mean anything"
+    );
+    let mut openapi = command(env!("CARGO_BIN_EXE_warren"));
+    openapi
+        .arg("openapi")
+        .env("WARREN_DATA_DIR", dir.join("missing/data"))
+        .env_remove("AMQP_URL");
+    let output = tokio::task::spawn_blocking(move || openapi.output().expect("warren openapi"))
+        .await
+        .expect("task");
+    let stderr = String::from_utf8_lossy(&output.stderr).to_lowercase();
+    assert!(output.status.success(), "{stderr}");
+    let committed = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json"))
+        .expect("openapi/openapi.json");
+    assert!(
+        output.stdout == committed,
+        "warren openapi differs from openapi/openapi.json"
+    );
+    for word in ["store", "index", "sqlite"] {
+        assert!(!stderr.contains(word), "{word} in the log: {stderr}");
+    }
+    assert!(!dir.join("missing").exists());
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -86,7 +86,8 @@ impl CallContext {
         self.data.get(AUTH_TOKEN_KEY).map(String::as_str)
     }
 
-    /// The stack extended with `call_id`, keeping the newest [`CALL_ID_STACK_LIMIT`] entries, as
+    /// The stack extended with `call_id`, keeping the newest 11 entries (nameko's 10 parent calls
+    /// and the call itself), as
     /// nameko does.
     pub fn stack_with(&self, call_id: &str) -> Vec<String> {
         let mut stack = self.call_id_stack.clone();

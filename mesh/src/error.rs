@@ -178,7 +178,7 @@ impl From<CallError> for RpcError {
     }
 }
 
-/// Why a call made with [`crate::RpcClient`] failed.
+/// Why a call ([`crate::ServiceProxy::call`]) failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CallError {
     /// No queue is bound for the service: the broker returned the request as unroutable.

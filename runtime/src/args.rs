@@ -37,8 +37,9 @@ pub struct ProcessArgs {
 /// The broker and the service runtime's settings: `--amqp`, `--max-workers`, ...
 #[derive(Args, Debug, Clone)]
 pub struct MeshArgs {
-    /// The RabbitMQ URL [default: amqp://guest:guest@127.0.0.1:5672/%2f; `dev` runs in-process
-    /// when it is not given].
+    /// The RabbitMQ URL. Without one, `warren run` and `warren gateway` use
+    /// amqp://guest:guest@127.0.0.1:5672/%2f, and a process serving the gateway with its services
+    /// (`warren dev`, an example) runs in process.
     #[arg(long = "amqp", env = "AMQP_URL", hide_env_values = true)]
     pub amqp_url: Option<String>,
     /// CA certificates (PEM) to trust for an amqps:// broker, besides the system's.

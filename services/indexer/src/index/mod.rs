@@ -11,194 +11,38 @@
 //! made meanwhile), after which searches see them. A crash before the commit loses those
 //! changes from the index, not from the library: on start the catch-up sees the older (or
 //! missing) versions and fetches the books again.
+//!
+//! This module is the async front, [`Index`], with the state its parts share; the schema, the
+//! changes, the committer, the searches, the snippets and the size on disk each have their own
+//! module.
 
-use serde::{Deserialize, Serialize};
+mod changes;
+mod committer;
+mod error;
+mod model;
+mod schema;
+mod search;
+mod size;
+mod snippet;
+
+pub use committer::COMMIT_DELAY;
+pub use error::IndexError;
+pub use model::{Applied, Hit, IndexStats, IndexedBook, SearchResults};
+pub use search::{MAX_LIMIT, MAX_OFFSET};
+pub use snippet::{SNIPPET_CHARS, escape_html, lead};
+
+use committer::{CommitPayload, committer};
+use schema::{ANALYZER, Fields, analyzer, committed_versions, schema};
+use size::dir_bytes;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
-use std::time::Duration;
-use tantivy::collector::{Count, TopDocs};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use tantivy::directory::MmapDirectory;
 use tantivy::directory::error::OpenDirectoryError;
-use tantivy::query::QueryParser;
-use tantivy::schema::{
-    FAST, Field, INDEXED, IndexRecordOption, STORED, Schema, TextFieldIndexing, TextOptions, Value,
-};
-use tantivy::snippet::SnippetGenerator;
-use tantivy::tokenizer::{
-    AsciiFoldingFilter, LowerCaser, RemoveLongFilter, SimpleTokenizer, TextAnalyzer,
-};
-use tantivy::{IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, TantivyError, Term};
-
-/// How long after the first uncommitted change the index commits (and searches see it).
-pub const COMMIT_DELAY: Duration = Duration::from_millis(50);
-
-/// The most hits one search returns.
-pub const MAX_LIMIT: usize = 100;
-
-/// How deep results can be paged (`offset`).
-pub const MAX_OFFSET: usize = 10_000;
-
-/// The longest snippet, in characters.
-pub const SNIPPET_CHARS: usize = 200;
+use tantivy::{IndexReader, IndexWriter, ReloadPolicy, TantivyError};
 
 /// The writer's memory budget: enough for one 8 MiB book between flushes.
 const WRITER_MEMORY: usize = 64 * 1024 * 1024;
-
-/// The name under which the index's analyzer is registered.
-const ANALYZER: &str = "folded";
-
-/// Why an index operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum IndexError {
-    /// The query could not be parsed (the caller's fault).
-    #[error("invalid query: {0}")]
-    Query(String),
-    /// The index directory cannot be used.
-    #[error("cannot open the index directory {path}: {reason}")]
-    Directory {
-        /// The directory.
-        path: PathBuf,
-        /// What went wrong.
-        reason: String,
-    },
-    /// tantivy failed.
-    #[error("index error: {0}")]
-    Tantivy(TantivyError),
-    /// The index was closed.
-    #[error("the index is closed")]
-    Closed,
-    /// A blocking index task panicked or was cancelled.
-    #[error("index task failed: {0}")]
-    Task(String),
-}
-
-// The message includes the cause, so it is not chained as a source (it would print twice).
-impl From<TantivyError> for IndexError {
-    fn from(error: TantivyError) -> Self {
-        Self::Tantivy(error)
-    }
-}
-
-impl From<IndexError> for mesh::RpcError {
-    fn from(error: IndexError) -> Self {
-        match error {
-            IndexError::Query(_) => mesh::RpcError::bad_request(error.to_string()),
-            IndexError::Closed => mesh::RpcError::unavailable(error.to_string()),
-            _ => mesh::RpcError::internal(error.to_string()),
-        }
-    }
-}
-
-/// A book as the index takes it (the fields of the library's `get_book` it uses).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IndexedBook {
-    /// The book's id.
-    pub id: i64,
-    /// Its version.
-    pub version: i64,
-    /// The title.
-    pub title: String,
-    /// The author.
-    pub author: String,
-    /// The full text.
-    pub text: String,
-}
-
-/// What applying a change did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Applied {
-    /// The book was (re)indexed.
-    Indexed,
-    /// The index already had this version or a newer one; nothing changed.
-    Stale,
-    /// The book was deleted (here or in the library); nothing changed.
-    Deleted,
-}
-
-/// One search hit.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Hit {
-    /// The book's id.
-    pub id: i64,
-    /// The indexed version.
-    pub version: i64,
-    /// The title.
-    pub title: String,
-    /// The author.
-    pub author: String,
-    /// The relevance (BM25).
-    pub score: f32,
-    /// A fragment of the text, HTML-escaped, with the matching terms in `<b>`…`</b>`.
-    pub snippet: String,
-}
-
-/// A page of search results.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct SearchResults {
-    /// The hits, best first.
-    pub hits: Vec<Hit>,
-    /// How many books match in all.
-    pub total: usize,
-}
-
-/// The index's size and progress.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct IndexStats {
-    /// Books in the index (changes applied; searchable within [`COMMIT_DELAY`]).
-    pub documents: u64,
-    /// The size of the index directory, in bytes.
-    pub index_bytes: u64,
-    /// The highest library version among the changes this index has applied (added, updated or
-    /// deleted books), 0 before any. Library versions come from one library-wide sequence, so
-    /// this is a high-water mark: how far the index has got. It is not a promise that every
-    /// lower version is in (events are handled concurrently, so they can be applied out of
-    /// order); the catch-up is what guarantees convergence.
-    pub last_applied_version: i64,
-}
-
-/// What the index records in each commit.
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct CommitPayload {
-    last_applied_version: i64,
-    catalog_id: Option<String>,
-}
-
-#[derive(Clone, Copy)]
-struct Fields {
-    id: Field,
-    version: Field,
-    title: Field,
-    author: Field,
-    text: Field,
-}
-
-fn schema() -> (Schema, Fields) {
-    let mut builder = Schema::builder();
-    let text_options = TextOptions::default()
-        .set_indexing_options(
-            TextFieldIndexing::default()
-                .set_tokenizer(ANALYZER)
-                .set_index_option(IndexRecordOption::WithFreqsAndPositions),
-        )
-        .set_stored();
-    let fields = Fields {
-        id: builder.add_i64_field("id", INDEXED | STORED | FAST),
-        version: builder.add_i64_field("version", STORED | FAST),
-        title: builder.add_text_field("title", text_options.clone()),
-        author: builder.add_text_field("author", text_options.clone()),
-        text: builder.add_text_field("text", text_options),
-    };
-    (builder.build(), fields)
-}
-
-fn analyzer() -> TextAnalyzer {
-    TextAnalyzer::builder(SimpleTokenizer::default())
-        .filter(RemoveLongFilter::limit(40))
-        .filter(LowerCaser)
-        .filter(AsciiFoldingFilter)
-        .build()
-}
 
 /// The full-text index. Cheap to clone; clones share one writer.
 #[derive(Clone)]
@@ -439,223 +283,12 @@ impl Inner {
             self.wake.notify_all();
         }
     }
-
-    fn apply(&self, book: IndexedBook) -> Result<Applied, IndexError> {
-        let mut state = self.lock();
-        if state.tombstones.contains(&book.id) {
-            return Ok(Applied::Deleted);
-        }
-        if state
-            .versions
-            .get(&book.id)
-            .is_some_and(|v| *v >= book.version)
-        {
-            return Ok(Applied::Stale);
-        }
-        let writer = state.writer.as_ref().ok_or(IndexError::Closed)?;
-        let f = &self.fields;
-        let mut doc = TantivyDocument::default();
-        doc.add_i64(f.id, book.id);
-        doc.add_i64(f.version, book.version);
-        doc.add_text(f.title, &book.title);
-        doc.add_text(f.author, &book.author);
-        doc.add_text(f.text, &book.text);
-        // Delete and add under one lock: no commit can fall between them.
-        writer.delete_term(Term::from_field_i64(f.id, book.id));
-        writer.add_document(doc)?;
-        state.versions.insert(book.id, book.version);
-        state.last_applied_version = state.last_applied_version.max(book.version);
-        self.changed(&mut state);
-        Ok(Applied::Indexed)
-    }
-
-    fn remove(&self, id: i64, version: Option<i64>) -> Result<bool, IndexError> {
-        let mut state = self.lock();
-        let writer = state.writer.as_ref().ok_or(IndexError::Closed)?;
-        let was_indexed = state.versions.contains_key(&id);
-        if was_indexed {
-            writer.delete_term(Term::from_field_i64(self.fields.id, id));
-            state.versions.remove(&id);
-        }
-        state.tombstones.insert(id);
-        if let Some(version) = version {
-            state.last_applied_version = state.last_applied_version.max(version);
-        }
-        if was_indexed || version.is_some() {
-            self.changed(&mut state);
-        }
-        Ok(was_indexed)
-    }
-
-    fn commit(&self, state: &mut State) -> Result<(), IndexError> {
-        if !state.dirty {
-            return Ok(());
-        }
-        let payload = serde_json::to_string(&CommitPayload {
-            last_applied_version: state.last_applied_version,
-            catalog_id: state.catalog_id.clone(),
-        })
-        .map_err(|e| IndexError::Task(e.to_string()))?;
-        let writer = state.writer.as_mut().ok_or(IndexError::Closed)?;
-        let mut prepared = writer.prepare_commit()?;
-        prepared.set_payload(&payload);
-        prepared.commit()?;
-        state.dirty = false;
-        self.reader.reload()?;
-        Ok(())
-    }
-
-    fn search(
-        &self,
-        query: &str,
-        limit: usize,
-        offset: usize,
-    ) -> Result<SearchResults, IndexError> {
-        let f = self.fields;
-        let mut parser = QueryParser::for_index(&self.index, vec![f.title, f.author, f.text]);
-        parser.set_conjunction_by_default();
-        parser.set_field_boost(f.title, 2.0);
-        parser.set_field_boost(f.author, 1.5);
-        let query = parser
-            .parse_query(query)
-            .map_err(|e| IndexError::Query(e.to_string()))?;
-        let searcher = self.reader.searcher();
-        let limit = limit.clamp(1, MAX_LIMIT);
-        let top = TopDocs::with_limit(limit)
-            .and_offset(offset.min(MAX_OFFSET))
-            .order_by_score();
-        let (top, total) = searcher.search(&query, &(top, Count))?;
-        let mut snippets = SnippetGenerator::create(&searcher, &*query, f.text)?;
-        snippets.set_max_num_chars(SNIPPET_CHARS);
-        let mut hits = Vec::with_capacity(top.len());
-        for (score, address) in top {
-            let doc: TantivyDocument = searcher.doc(address)?;
-            let text = |field: Field| {
-                doc.get_first(field)
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default()
-            };
-            let int = |field: Field| doc.get_first(field).and_then(|v| v.as_i64()).unwrap_or(0);
-            let snippet = snippets.snippet_from_doc(&doc);
-            let snippet = if snippet.is_empty() {
-                // The match was in the title or author: show the text's beginning instead.
-                lead(&text(f.text), SNIPPET_CHARS)
-            } else {
-                snippet.to_html()
-            };
-            hits.push(Hit {
-                id: int(f.id),
-                version: int(f.version),
-                title: text(f.title),
-                author: text(f.author),
-                score,
-                snippet,
-            });
-        }
-        Ok(SearchResults { hits, total })
-    }
-}
-
-/// Commits in the background: waits for a change, lets more gather for [`COMMIT_DELAY`], then
-/// commits them all. Ends when the index is closed or dropped.
-fn committer(index: Weak<Inner>) {
-    loop {
-        let Some(inner) = index.upgrade() else { return };
-        {
-            let state = inner.lock();
-            let (state, _) = inner
-                .wake
-                .wait_timeout_while(state, Duration::from_millis(500), |s| {
-                    !s.dirty && s.writer.is_some()
-                })
-                .unwrap_or_else(|e| e.into_inner());
-            if state.writer.is_none() {
-                return;
-            }
-            if !state.dirty {
-                // Woke by the timeout: let go of the index, so dropping it ends this thread.
-                continue;
-            }
-        }
-        std::thread::sleep(COMMIT_DELAY);
-        let outcome = {
-            let mut state = inner.lock();
-            inner.commit(&mut state)
-        };
-        if let Err(error) = outcome {
-            tracing::error!(%error, dir = %inner.dir.display(), "index commit failed; retrying");
-            drop(inner);
-            std::thread::sleep(Duration::from_secs(1));
-        }
-    }
-}
-
-/// The ids and versions of the committed documents.
-fn committed_versions(reader: &IndexReader) -> Result<HashMap<i64, i64>, IndexError> {
-    let searcher = reader.searcher();
-    let mut versions = HashMap::new();
-    for segment in searcher.segment_readers() {
-        let ids = segment.fast_fields().i64("id")?;
-        let vers = segment.fast_fields().i64("version")?;
-        for doc in segment.doc_ids_alive() {
-            if let (Some(id), Some(version)) = (ids.first(doc), vers.first(doc)) {
-                let entry = versions.entry(id).or_insert(version);
-                *entry = (*entry).max(version);
-            }
-        }
-    }
-    Ok(versions)
-}
-
-/// The first `max_chars` characters of `text`, HTML-escaped, ending at a word boundary when it
-/// is cut.
-pub fn lead(text: &str, max_chars: usize) -> String {
-    let text = text.trim();
-    let cut = match text.char_indices().nth(max_chars) {
-        None => text,
-        Some((end, _)) => {
-            let head = &text[..end];
-            match head.rfind(char::is_whitespace) {
-                Some(space) if space > 0 => &head[..space],
-                _ => head,
-            }
-        }
-    };
-    escape_html(cut)
-}
-
-/// Escapes `&`, `<`, `>`, `"` and `'`.
-pub fn escape_html(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// The total size of the files in `dir` (tantivy keeps its files in one flat directory).
-fn dir_bytes(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|e| e.metadata().ok())
-        .filter(|m| m.is_file())
-        .map(|m| m.len())
-        .sum()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn temp_dir() -> PathBuf {
         std::env::temp_dir().join(format!("indexer-unit-{}", uuid::Uuid::new_v4()))
@@ -844,13 +477,5 @@ mod tests {
         }
         drop(index);
         let _ = std::fs::remove_dir_all(dir);
-    }
-
-    #[test]
-    fn leads_are_cut_at_words_and_escaped() {
-        assert_eq!(lead("  short  ", 10), "short");
-        assert_eq!(lead("one two three", 9), "one two");
-        assert_eq!(lead("a<b & c", 20), "a&lt;b &amp; c");
-        assert_eq!(lead("ééééé", 3), "ééé");
     }
 }
