@@ -5,7 +5,6 @@ mod common;
 use common::process::{run, spawn, terminate, warren};
 use common::{Harness, unique, wait_until};
 use mesh::{Payload, RpcError, Service, State, Subscription};
-use std::io::BufReader;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -301,17 +300,9 @@ async fn run_serves_probes_and_metrics_on_its_ops_port_and_logs_json() {
     })
     .await;
     assert!(idle, "busy workers never went back to 0");
-    let status = tokio::task::spawn_blocking(move || terminate(child, Duration::from_secs(15)))
-        .await
-        .expect("task");
+    let (status, logs) =
+        common::process::terminate_and_read(child, stderr, Duration::from_secs(15)).await;
     assert!(status.success());
-    let logs = tokio::task::spawn_blocking(move || {
-        let mut text = String::new();
-        let _ = std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut text);
-        text
-    })
-    .await
-    .expect("task");
     let line = logs
         .lines()
         .find(|l| l.contains("serving"))
@@ -517,7 +508,7 @@ async fn a_gateway_stops_on_sigterm_without_an_error() {
         tokio::task::spawn_blocking(move || common::process::start(command, "warren gateway"))
             .await
             .expect("task");
-    let mut stderr = child.take_stderr().expect("stderr");
+    let stderr = child.take_stderr().expect("stderr");
     let address = common::process::http_address(&first);
     let url = format!("http://{address}/rpc/{greeter}/hello");
     let http = reqwest::Client::new();
@@ -527,17 +518,9 @@ async fn a_gateway_stops_on_sigterm_without_an_error() {
     })
     .await;
     assert!(answered, "the gateway never answered a call");
-    let status = tokio::task::spawn_blocking(move || terminate(child, Duration::from_secs(15)))
-        .await
-        .expect("task");
+    let (status, log) =
+        common::process::terminate_and_read(child, stderr, Duration::from_secs(15)).await;
     assert!(status.success(), "{status:?}");
-    let log = tokio::task::spawn_blocking(move || {
-        let mut log = String::new();
-        std::io::Read::read_to_string(&mut stderr, &mut log).expect("stderr");
-        log
-    })
-    .await
-    .expect("task");
     assert!(!log.contains("ERROR"), "{log}");
 }
 
@@ -577,7 +560,7 @@ async fn a_returned_request_is_logged_without_the_callers_token() {
         tokio::task::spawn_blocking(move || common::process::start(command, "warren gateway"))
             .await
             .expect("task");
-    let mut stderr = child.take_stderr().expect("stderr");
+    let stderr = child.take_stderr().expect("stderr");
     let address = common::process::http_address(&first);
     let nobody = unique("nobody");
     let r = reqwest::Client::new()
@@ -589,17 +572,9 @@ async fn a_returned_request_is_logged_without_the_callers_token() {
         .await
         .expect("send");
     assert_eq!(r.status(), 404);
-    let status = tokio::task::spawn_blocking(move || terminate(child, Duration::from_secs(15)))
-        .await
-        .expect("task");
+    let (status, log) =
+        common::process::terminate_and_read(child, stderr, Duration::from_secs(15)).await;
     assert!(status.success(), "{status:?}");
-    let log = tokio::task::spawn_blocking(move || {
-        let mut log = String::new();
-        std::io::Read::read_to_string(&mut stderr, &mut log).expect("stderr");
-        log
-    })
-    .await
-    .expect("task");
     let signature = token.rsplit('.').next().unwrap_or(&token);
     assert!(
         !log.contains(signature),

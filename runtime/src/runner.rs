@@ -7,9 +7,9 @@
 //! everything already started, in reverse, and is reported as one line.
 //!
 //! Stop, on SIGINT or SIGTERM: HTTP intake stops and the calls in flight are answered; the
-//! services stop (each finishes its work in progress within its grace period, the rest goes
-//! back to its queue); their dependencies close, last opened first; the gateway stops
-//! following descriptors; the broker connection closes.
+//! services stop, last started first (each finishes its work in progress within its grace
+//! period, the rest goes back to its queue); their dependencies close, last opened first; the
+//! gateway stops following descriptors; the broker connection closes.
 
 use crate::args::ProcessArgs;
 use crate::error::{ConfigError, RunError, one_line};
@@ -304,10 +304,17 @@ impl Process {
         Ok(())
     }
 
-    /// Stops the services (at once, each within its grace period), closes their dependencies
-    /// (last opened first), stops the gateway's descriptor feed, then closes the transport.
+    /// Stops the services, last started first, each within its grace period; closes their
+    /// dependencies, last opened first; stops the gateway's descriptor feed, then closes the
+    /// transport.
+    ///
+    /// One by one and in reverse, because a service may call those started before it: the
+    /// indexer's catch-up calls the library, and a library stopped at the same moment would
+    /// leave that call waiting in its queue until the indexer's grace period ran out.
     async fn stop(mut self) {
-        futures_util::future::join_all(self.started.iter_mut().map(|s| s.stop())).await;
+        for started in self.started.iter_mut().rev() {
+            started.stop().await;
+        }
         while let Some(started) = self.started.pop() {
             tracing::debug!(service = started.name(), "closing its dependency");
             started.close().await;

@@ -71,3 +71,20 @@ pub fn terminate(child: Spawned, limit: Duration) -> std::process::ExitStatus {
 pub fn kill(child: Spawned) {
     child.kill();
 }
+
+/// Sends SIGTERM, waits for the exit (at most `limit`), then reads everything the child wrote
+/// to its piped standard error: its exit status and its log.
+pub async fn terminate_and_read(
+    child: Spawned,
+    mut stderr: std::process::ChildStderr,
+    limit: Duration,
+) -> (std::process::ExitStatus, String) {
+    tokio::task::spawn_blocking(move || {
+        let status = terminate(child, limit);
+        let mut log = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut log).expect("stderr");
+        (status, log)
+    })
+    .await
+    .expect("task")
+}

@@ -1,6 +1,5 @@
 //! Optional authentication of callers: static API keys ([`ApiKeys`]) and bearer JWTs
-//! ([`JwtVerifier`], HS256 and RS256). [`Auth`] is off by default: every caller is anonymous,
-//! as before.
+//! ([`JwtVerifier`], HS256 and RS256). [`Auth`] is off by default: every caller is anonymous.
 //!
 //! When it is on, `/rpc/...` needs a credential:
 //! - `Authorization: Bearer <credential>`, where the credential is an API key or a JWT (a
