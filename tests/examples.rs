@@ -42,7 +42,7 @@ impl Example {
             .env_remove("AMQP_URL")
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
         if kind == Kind::Amqp {
-            command.env("AMQP_URL", common::mesh_config().amqp.url);
+            command.env("AMQP_URL", common::broker_url());
         }
         let what = format!("example {name}");
         let (child, first) = tokio::task::spawn_blocking(move || start(command, &what))

@@ -92,7 +92,7 @@ fn count(outcomes: &Mutex<Vec<Outcome>>, f: impl Fn(&Outcome) -> bool) -> usize 
 
 /// Waits until the broker accepts AMQP connections again.
 async fn broker_back() {
-    let url = common::mesh_config().amqp.url;
+    let url = common::broker_url();
     let back = wait_until(Duration::from_secs(90), || {
         let url = url.clone();
         async move {
@@ -273,7 +273,7 @@ async fn the_broker_stopped_under_load() {
 
 /// A `warren run greeting_service` child with an ops port; returns it and its ops address.
 fn greeter_process(workers: &str) -> (common::process::Spawned, String) {
-    let amqp = common::mesh_config().amqp.url;
+    let amqp = common::broker_url();
     let (child, first) = spawn(&[
         "run",
         "greeting_service",
@@ -394,7 +394,7 @@ async fn a_stopped_gateway_drains_in_flight_calls() {
     let mut h = Harness::start().await;
     let greeter = unique("greeter");
     h.serve(greeter::service_named(&greeter)).await;
-    let amqp = common::mesh_config().amqp.url;
+    let amqp = common::broker_url();
     let (gateway, first) = spawn(&["gateway", "--listen", "127.0.0.1:0", "--amqp", &amqp]);
     let address = common::process::http_address(&first);
     let http = reqwest::Client::new();

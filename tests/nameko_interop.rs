@@ -36,9 +36,7 @@ fn python() -> &'static PathBuf {
 
 /// nameko's spelling of the broker URL (kombu wants `//` for the default vhost).
 fn amqp_uri() -> String {
-    common::mesh_config()
-        .amqp
-        .url
+    common::broker_url()
         .replace("/%2f", "//")
         .replace("/%2F", "//")
 }

@@ -445,6 +445,7 @@ mod tests {
                 description: Some("Greets someone.".into()),
                 request: json!({"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}),
                 response: json!({"type": "string"}),
+                idempotent: false,
             }],
             components: BTreeMap::new(),
             subscriptions: vec![],

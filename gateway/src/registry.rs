@@ -137,6 +137,16 @@ impl Registry {
             .is_some_and(|d| d.methods.iter().any(|m| m.name == method))
     }
 
+    /// Whether the latest descriptor of `service` declares `method` idempotent (safe to publish
+    /// again when a lost connection leaves a request's fate unknown).
+    pub fn is_idempotent(&self, service: &str, method: &str) -> bool {
+        let services = self.services.read().unwrap_or_else(|e| e.into_inner());
+        services
+            .get(service)
+            .and_then(|k| k.latest.as_ref())
+            .is_some_and(|d| d.methods.iter().any(|m| m.name == method && m.idempotent))
+    }
+
     /// The latest descriptor of every service with a live instance, by name.
     pub fn live_descriptors(&self) -> Vec<ServiceDescriptor> {
         let services = self.services.read().unwrap_or_else(|e| e.into_inner());

@@ -298,6 +298,7 @@ async fn admit(
             app.client
                 .rpc(&service)
                 .with_context(context)
+                .idempotent(app.registry.is_idempotent(&service, &method))
                 .call(&method, arguments),
         ),
         permit,

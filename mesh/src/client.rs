@@ -17,13 +17,15 @@ use std::sync::Arc;
 /// Calls and dispatches on behalf of handlers and clients: the seam between them and a
 /// transport.
 pub(crate) trait Outbound: Send + Sync + 'static {
-    /// Calls `service.method`.
+    /// Calls `service.method`; `idempotent` says the method is safe to run twice (a request
+    /// whose fate a lost connection leaves unknown may then be published again).
     fn call(
         &self,
         service: &str,
         method: &str,
         body: Arguments,
         context: CallContext,
+        idempotent: bool,
     ) -> BoxFuture<Result<Value, CallError>>;
 
     /// Publishes event `event_type` from `source` with `payload`; returns once the transport
@@ -56,6 +58,9 @@ pub struct ClientStats {
     pub unknown_service: u64,
     /// Replies that found no waiting caller (late, duplicate or foreign).
     pub unmatched_replies: u64,
+    /// Requests published again because the first attempt did not reach a queue, or may not
+    /// have for an idempotent method (AMQP only).
+    pub republished: u64,
     /// Times the broker connection was lost (AMQP only).
     pub broker_lost: u64,
 }
@@ -74,6 +79,7 @@ pub struct ServiceProxy {
     outbound: Option<SharedOutbound>,
     service: String,
     context: CallContext,
+    idempotent: bool,
 }
 
 impl ServiceProxy {
@@ -86,7 +92,17 @@ impl ServiceProxy {
             outbound,
             service: service.to_owned(),
             context,
+            idempotent: false,
         }
+    }
+
+    /// The same proxy for calls to a method that is safe to run twice (see
+    /// [`crate::Service::idempotent`]): over AMQP, a request whose confirm a lost connection
+    /// took with it is then published again on the next connection, within its deadline.
+    /// Without it such a request fails `Unavailable`, as it may have run.
+    pub fn idempotent(mut self, idempotent: bool) -> Self {
+        self.idempotent = idempotent;
+        self
     }
 
     /// The same proxy with `context` for the calls it makes (without a deadline, the
@@ -112,9 +128,13 @@ impl ServiceProxy {
                 (Ok(_), None) => Box::pin(std::future::ready(Err(CallError::Unavailable(
                     "this handler runs without a transport".into(),
                 )))),
-                (Ok(arguments), Some(outbound)) => {
-                    outbound.call(&self.service, method, arguments, self.context.clone())
-                }
+                (Ok(arguments), Some(outbound)) => outbound.call(
+                    &self.service,
+                    method,
+                    arguments,
+                    self.context.clone(),
+                    self.idempotent,
+                ),
             };
         call
     }

@@ -37,15 +37,17 @@ impl Default for MeshConfig {
 }
 
 impl MeshConfig {
-    /// The defaults with the broker at `amqp_url`.
-    pub fn with_url(amqp_url: impl Into<String>) -> Self {
+    /// The defaults with the broker at `amqp_url` (one URL, or several separated by commas or
+    /// `;`: a cluster's nodes).
+    pub fn with_url(amqp_url: impl AsRef<str>) -> Self {
         Self {
             amqp: AmqpConfig::with_url(amqp_url),
             ..Self::default()
         }
     }
 
-    /// The defaults, with `AMQP_URL` and `AMQP_CA_FILE` taken from the environment when set.
+    /// The defaults, with `AMQP_URL`, `AMQP_CA_FILE` and `WARREN_QUEUE_TYPE` taken from the
+    /// environment when set (a queue type that is not one is left at its default).
     pub fn from_env() -> Self {
         let set = |name| std::env::var(name).ok().filter(|value| !value.is_empty());
         let mut config = match set("AMQP_URL") {
@@ -53,6 +55,9 @@ impl MeshConfig {
             None => Self::default(),
         };
         config.amqp.tls_ca_file = set("AMQP_CA_FILE").map(PathBuf::from);
+        if let Some(queue_type) = set("WARREN_QUEUE_TYPE").and_then(|t| t.parse().ok()) {
+            config.amqp.queue_type = queue_type;
+        }
         config
     }
 }

@@ -12,7 +12,7 @@ use crate::events::{HandlerType, Subscription};
 use crate::handler::{Args, FromCall, IntoReply, Payload, State};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use utoipa::ToSchema;
 use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::Schema;
@@ -47,6 +47,10 @@ pub struct MethodDescriptor {
     /// JSON Schema of the result.
     #[serde(default)]
     pub response: Value,
+    /// Whether the method is safe to run twice ([`crate::Service::idempotent`]): a caller may
+    /// publish again a request whose fate a lost connection left unknown. Sent only when true.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub idempotent: bool,
 }
 
 /// One event subscription of a service.
@@ -108,6 +112,7 @@ pub(crate) struct Docs {
     pub(crate) version: Option<String>,
     pub(crate) schemas: BTreeMap<String, HandlerSchemas>,
     pub(crate) descriptions: BTreeMap<String, String>,
+    pub(crate) idempotent: BTreeSet<String>,
 }
 
 impl Docs {
@@ -143,6 +148,7 @@ impl Docs {
                     description,
                     request: schemas.request.unwrap_or(Value::Null),
                     response: schemas.response,
+                    idempotent: self.idempotent.contains(name),
                 }
             })
             .collect();

@@ -95,6 +95,15 @@ impl<S: Clone + Send + Sync + 'static> Service<S> {
         self
     }
 
+    /// Declares `method` safe to run twice (a read, or a write keyed by what the caller sends):
+    /// over AMQP, a caller that lost its connection between publishing a request and the
+    /// broker's confirm may then publish it again, rather than fail the call. The gateway
+    /// learns it from the service's descriptor.
+    pub fn idempotent(mut self, method: impl Into<String>) -> Self {
+        self.docs.idempotent.insert(method.into());
+        self
+    }
+
     /// Sets the version the service announces (default `0.0.0`).
     pub fn version(mut self, version: impl Into<String>) -> Self {
         self.docs.version = Some(version.into());
@@ -299,6 +308,24 @@ mod tests {
         let descriptor = service.descriptor("i", 0, InstanceState::Up);
         let names: Vec<&str> = descriptor.methods.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(names, ["bump"]);
+    }
+
+    #[test]
+    fn idempotent_methods_are_declared_in_the_descriptor() {
+        let service: Service = Service::new("math")
+            .rpc("add", add)
+            .rpc("fail", fail)
+            .idempotent("add");
+        let descriptor = service.descriptor("i", 0, InstanceState::Up);
+        let flags: Vec<(&str, bool)> = descriptor
+            .methods
+            .iter()
+            .map(|m| (m.name.as_str(), m.idempotent))
+            .collect();
+        assert_eq!(flags, [("add", true), ("fail", false)]);
+        // Sent only when true, so descriptors stay as they were for every other method.
+        let json = serde_json::to_value(&descriptor.methods[1]).unwrap_or_default();
+        assert!(json.get("idempotent").is_none(), "{json}");
     }
 
     #[test]

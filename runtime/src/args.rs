@@ -7,7 +7,7 @@
 use crate::error::ConfigError;
 use clap::Args;
 use mesh::MeshConfig;
-use mesh::amqp::DEFAULT_AMQP_URL;
+use mesh::amqp::{DEFAULT_AMQP_URL, split_urls};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use warren_gateway::{
@@ -37,11 +37,22 @@ pub struct ProcessArgs {
 /// The broker and the service runtime's settings: `--amqp`, `--max-workers`, ...
 #[derive(Args, Debug, Clone)]
 pub struct MeshArgs {
-    /// The RabbitMQ URL. Without one, `warren run` and `warren gateway` use
+    /// The RabbitMQ URL, or a cluster's nodes: several URLs separated by commas or `;`, or the
+    /// flag repeated (a process connects to one, in an order of its own, and to the next when
+    /// it loses it). Without one, `warren run` and `warren gateway` use
     /// amqp://guest:guest@127.0.0.1:5672/%2f, and a process serving the gateway with its services
     /// (`warren dev`, an example) runs in process.
-    #[arg(long = "amqp", env = "AMQP_URL", hide_env_values = true)]
-    pub amqp_url: Option<String>,
+    #[arg(
+        long = "amqp",
+        env = "AMQP_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub amqp_urls: Vec<String>,
+    /// The kind of queue declared for this process's services: `classic`, as nameko declares
+    /// them, or `quorum`, replicated over a cluster's nodes (nameko peers cannot declare those).
+    #[arg(long, env = "WARREN_QUEUE_TYPE", default_value = "classic", value_parser = ["classic", "quorum"])]
+    pub queue_type: String,
     /// CA certificates (PEM) to trust for an amqps:// broker, besides the system's.
     #[arg(long, env = "AMQP_CA_FILE")]
     pub amqp_ca_file: Option<std::path::PathBuf>,
@@ -58,10 +69,13 @@ pub struct MeshArgs {
 }
 
 impl MeshArgs {
-    /// The mesh's settings, the broker's URL the one given or the local default.
+    /// The mesh's settings, the brokers' URLs the ones given or the local default.
     pub fn config(&self) -> MeshConfig {
-        let url = self.amqp_url.as_deref().unwrap_or(DEFAULT_AMQP_URL);
-        let mut config = MeshConfig::with_url(url);
+        let mut config = MeshConfig::with_url(DEFAULT_AMQP_URL);
+        if self.names_a_broker() {
+            config.amqp.urls = self.amqp_urls.iter().flat_map(|u| split_urls(u)).collect();
+        }
+        config.amqp.queue_type = self.queue_type.parse().unwrap_or_default();
         config.amqp.tls_ca_file = self.amqp_ca_file.clone();
         config.max_workers = self.max_workers.max(1);
         config.shutdown_grace = Duration::from_millis(self.shutdown_grace_ms);
@@ -73,7 +87,7 @@ impl MeshArgs {
 
     /// Whether a broker was named (`--amqp` or `AMQP_URL`).
     pub fn names_a_broker(&self) -> bool {
-        self.amqp_url.as_deref().is_some_and(|url| !url.is_empty())
+        self.amqp_urls.iter().any(|url| !url.trim().is_empty())
     }
 }
 

@@ -19,6 +19,11 @@ pub fn mesh_config() -> MeshConfig {
     config
 }
 
+/// The broker's URL (the first of `AMQP_URL`'s, or the local default), for raw connections.
+pub fn broker_url() -> String {
+    mesh_config().amqp.urls.first().cloned().unwrap_or_default()
+}
+
 /// A name no other test uses: `t_<prefix>_<8 hex>`. The `t_` prefix lets the test script
 /// remove queues a crashed test left behind.
 pub fn unique(prefix: &str) -> String {
@@ -47,12 +52,9 @@ where
 /// A raw channel on a fresh connection, for tests that play a peer by hand. The connection is
 /// leaked on purpose: it lives until the test process ends, as long as the channel's users.
 pub async fn raw_channel() -> lapin::Channel {
-    let conn = lapin::Connection::connect(
-        &mesh_config().amqp.url,
-        lapin::ConnectionProperties::default(),
-    )
-    .await
-    .expect("connect");
+    let conn = lapin::Connection::connect(&broker_url(), lapin::ConnectionProperties::default())
+        .await
+        .expect("connect");
     let channel = conn.create_channel().await.expect("channel");
     std::mem::forget(conn);
     channel
@@ -126,7 +128,7 @@ impl Drop for QueueCleanup {
         }
         let queues = std::mem::take(&mut self.queues);
         let exchanges = std::mem::take(&mut self.exchanges);
-        let url = mesh_config().amqp.url;
+        let url = broker_url();
         // Drop cannot await; a short-lived thread with its own runtime does the deletes.
         let _ = std::thread::spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread()

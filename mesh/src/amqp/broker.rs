@@ -1,13 +1,14 @@
 //! [`Broker`]: one AMQP connection shared by the clients and services of a process, replaced by
 //! a new one whenever it drops (see [`super::link`]).
 
+use super::config::QueueType;
 use super::link::{Dialer, Link, Links};
 use crate::config::MeshConfig;
 use crate::error::{CallError, ConnectError};
 use crate::shutdown::Shutdown;
 use lapin::options::ExchangeDeclareOptions;
 use lapin::tcp::OwnedTLSConfig;
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::uri::AMQPUri;
 use lapin::{Channel, ExchangeKind};
 use std::future::Future;
@@ -107,30 +108,29 @@ impl Broker {
     /// (password hidden) when the broker cannot be reached.
     pub(crate) async fn connect(config: MeshConfig) -> Result<Self, ConnectError> {
         let url = config.amqp.redacted_url();
-        let mut uri: AMQPUri =
-            config
-                .amqp
-                .url
-                .parse()
-                .map_err(|reason: String| ConnectError::InvalidUrl {
+        let mut nodes = config.amqp.uris()?;
+        for (_, uri) in &mut nodes {
+            ask_for_small_frames(uri);
+        }
+        let nodes = nodes
+            .into_iter()
+            .map(|(url, uri)| (crate::redact_url(&url), uri))
+            .collect();
+        let mut dialer = Dialer::new(
+            nodes,
+            format!("warren-{}", std::process::id()),
+            config.amqp.connect_timeout,
+            tls_config(&config)?,
+        );
+        let (connection, node) =
+            dialer
+                .dial_any()
+                .await
+                .map_err(|reason| ConnectError::Unreachable {
                     url: url.clone(),
                     reason,
                 })?;
-        ask_for_small_frames(&mut uri);
-        let dialer = Dialer {
-            uri,
-            name: format!("warren-{}", std::process::id()),
-            timeout: config.amqp.connect_timeout,
-            tls: tls_config(&config)?,
-        };
-        let connection = dialer
-            .dial()
-            .await
-            .map_err(|reason| ConnectError::Unreachable {
-                url: url.clone(),
-                reason,
-            })?;
-        tracing::info!(url = %url, "connected to RabbitMQ");
+        tracing::info!(url = %node, "connected to RabbitMQ");
         let (links, supervisor) = Links::start(connection, dialer);
         Ok(Self {
             inner: Arc::new(Inner {
@@ -150,6 +150,11 @@ impl Broker {
     /// The RPC exchange's name.
     pub(crate) fn rpc_exchange(&self) -> &str {
         &self.inner.config.amqp.rpc_exchange
+    }
+
+    /// The kind of queue declared for this process's services.
+    pub(crate) fn queue_type(&self) -> QueueType {
+        self.inner.config.amqp.queue_type
     }
 
     /// Whether the connection is up (false while it is being replaced).
@@ -304,6 +309,46 @@ pub(crate) async fn declare_topic_exchange(channel: &Channel, name: &str) -> lap
             FieldTable::default(),
         )
         .await
+}
+
+/// The arguments of a service's durable queue: none for a classic queue (nameko's declaration),
+/// `x-queue-type: quorum` for a quorum queue.
+pub(crate) fn queue_arguments(queue_type: QueueType) -> FieldTable {
+    let mut arguments = FieldTable::default();
+    if queue_type == QueueType::Quorum {
+        arguments.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
+    }
+    arguments
+}
+
+/// The error of declaring `queue`. A queue that exists as the other kind (classic or quorum)
+/// cannot be declared as this one, and the broker's PRECONDITION_FAILED names only the
+/// argument: the error says which kind the queue is and what to do.
+pub(crate) fn declare_error(broker: &Broker, queue: &str, error: lapin::Error) -> ConnectError {
+    let text = error.to_string();
+    if !text.contains("inequivalent arg 'x-queue-type'") {
+        return broker.setup_error(error);
+    }
+    let reason = match broker.queue_type() {
+        QueueType::Quorum => format!(
+            "`{queue}` exists as a classic queue and this process declares quorum queues \
+             (--queue-type quorum): run it with --queue-type classic (WARREN_QUEUE_TYPE), or \
+             delete the queue (rabbitmqctl delete_queue {queue}, losing what waits in it) so that \
+             it is declared again as a quorum queue; nameko services cannot declare quorum queues"
+        ),
+        QueueType::Classic => format!(
+            "`{queue}` exists as a quorum queue and this process declares classic queues: run it \
+             with --queue-type quorum (WARREN_QUEUE_TYPE=quorum), as the processes that declared \
+             it do"
+        ),
+    };
+    ConnectError::Setup {
+        url: broker.config().amqp.redacted_url(),
+        reason,
+    }
 }
 
 /// A broker error as a caller sees it.

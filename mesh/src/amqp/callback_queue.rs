@@ -47,19 +47,36 @@ pub(crate) async fn start(
 }
 
 /// What the callers of a client and its reply consumer share.
-#[derive(Default)]
 pub(crate) struct Shared {
     pub(crate) pending: PendingCalls,
-    /// The confirm channel requests go out on; `None` while the connection is down.
-    /// (An `Arc`: every call takes a handle, and a lapin `Channel` is several `Arc`s to clone.)
-    publisher: RwLock<Option<Arc<Channel>>>,
+    /// The confirm channel requests go out on, with the generation of its connection; `None`
+    /// while the connection is down. (An `Arc`: every call takes a handle, and a lapin
+    /// `Channel` is several `Arc`s to clone.)
+    publisher: RwLock<Option<Publisher>>,
+    /// The generation of the last connection a publisher was attached on: a request that could
+    /// not go out waits for a newer one.
+    attached: tokio::sync::watch::Sender<u64>,
     consuming: AtomicBool,
     pub(crate) calls: AtomicU64,
     pub(crate) timeouts: AtomicU64,
     pub(crate) unknown_service: AtomicU64,
     pub(crate) broker_lost: AtomicU64,
+    /// Requests published again after the first attempt provably did not reach a queue (or
+    /// may not have, for an idempotent method).
+    pub(crate) republished: AtomicU64,
     pub(crate) publishing: PublishWindow,
 }
+
+/// The channel requests go out on, and the generation of the connection it is on.
+#[derive(Clone)]
+pub(crate) struct Publisher {
+    pub(crate) generation: u64,
+    pub(crate) channel: Arc<Channel>,
+}
+
+/// The generation [`Shared::attached_generation`] reads once the client is closed for good:
+/// above every connection's, so whoever waits for a newer connection stops waiting.
+const CLOSED: u64 = u64::MAX;
 
 /// How many requests may await the broker's confirmation at once; more wait their turn.
 ///
@@ -78,10 +95,50 @@ impl Default for PublishWindow {
     }
 }
 
+impl Default for Shared {
+    fn default() -> Self {
+        Self {
+            pending: PendingCalls::default(),
+            publisher: RwLock::new(None),
+            attached: tokio::sync::watch::channel(0).0,
+            consuming: AtomicBool::new(false),
+            calls: AtomicU64::new(0),
+            timeouts: AtomicU64::new(0),
+            unknown_service: AtomicU64::new(0),
+            broker_lost: AtomicU64::new(0),
+            republished: AtomicU64::new(0),
+            publishing: PublishWindow::default(),
+        }
+    }
+}
+
 impl Shared {
     /// The channel requests go out on, when connected.
-    pub(crate) fn publisher(&self) -> Option<Arc<Channel>> {
+    pub(crate) fn publisher(&self) -> Option<Publisher> {
         self.publisher.read().ok().and_then(|slot| slot.clone())
+    }
+
+    /// Waits until a publisher is attached on a connection newer than `generation` (a
+    /// request's retry); the caller races it against the request's deadline.
+    pub(crate) async fn attached_after(&self, generation: u64) {
+        let mut attached = self.attached.subscribe();
+        let _ = attached.wait_for(|newest| *newest > generation).await;
+    }
+
+    /// The generation of the last connection a publisher was attached on.
+    pub(crate) fn attached_generation(&self) -> u64 {
+        *self.attached.borrow()
+    }
+
+    /// Whether the client will never attach again (it, or its broker, was closed).
+    pub(crate) fn is_closed(&self) -> bool {
+        *self.attached.borrow() == CLOSED
+    }
+
+    /// No channel to publish on ever again: requests waiting for one fail at once.
+    fn close_for_good(&self) {
+        self.detach();
+        self.attached.send_replace(CLOSED);
     }
 
     /// Whether replies are being consumed.
@@ -89,16 +146,20 @@ impl Shared {
         self.consuming.load(Ordering::Acquire)
     }
 
-    fn set_publisher(&self, channel: Option<Channel>) {
+    fn set_publisher(&self, publisher: Option<Publisher>) {
         if let Ok(mut slot) = self.publisher.write() {
-            *slot = channel.map(Arc::new);
+            *slot = publisher;
         }
     }
 
     /// Calls go out on `attached` and its replies are consumed: the client is ready.
     fn attach(&self, attached: &Attached) {
-        self.set_publisher(Some(attached.publisher.clone()));
+        self.set_publisher(Some(Publisher {
+            generation: attached.generation,
+            channel: Arc::new(attached.publisher.clone()),
+        }));
         self.consuming.store(true, Ordering::Release);
+        self.attached.send_replace(attached.generation);
     }
 
     /// No channel to publish on, no replies consumed: calls fail at once until attached again.
@@ -208,6 +269,7 @@ async fn serve_replies(
         if broker.is_closed() {
             // This process closed the connection: nothing was lost and nothing reattaches.
             tracing::debug!(error = %lost, "reply consumer stopped by close");
+            shared.close_for_good();
             fail_pending(&shared);
             return;
         }
@@ -220,6 +282,7 @@ async fn serve_replies(
             .attach_again(after, &stop, &reply_to, || attach(&broker, &reply_to))
             .await;
         let Some(again) = again else {
+            shared.close_for_good();
             return;
         };
         attached = again;
@@ -243,7 +306,7 @@ fn complete(shared: &Shared, delivery: Delivery) {
 /// Stops consuming replies and closes the callback queue's channels while the connection is
 /// still open (the broker is closing): calls still pending fail, no reply can come any more.
 async fn close(shared: &Shared, attached: Attached) {
-    shared.detach();
+    shared.close_for_good();
     shared.pending.fail_all(&CallError::Unavailable(
         "the client's broker connection was closed".into(),
     ));

@@ -6,17 +6,15 @@
 //! returns a mandatory message that no queue is bound for before it confirms it, so a call to a
 //! service that was never declared fails at once with `UnknownService`.
 
-use super::broker::{Broker, ChannelTask, unavailable};
+use super::broker::{Broker, ChannelTask};
 use super::callback_queue::{self, Shared};
-use super::headers;
+use super::publish::{self, Message};
 use crate::call_context::CallContext;
 use crate::client::ClientStats;
 use crate::deadline::Deadline;
 use crate::error::{CallError, ConnectError};
 use crate::protocol::{Arguments, ReplyBody, request_routing_key, validate_name};
-use lapin::options::BasicPublishOptions;
 use lapin::types::ShortString;
-use lapin::{BasicProperties, Channel, Confirmation};
 use serde_json::Value;
 use std::future::Future;
 use std::pin::Pin;
@@ -69,14 +67,20 @@ impl RpcClient {
     /// serialized and freed before the future is returned: it borrows nothing.
     ///
     /// Dropping the returned future abandons the call and removes its pending entry.
+    ///
+    /// A request that provably never reached a queue (no live connection took it, or the broker
+    /// refused it) is published again, on the next connection if need be, within its deadline;
+    /// one lost after it was written and before its confirm may have run, and is published
+    /// again only when `idempotent` says the method is safe to run twice.
     pub(crate) fn call(
         &self,
         service: &str,
         method: &str,
         body: &Arguments,
         context: CallContext,
+        idempotent: bool,
     ) -> impl Future<Output = Result<Value, CallError>> + Send + 'static + use<> {
-        let request = self.prepare(service, method, body, context);
+        let request = self.prepare(service, method, body, context, idempotent);
         let client = self.clone();
         async move { client.send(request?).await }
     }
@@ -89,6 +93,7 @@ impl RpcClient {
         method: &str,
         body: &Arguments,
         context: CallContext,
+        idempotent: bool,
     ) -> Result<Prepared, CallError> {
         for name in [service, method] {
             validate_name(name).map_err(|reason| CallError::InvalidName {
@@ -112,12 +117,13 @@ impl RpcClient {
             serde_json::to_vec(body).map_err(|e| CallError::InvalidArguments(e.to_string()))?;
         // The AMQP properties and headers are made when the request's turn to publish comes (a
         // burst may wait for the publish window): until then it keeps only these.
-        let message = Box::new(Publish {
+        let message = Box::new(Message {
             deadline,
             routing_key: request_routing_key(service, method),
             service_len: service.len(),
             payload,
             context,
+            idempotent,
         });
         Ok(Prepared { message, budget_ms })
     }
@@ -157,54 +163,13 @@ impl RpcClient {
                     .acquire()
                     .await
                     .map_err(|_| CallError::Unavailable("the client is closed".into()))?;
-                let Publish {
-                    deadline,
-                    routing_key,
-                    service_len,
-                    payload,
-                    mut context,
-                } = *message;
-                let properties = BasicProperties::default()
-                    .with_reply_to(self.inner.reply_to.clone())
-                    .with_correlation_id(pending.correlation_id().to_string().into())
-                    .with_content_type("application/json".into())
-                    .with_content_encoding("utf-8".into())
-                    .with_delivery_mode(1)
-                    .with_expiration(deadline.remaining_ms().to_string().into())
-                    .with_headers(headers::write(&context));
-                // Only the request id is kept (moved out, not copied), for the log line of a
-                // returned request.
-                let request_id = match context.call_id_stack.is_empty() {
-                    true => String::new(),
-                    false => context.call_id_stack.swap_remove(0),
+                let request = publish::Request {
+                    exchange: self.inner.exchange.clone(),
+                    reply_to: self.inner.reply_to.clone(),
+                    correlation_id: pending.correlation_id(),
+                    message: *message,
                 };
-                drop(context);
-                let published = Box::pin(publish(
-                    shared.publisher(),
-                    self.inner.exchange.clone(),
-                    &routing_key,
-                    payload,
-                    properties,
-                ))
-                .await;
-                match published {
-                    Ok(()) => Ok(()),
-                    Err(Unpublished::Returned) => {
-                        shared.unknown_service.fetch_add(1, Ordering::Relaxed);
-                        let (service, method) = routing_key.split_at(service_len);
-                        let method = method.strip_prefix('.').unwrap_or(method);
-                        // One line of our own: lapin's log of a returned message (off in
-                        // Warren's logging) would show its headers, a caller's token among them.
-                        tracing::info!(
-                            %service,
-                            %method,
-                            %request_id,
-                            "the broker returned a request: no queue is bound for its service"
-                        );
-                        Err(CallError::UnknownService(service.to_owned()))
-                    }
-                    Err(Unpublished::Failed(error)) => Err(error),
-                }
+                request.publish(shared).await
             });
             let Some(published) = (Before {
                 future: published,
@@ -242,6 +207,7 @@ impl RpcClient {
             pending: shared.pending.len(),
             timeouts: shared.timeouts.load(Ordering::Relaxed),
             unknown_service: shared.unknown_service.load(Ordering::Relaxed),
+            republished: shared.republished.load(Ordering::Relaxed),
             unmatched_replies: shared.pending.unmatched(),
             broker_lost: shared.broker_lost.load(Ordering::Relaxed),
         }
@@ -268,61 +234,7 @@ impl<F: Future + Unpin> Future for Before<'_, F> {
 
 /// A call checked and serialized, ready to publish.
 struct Prepared {
-    message: Box<Publish>,
+    message: Box<Message>,
     /// The time it had, ms (for a timeout's error).
     budget_ms: u64,
-}
-
-/// What goes to the broker, but for the properties made from it at the last moment.
-struct Publish {
-    deadline: Deadline,
-    /// `<service>.<method>`.
-    routing_key: String,
-    /// Where the service's name ends in the routing key (for the error and the log line when
-    /// no queue takes the request).
-    service_len: usize,
-    payload: Vec<u8>,
-    /// Written as the message's headers (call id stack, deadline, identity, trace).
-    context: CallContext,
-}
-
-/// Why a request was not published.
-enum Unpublished {
-    /// No queue is bound for its routing key: the broker returned it (mandatory).
-    Returned,
-    /// Not connected, or the broker refused or lost it.
-    Failed(CallError),
-}
-
-/// Publishes a request `mandatory` on `publisher` and waits for the broker's confirmation.
-async fn publish(
-    publisher: Option<Arc<Channel>>,
-    exchange: ShortString,
-    routing_key: &str,
-    payload: Vec<u8>,
-    properties: BasicProperties,
-) -> Result<(), Unpublished> {
-    let failed = |e| Unpublished::Failed(unavailable(e));
-    let Some(publisher) = publisher else {
-        return Err(Unpublished::Failed(CallError::Unavailable(
-            "not connected to the broker".into(),
-        )));
-    };
-    let options = BasicPublishOptions {
-        mandatory: true,
-        ..BasicPublishOptions::default()
-    };
-    let confirmation = publisher
-        .basic_publish(exchange, routing_key.into(), options, &payload, properties)
-        .await
-        .map_err(failed)?
-        .await
-        .map_err(failed)?;
-    match confirmation {
-        Confirmation::Ack(Some(_returned)) => Err(Unpublished::Returned),
-        Confirmation::Nack(_) => Err(Unpublished::Failed(CallError::Unavailable(
-            "the broker refused the request".into(),
-        ))),
-        Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
-    }
 }

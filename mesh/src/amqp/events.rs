@@ -2,7 +2,8 @@
 //! run the handler for each event, ack on success; on failure requeue once, then move the event
 //! to the subscription's dead-letter queue. Nothing is lost silently and nothing loops hot.
 
-use super::broker::{Broker, declare_topic_exchange};
+use super::broker::{Broker, declare_error, declare_topic_exchange, queue_arguments};
+use super::config::QueueType;
 use super::consumer::{DeliveryHandler, HandleDelivery, into_handler};
 use super::headers;
 use super::publisher::Dispatcher;
@@ -43,35 +44,11 @@ pub(crate) async fn declare(
         .await
         .map_err(setup)?;
     let queue = subscription.queue(service, &broker.config().instance_id);
-    // Service-pool and singleton queues are declared exactly as nameko declares them. A broadcast
-    // queue belongs to one instance: it expires once its instance is gone for a while.
-    let mut arguments = FieldTable::default();
-    if subscription.handler_type == HandlerType::Broadcast {
-        arguments.insert(
-            "x-expires".into(),
-            AMQPValue::LongLongInt(BROADCAST_QUEUE_EXPIRES_MS),
-        );
-    }
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..QueueDeclareOptions::default()
-    };
-    // A transient queue lives as long as its consumer's connection, like nameko's broadcast
-    // queues; it is declared again on each new connection.
-    let options = if subscription.transient {
-        arguments = FieldTable::default();
-        QueueDeclareOptions {
-            exclusive: true,
-            auto_delete: true,
-            ..QueueDeclareOptions::default()
-        }
-    } else {
-        durable
-    };
+    let (options, arguments) = queue_declaration(broker.queue_type(), subscription);
     channel
-        .queue_declare(queue.as_str().into(), options, arguments)
+        .queue_declare(queue.as_str().into(), options, arguments.clone())
         .await
-        .map_err(setup)?;
+        .map_err(|e| declare_error(broker, &queue, e))?;
     channel
         .queue_bind(
             queue.as_str().into(),
@@ -85,27 +62,52 @@ pub(crate) async fn declare(
     // The dead-letter queue lives as long as its queue: forever for a shared queue, until
     // expiry for a broadcast one, with the connection for a transient one.
     let dead_letter_queue = dead_letter_queue(&queue);
-    let mut dead_letter_arguments = FieldTable::default();
-    if subscription.handler_type == HandlerType::Broadcast && !subscription.transient {
-        dead_letter_arguments.insert(
-            "x-expires".into(),
-            AMQPValue::LongLongInt(BROADCAST_QUEUE_EXPIRES_MS),
-        );
-    }
     channel
-        .queue_declare(
-            dead_letter_queue.as_str().into(),
-            options,
-            dead_letter_arguments,
-        )
+        .queue_declare(dead_letter_queue.as_str().into(), options, arguments)
         .await
-        .map_err(setup)?;
+        .map_err(|e| declare_error(broker, &dead_letter_queue, e))?;
     Ok(Declared {
         generation,
         channel,
         queue,
         dead_letter_queue,
     })
+}
+
+/// How a subscription's queue (and its dead-letter queue) is declared.
+///
+/// Classic: service-pool and singleton queues exactly as nameko declares them (durable, no
+/// x-arguments); a broadcast queue belongs to one instance and expires once its instance has
+/// been gone a while. Quorum: the same, as quorum queues, so that they survive the loss of a
+/// node; a broadcast queue too (quorum queues take `x-expires`), since a durable classic queue
+/// whose node is lost cannot be declared again until the node is back. A transient
+/// subscription's queue lives as long as its consumer's connection (exclusive, auto-deleted,
+/// declared again on each new connection), whatever the type: exclusive queues cannot be
+/// quorum queues, and need not be.
+fn queue_declaration(
+    queue_type: QueueType,
+    subscription: &Subscription,
+) -> (QueueDeclareOptions, FieldTable) {
+    if subscription.transient {
+        let options = QueueDeclareOptions {
+            exclusive: true,
+            auto_delete: true,
+            ..QueueDeclareOptions::default()
+        };
+        return (options, FieldTable::default());
+    }
+    let mut arguments = queue_arguments(queue_type);
+    if subscription.handler_type == HandlerType::Broadcast {
+        arguments.insert(
+            "x-expires".into(),
+            AMQPValue::LongLongInt(BROADCAST_QUEUE_EXPIRES_MS),
+        );
+    }
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    (durable, arguments)
 }
 
 /// The delivery handler of one subscription.

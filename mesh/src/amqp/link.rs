@@ -52,33 +52,81 @@ impl Link {
     }
 }
 
-/// How to dial the broker.
-#[derive(Clone)]
+/// How to dial the broker: its nodes, in this process's order, and which one comes next.
 pub(crate) struct Dialer {
-    pub uri: AMQPUri,
-    pub name: String,
-    pub timeout: Duration,
+    /// Each node's URL with its password hidden (for logs) and its URI.
+    nodes: Vec<(String, AMQPUri)>,
+    /// The node the next attempt dials.
+    next: usize,
+    name: String,
+    timeout: Duration,
     /// Extra trusted CA certificates for `amqps://`, besides the system's.
-    pub tls: OwnedTLSConfig,
+    tls: OwnedTLSConfig,
 }
 
 impl Dialer {
-    /// One attempt, failing after `timeout`.
-    pub async fn dial(&self) -> Result<Connection, String> {
+    /// A dialer of `nodes` (at least one), shuffled so that the instances of a service spread
+    /// over a cluster's nodes rather than all connect to the first.
+    pub fn new(
+        mut nodes: Vec<(String, AMQPUri)>,
+        name: String,
+        timeout: Duration,
+        tls: OwnedTLSConfig,
+    ) -> Self {
+        shuffle(&mut nodes);
+        Self {
+            nodes,
+            next: 0,
+            name,
+            timeout,
+            tls,
+        }
+    }
+
+    /// One attempt on the next node, failing after `timeout`; the node after it is tried next
+    /// time. Returns the connection and the node's URL (password hidden).
+    pub async fn dial(&mut self) -> Result<(Connection, String), String> {
+        let (shown, uri) = self
+            .nodes
+            .get(self.next % self.nodes.len().max(1))
+            .cloned()
+            .ok_or_else(|| "no broker to dial".to_owned())?;
+        self.next = (self.next + 1) % self.nodes.len().max(1);
         let properties =
             ConnectionProperties::default().with_connection_name(self.name.as_str().into());
         let runtime = lapin::runtime::default_runtime().map_err(|e| e.to_string())?;
-        let connect = Connection::connect_uri_with_config(
-            self.uri.clone(),
-            properties,
-            self.tls.clone(),
-            runtime,
-        );
+        let connect =
+            Connection::connect_uri_with_config(uri, properties, self.tls.clone(), runtime);
         match timeout(self.timeout, connect).await {
-            Ok(Ok(connection)) => Ok(connection),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("no answer within {} ms", self.timeout.as_millis())),
+            Ok(Ok(connection)) => Ok((connection, shown)),
+            Ok(Err(e)) => Err(format!("{shown}: {e}")),
+            Err(_) => Err(format!(
+                "{shown}: no answer within {} ms",
+                self.timeout.as_millis()
+            )),
         }
+    }
+
+    /// Dials every node once, in turn from the next: the first that answers, or what each said.
+    pub async fn dial_any(&mut self) -> Result<(Connection, String), String> {
+        let mut failures = Vec::with_capacity(self.nodes.len());
+        for _ in 0..self.nodes.len().max(1) {
+            match self.dial().await {
+                Ok(connected) => return Ok(connected),
+                Err(error) => failures.push(error),
+            }
+        }
+        Err(failures.join("; "))
+    }
+}
+
+/// Shuffles `nodes` in place (Fisher-Yates, seeded per process from a random uuid).
+fn shuffle<T>(nodes: &mut [T]) {
+    let mut seed = uuid::Uuid::new_v4().as_u128();
+    for i in (1..nodes.len()).rev() {
+        let j = usize::try_from(seed % (i as u128 + 1)).unwrap_or(0);
+        seed /= i as u128 + 1;
+        nodes.swap(i, j);
     }
 }
 
@@ -144,7 +192,7 @@ impl Links {
 
 /// Watches the connection; when it drops, marks the link down and dials until the broker
 /// answers, then publishes the new connection as the next generation.
-async fn supervise(links: Arc<Links>, dialer: Dialer) {
+async fn supervise(links: Arc<Links>, mut dialer: Dialer) {
     loop {
         let link = links.current();
         if let Some(connection) = &link.connection {
@@ -161,14 +209,14 @@ async fn supervise(links: Arc<Links>, dialer: Dialer) {
         let lost_at = Instant::now();
         let mut backoff = FIRST_BACKOFF;
         let mut attempts = 0u32;
-        let connection = loop {
+        let (connection, node) = loop {
             tokio::select! {
                 () = links.closed.triggered() => return,
                 () = tokio::time::sleep(backoff) => {}
             }
             attempts += 1;
             match dialer.dial().await {
-                Ok(connection) => break connection,
+                Ok(connected) => break connected,
                 Err(error) => {
                     tracing::debug!(attempts, %error, "RabbitMQ not reachable yet");
                     backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -184,6 +232,7 @@ async fn supervise(links: Arc<Links>, dialer: Dialer) {
         tracing::info!(
             generation,
             attempts,
+            url = %node,
             down_ms = lost_at.elapsed().as_millis() as u64,
             "reconnected to RabbitMQ"
         );

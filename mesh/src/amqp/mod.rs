@@ -15,6 +15,7 @@ mod events;
 mod headers;
 mod link;
 mod outbound;
+mod publish;
 mod publisher;
 mod rpc;
 mod server;
@@ -22,5 +23,5 @@ mod transport;
 
 pub use crate::events::dead_letter_queue;
 pub use crate::protocol::{DEFAULT_RPC_EXCHANGE, events_exchange, service_queue};
-pub use config::{AmqpConfig, DEFAULT_AMQP_URL};
+pub use config::{AmqpConfig, DEFAULT_AMQP_URL, QueueType, split_urls};
 pub(crate) use transport::AmqpTransport;

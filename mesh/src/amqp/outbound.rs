@@ -69,17 +69,20 @@ impl Outbound for AmqpOutbound {
         method: &str,
         body: Arguments,
         context: CallContext,
+        idempotent: bool,
     ) -> BoxFuture<Result<Value, CallError>> {
         // Once the client is up (every call but the first), its own future is the call's: the
         // body and context are serialized and freed before the call waits.
         if let Some(client) = self.inner.client.get() {
-            return Box::pin(client.call(service, method, &body, context));
+            return Box::pin(client.call(service, method, &body, context, idempotent));
         }
         let inner = self.inner.clone();
         let (service, method) = (service.to_owned(), method.to_owned());
         Box::pin(async move {
             let client = inner.client().await?;
-            client.call(&service, &method, &body, context).await
+            client
+                .call(&service, &method, &body, context, idempotent)
+                .await
         })
     }
 

@@ -6,7 +6,7 @@
 //! decodable or not: one that cannot be handled is answered with an error, never left to poison
 //! the queue.
 
-use super::broker::Broker;
+use super::broker::{Broker, declare_error, queue_arguments};
 use super::consumer::{DeliveryHandler, HandleDelivery, into_handler};
 use super::headers;
 use super::publisher::json_properties;
@@ -23,8 +23,9 @@ use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel};
 use std::sync::Arc;
 
-/// Opens a channel, declares `rpc-<service>` (durable, no x-arguments: exactly nameko's, or a
-/// nameko peer declaring it gets PRECONDITION_FAILED) and binds it with `<service>.*`.
+/// Opens a channel, declares `rpc-<service>` and binds it with `<service>.*`. As a classic queue
+/// it is durable with no x-arguments, exactly nameko's (a nameko peer declaring it otherwise
+/// gets PRECONDITION_FAILED); as a quorum queue it has `x-queue-type: quorum` too.
 /// Returns the generation of the connection the channel is on, the channel and the queue.
 pub(crate) async fn declare(
     broker: &Broker,
@@ -40,10 +41,10 @@ pub(crate) async fn declare(
                 durable: true,
                 ..QueueDeclareOptions::default()
             },
-            FieldTable::default(),
+            queue_arguments(broker.queue_type()),
         )
         .await
-        .map_err(|e| broker.setup_error(e))?;
+        .map_err(|e| declare_error(broker, &queue, e))?;
     channel
         .queue_bind(
             queue.as_str().into(),

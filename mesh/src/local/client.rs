@@ -67,6 +67,7 @@ impl Outbound for LocalOutbound {
         method: &str,
         body: Arguments,
         context: CallContext,
+        _idempotent: bool,
     ) -> BoxFuture<Result<Value, CallError>> {
         let registry = self.registry.clone();
         let counters = self.counters.clone();
@@ -161,6 +162,7 @@ impl Outbound for LocalOutbound {
             unknown_service: c.unknown_service.load(Ordering::Relaxed),
             unmatched_replies: c.unmatched.load(Ordering::Relaxed),
             broker_lost: 0,
+            republished: 0,
         }
     }
 }

@@ -27,6 +27,10 @@ pub fn service_named(name: &str) -> Service {
         .rpc("hello", hello)
         .rpc("fib", fib)
         .rpc("slow", slow)
+        // Pure functions: safe to run twice.
+        .idempotent("hello")
+        .idempotent("fib")
+        .idempotent("slow")
 }
 
 /// Greets someone: `"Hello, <name>!"`.

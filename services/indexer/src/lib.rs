@@ -118,6 +118,10 @@ pub fn service_named(name: &str, library: &str) -> Service<IndexerState> {
         .rpc("search", search)
         .rpc("stats", stats)
         .rpc("resync", resync)
+        // Reads, and a catch-up, which converges to the same index however often it runs.
+        .idempotent("search")
+        .idempotent("stats")
+        .idempotent("resync")
         .subscribe(
             Subscription::new(library, "book_added").broadcast(),
             on_book_changed,

@@ -43,6 +43,10 @@ pub fn service_named(name: &str) -> Service<Store> {
         .rpc("put", put)
         .rpc("inc", inc)
         .rpc("delete", delete)
+        // Reading, storing a value and deleting a key are the same done twice; `inc` is not.
+        .idempotent("get")
+        .idempotent("put")
+        .idempotent("delete")
 }
 
 /// Names a key (`get`: its value or NotFound; `delete`: whether it existed).

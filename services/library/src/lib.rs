@@ -91,6 +91,9 @@ pub fn service_named(name: &str) -> Service<LibraryState> {
         .rpc("get_book", get_book)
         .rpc("delete_book", delete_book)
         .rpc("list_books", list_books)
+        // Reads. (A write done twice answers 409 or adds a second book.)
+        .idempotent("get_book")
+        .idempotent("list_books")
 }
 
 /// Adds a book; answers once it is committed, then dispatches `book_added`.

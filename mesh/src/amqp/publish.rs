@@ -1,0 +1,153 @@
+//! Publishing one request: `mandatory`, on the client's confirm channel, until the broker has
+//! confirmed it, published again where that is safe.
+//!
+//! A request is published again, within its deadline (the caller races this against it), when
+//! it provably never reached a queue: no live connection took the frame (the connection was
+//! down, or its channel closed before the frame went out), or the broker nacked it. It waits
+//! for the client's next connection when its own is gone. A request lost after it was written
+//! and before its confirm came may have been routed and run: it is published again only for a
+//! method its service declares idempotent, and otherwise fails `Unavailable`. A request the
+//! broker returned (no queue bound for it) is `UnknownService` at once.
+
+use super::broker::unavailable;
+use super::callback_queue::{Publisher, Shared};
+use super::headers;
+use crate::call_context::CallContext;
+use crate::deadline::Deadline;
+use crate::error::CallError;
+use lapin::options::BasicPublishOptions;
+use lapin::types::ShortString;
+use lapin::{BasicProperties, Confirmation};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// How long to wait before publishing again on the same connection after the broker refused a
+/// request (a queue between leaders, a node running short of resources).
+const AFTER_NACK: Duration = Duration::from_millis(50);
+
+/// What goes to the broker, but for the properties made from it at the last moment.
+pub(crate) struct Message {
+    pub(crate) deadline: Deadline,
+    /// `<service>.<method>`.
+    pub(crate) routing_key: String,
+    /// Where the service's name ends in the routing key (for the error and the log line when
+    /// no queue takes the request).
+    pub(crate) service_len: usize,
+    pub(crate) payload: Vec<u8>,
+    /// Written as the message's headers (call id stack, deadline, identity, trace).
+    pub(crate) context: CallContext,
+    /// Whether the method is safe to run twice (its service says so).
+    pub(crate) idempotent: bool,
+}
+
+/// A request with what its publishing needs of its client.
+pub(crate) struct Request {
+    pub(crate) exchange: ShortString,
+    pub(crate) reply_to: ShortString,
+    pub(crate) correlation_id: uuid::Uuid,
+    pub(crate) message: Message,
+}
+
+/// Why one attempt did not publish the request.
+enum Unpublished {
+    /// No queue is bound for its routing key: the broker returned it (mandatory).
+    Returned,
+    /// It never reached a queue: no live connection took it, or the broker refused it.
+    NotTaken(CallError),
+    /// It was written, and its confirm was lost with the connection: it may have been routed.
+    Unconfirmed(CallError),
+}
+
+impl Request {
+    /// Publishes the request, again while that is safe, until the broker confirmed it.
+    pub(crate) async fn publish(self, shared: &Shared) -> Result<(), CallError> {
+        loop {
+            let Some(publisher) = shared.publisher() else {
+                if shared.is_closed() {
+                    return Err(CallError::Unavailable("the client is closed".into()));
+                }
+                // Not connected: the next connection takes it.
+                shared.attached_after(shared.attached_generation()).await;
+                continue;
+            };
+            let error = match self.attempt(&publisher).await {
+                Ok(()) => return Ok(()),
+                Err(Unpublished::Returned) => return Err(self.returned(shared)),
+                Err(Unpublished::NotTaken(error)) => error,
+                Err(Unpublished::Unconfirmed(error)) if self.message.idempotent => error,
+                Err(Unpublished::Unconfirmed(error)) => return Err(error),
+            };
+            shared.republished.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(
+                routing_key = %self.message.routing_key,
+                %error,
+                "publishing the request again"
+            );
+            if publisher.channel.status().connected() {
+                tokio::time::sleep(AFTER_NACK).await;
+            } else {
+                shared.attached_after(publisher.generation).await;
+            }
+        }
+    }
+
+    /// One attempt on `publisher`, waiting for the broker's confirmation.
+    async fn attempt(&self, publisher: &Publisher) -> Result<(), Unpublished> {
+        let message = &self.message;
+        let properties = BasicProperties::default()
+            .with_reply_to(self.reply_to.clone())
+            .with_correlation_id(self.correlation_id.to_string().into())
+            .with_content_type("application/json".into())
+            .with_content_encoding("utf-8".into())
+            .with_delivery_mode(1)
+            .with_expiration(message.deadline.remaining_ms().to_string().into())
+            .with_headers(headers::write(&message.context));
+        let options = BasicPublishOptions {
+            mandatory: true,
+            ..BasicPublishOptions::default()
+        };
+        let confirm = publisher
+            .channel
+            .basic_publish(
+                self.exchange.clone(),
+                message.routing_key.as_str().into(),
+                options,
+                &message.payload,
+                properties,
+            )
+            .await
+            .map_err(|e| Unpublished::NotTaken(unavailable(e)))?;
+        let confirmation = confirm
+            .await
+            .map_err(|e| Unpublished::Unconfirmed(unavailable(e)))?;
+        match confirmation {
+            Confirmation::Ack(Some(_returned)) => Err(Unpublished::Returned),
+            Confirmation::Nack(_) => Err(Unpublished::NotTaken(CallError::Unavailable(
+                "the broker refused the request".into(),
+            ))),
+            Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
+        }
+    }
+
+    /// The error of a request the broker returned, and its log line: one line of our own, for
+    /// lapin's log of a returned message (off in Warren's logging) shows its headers, a caller's
+    /// token among them.
+    fn returned(&self, shared: &Shared) -> CallError {
+        shared.unknown_service.fetch_add(1, Ordering::Relaxed);
+        let message = &self.message;
+        let (service, method) = message.routing_key.split_at(message.service_len);
+        let method = method.strip_prefix('.').unwrap_or(method);
+        let request_id = message
+            .context
+            .call_id_stack
+            .first()
+            .map_or("", String::as_str);
+        tracing::info!(
+            %service,
+            %method,
+            %request_id,
+            "the broker returned a request: no queue is bound for its service"
+        );
+        CallError::UnknownService(service.to_owned())
+    }
+}
