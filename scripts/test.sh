@@ -10,7 +10,8 @@
 #      when installed, cargo test otherwise),
 #   6. the `otel` feature: clippy and its one test (tests/otel.rs),
 #   7. the OpenAPI tooling checks (validators, generated clients, Chromium, schemathesis),
-#   8. the fault tests, alone, since they restart the broker.
+#   8. the fault tests, alone, since they restart the broker,
+#   9. the cluster tests, alone, on a three-node cluster started beside the main broker.
 # Environment: AMQP_URL (default amqp://guest:guest@127.0.0.1:5672/%2f), CARGO_TARGET_DIR,
 # WARREN_VENV (the nameko venv; default .venv/nameko), WARREN_TOOLS_DIR (helm, linters, npm
 # and PyPI tools; default .venv/tools and .venv/api-tools).
@@ -60,7 +61,8 @@ cargo test --workspace --doc --locked
 
 step "unit and end-to-end tests"
 if command -v cargo-nextest >/dev/null 2>&1; then
-    cargo nextest run --workspace --locked --test-threads 4 --no-fail-fast -E 'not binary(faults)'
+    cargo nextest run --workspace --locked --test-threads 4 --no-fail-fast \
+        -E 'not binary(faults) and not binary(cluster)'
 else
     # Every crate's unit and integration tests but the root package's, then the root package's
     # suites one by one (tests/examples.rs runs the examples: built first, as nextest's build
@@ -70,7 +72,7 @@ else
     cargo build --locked --examples
     for suite in tests/*.rs; do
         name=$(basename "$suite" .rs)
-        [ "$name" = faults ] || cargo test --locked --no-fail-fast --test "$name"
+        case "$name" in faults | cluster) ;; *) cargo test --locked --no-fail-fast --test "$name" ;; esac
     done
 fi
 
@@ -94,3 +96,17 @@ if command -v cargo-nextest >/dev/null 2>&1; then
 else
     cargo test --locked --test faults -- --test-threads 1
 fi
+
+# Then alone too: a three-node cluster beside the main broker, its nodes killed and stopped
+# under load (scripts/lib/rabbitmq-cluster.sh), torn down after.
+step "cluster: three RabbitMQ nodes, quorum queues, a node lost under load"
+. scripts/lib/rabbitmq-cluster.sh
+start_test_cluster
+trap stop_test_cluster EXIT
+if command -v cargo-nextest >/dev/null 2>&1; then
+    cargo nextest run --locked --test cluster --test-threads 1 --no-fail-fast
+else
+    cargo test --locked --test cluster -- --test-threads 1
+fi
+stop_test_cluster
+trap - EXIT

@@ -6,7 +6,7 @@
 //!   within a limit;
 //! - [`Child::terminate`]: SIGTERM, then the exit within a limit, killed past it; dropping a
 //!   [`Child`] does the same, so a failing test or an interrupted benchmark leaves no process
-//!   behind (and a child gets SIGTERM when its parent dies);
+//!   behind (and a child started from the main thread gets SIGTERM when its parent dies);
 //! - [`run`]: a command to its end within a limit, its output kept even when it hangs.
 
 use std::io::{BufRead, BufReader};
@@ -66,20 +66,26 @@ pub struct Child {
 
 impl Child {
     /// Starts `command` (its standard output piped; standard error as the command says) and
-    /// waits at most `limit` for its first line, which it returns. The child gets SIGTERM when
-    /// this process dies.
+    /// waits at most `limit` for its first line, which it returns. Started from the main thread,
+    /// the child gets SIGTERM when this process dies.
     pub fn start(
         mut command: Command,
         what: &str,
         limit: Duration,
     ) -> Result<(Self, String), ProcessError> {
-        // SAFETY: the closure runs between fork and exec and only calls prctl, which is
-        // async-signal-safe and touches no memory of this process.
-        unsafe {
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                Ok(())
-            });
+        // The kernel sends the death signal when the *thread* that forked the child ends, not
+        // the process: a child started from a pool thread (tokio's blocking pool ends idle
+        // threads after 10 s) would be stopped under a test's feet. Only a child started from
+        // the main thread, which lives as long as the process, gets it.
+        if is_main_thread() {
+            // SAFETY: the closure runs between fork and exec and only calls prctl, which is
+            // async-signal-safe and touches no memory of this process.
+            unsafe {
+                command.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                    Ok(())
+                });
+            }
         }
         let mut child =
             command
@@ -166,6 +172,12 @@ impl Drop for Child {
             let _ = child.wait();
         }
     }
+}
+
+/// Whether this is the process's main thread (its thread id is the process id).
+fn is_main_thread() -> bool {
+    // SAFETY: gettid and getpid have no preconditions and cannot fail.
+    unsafe { libc::gettid() == libc::getpid() }
 }
 
 fn signal(pid: u32, signal: libc::c_int) {

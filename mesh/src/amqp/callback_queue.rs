@@ -65,6 +65,9 @@ pub(crate) struct Shared {
     /// may not have, for an idempotent method).
     pub(crate) republished: AtomicU64,
     pub(crate) publishing: PublishWindow,
+    /// Held while the publisher channel is replaced (one caller replaces it, the others then
+    /// find the new one).
+    renewing: tokio::sync::Mutex<()>,
 }
 
 /// The channel requests go out on, and the generation of the connection it is on.
@@ -108,6 +111,7 @@ impl Default for Shared {
             broker_lost: AtomicU64::new(0),
             republished: AtomicU64::new(0),
             publishing: PublishWindow::default(),
+            renewing: tokio::sync::Mutex::new(()),
         }
     }
 }
@@ -133,6 +137,59 @@ impl Shared {
     /// Whether the client will never attach again (it, or its broker, was closed).
     pub(crate) fn is_closed(&self) -> bool {
         *self.attached.borrow() == CLOSED
+    }
+
+    /// Replaces `stale`, the publisher channel, with a new confirm channel on the same
+    /// connection, unless another caller did already.
+    ///
+    /// A channel whose first request to a quorum queue came while the queue had no leader
+    /// (its node had just been lost) can go on being refused after the election, while a new
+    /// channel on the same connection is taken at once (seen with RabbitMQ 3.10 on a node that
+    /// had stopped and started its application before): a publisher refused again and again
+    /// is replaced. The old channel is closed a moment later, once what it still waits for is
+    /// settled.
+    pub(crate) async fn renew_publisher(&self, broker: &Broker, stale: &Publisher) {
+        let _renewing = self.renewing.lock().await;
+        let current = self.publisher();
+        if !current.is_some_and(|p| Arc::ptr_eq(&p.channel, &stale.channel)) {
+            return;
+        }
+        let opened = match broker.open_channel().await {
+            Ok((generation, channel)) if generation == stale.generation => {
+                match channel
+                    .confirm_select(ConfirmSelectOptions::default())
+                    .await
+                {
+                    Ok(()) => Some(channel),
+                    Err(error) => {
+                        tracing::debug!(%error, "cannot renew the publisher channel");
+                        None
+                    }
+                }
+            }
+            Ok(_) => None,
+            Err(error) => {
+                tracing::debug!(%error, "cannot renew the publisher channel");
+                None
+            }
+        };
+        let Some(channel) = opened else {
+            return;
+        };
+        tracing::info!(
+            generation = stale.generation,
+            "the broker refused request after request on the publisher channel; replaced it"
+        );
+        self.set_publisher(Some(Publisher {
+            generation: stale.generation,
+            channel: Arc::new(channel),
+        }));
+        let old = stale.channel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            let close = old.close(200, "replaced".into());
+            super::closing::step("closing a replaced publisher channel", close).await;
+        });
     }
 
     /// No channel to publish on ever again: requests waiting for one fail at once.

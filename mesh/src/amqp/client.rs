@@ -169,7 +169,7 @@ impl RpcClient {
                     correlation_id: pending.correlation_id(),
                     message: *message,
                 };
-                request.publish(shared).await
+                request.publish(shared, &self.inner.broker).await
             });
             let Some(published) = (Before {
                 future: published,

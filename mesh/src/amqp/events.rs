@@ -182,14 +182,10 @@ impl EventWorker {
     /// take the copy, the event goes back to its queue instead: it is never dropped.
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) {
         let queue = &self.dead_letter_queue;
-        let copied = match self.dispatcher.publisher().await {
-            Ok(publisher) => {
-                publisher
-                    .dead_letter(queue, &delivery.data, &delivery.properties, reason)
-                    .await
-            }
-            Err(e) => Err(e),
-        };
+        let copied = self
+            .dispatcher
+            .dead_letter(queue, &delivery.data, &delivery.properties, reason)
+            .await;
         match copied {
             Ok(()) => {
                 self.count(EventOutcome::DeadLettered);

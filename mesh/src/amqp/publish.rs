@@ -9,7 +9,7 @@
 //! method its service declares idempotent, and otherwise fails `Unavailable`. A request the
 //! broker returned (no queue bound for it) is `UnknownService` at once.
 
-use super::broker::unavailable;
+use super::broker::{Broker, unavailable};
 use super::callback_queue::{Publisher, Shared};
 use super::headers;
 use crate::call_context::CallContext;
@@ -24,6 +24,11 @@ use std::time::Duration;
 /// How long to wait before publishing again on the same connection after the broker refused a
 /// request (a queue between leaders, a node running short of resources).
 const AFTER_NACK: Duration = Duration::from_millis(50);
+
+/// How many refusals in a row on one publisher channel before it is replaced (see
+/// [`Shared::renew_publisher`]): a leader election takes longer than this, so a channel that
+/// would recover is rarely replaced, and one that would not is within half a second.
+const NACKS_BEFORE_RENEWAL: u32 = 8;
 
 /// What goes to the broker, but for the properties made from it at the last moment.
 pub(crate) struct Message {
@@ -60,7 +65,8 @@ enum Unpublished {
 
 impl Request {
     /// Publishes the request, again while that is safe, until the broker confirmed it.
-    pub(crate) async fn publish(self, shared: &Shared) -> Result<(), CallError> {
+    pub(crate) async fn publish(self, shared: &Shared, broker: &Broker) -> Result<(), CallError> {
+        let mut refused = 0u32;
         loop {
             let Some(publisher) = shared.publisher() else {
                 if shared.is_closed() {
@@ -84,8 +90,13 @@ impl Request {
                 "publishing the request again"
             );
             if publisher.channel.status().connected() {
+                refused += 1;
+                if refused.is_multiple_of(NACKS_BEFORE_RENEWAL) {
+                    shared.renew_publisher(broker, &publisher).await;
+                }
                 tokio::time::sleep(AFTER_NACK).await;
             } else {
+                refused = 0;
                 shared.attached_after(publisher.generation).await;
             }
         }

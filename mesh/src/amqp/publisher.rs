@@ -5,14 +5,18 @@
 use super::broker::{Broker, declare_topic_exchange, unavailable};
 use super::headers;
 use crate::call_context::CallContext;
+use crate::deadline::Deadline;
 use crate::error::CallError;
 use crate::protocol::events_exchange;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Confirmation};
 use serde_json::Value;
 use std::collections::HashSet;
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::Mutex;
+use tokio::time::Instant;
 
 /// The process's publisher of events and dead letters, on a broker. Cheap to clone.
 #[derive(Clone)]
@@ -20,6 +24,19 @@ pub(crate) struct Dispatcher {
     broker: Broker,
     slot: Arc<Mutex<Slot>>,
 }
+
+/// How long a dispatch without a deadline keeps trying (a broker between nodes, a quorum queue
+/// between leaders).
+pub(crate) const DISPATCH_LIMIT: Duration = Duration::from_secs(10);
+
+/// How long to wait after the broker refused a message before publishing it again.
+const AFTER_REFUSAL: Duration = Duration::from_millis(50);
+
+/// How long to wait after the connection was lost before trying the next one.
+const AFTER_LOSS: Duration = Duration::from_millis(100);
+
+/// How many refusals in a row before the channel is replaced.
+const NACKS_BEFORE_RENEWAL: u32 = 8;
 
 /// The publisher and the generation of the connection it lives on, once opened.
 type Slot = Option<(u64, Arc<Publisher>)>;
@@ -55,7 +72,8 @@ impl Dispatcher {
 
     /// Dispatches event `event_type` from `source` with `context` (the one path every AMQP
     /// dispatch takes: clients, handlers and the announcer); returns once the broker has
-    /// confirmed it.
+    /// confirmed it. Tried again (see [`Dispatcher::until_confirmed`]) until the context's
+    /// deadline, or [`DISPATCH_LIMIT`] without one.
     pub(crate) async fn dispatch(
         &self,
         source: &str,
@@ -63,10 +81,86 @@ impl Dispatcher {
         payload: &Value,
         context: &CallContext,
     ) -> Result<(), CallError> {
-        self.publisher()
-            .await?
-            .dispatch(source, event_type, payload, context)
-            .await
+        self.until_confirmed(context.deadline, |publisher| async move {
+            publisher
+                .dispatch(source, event_type, payload, context)
+                .await
+        })
+        .await
+    }
+
+    /// Copies a delivery to `queue`, the dead-letter queue of its subscription, with the
+    /// reason (tried again as a dispatch is, for up to [`DISPATCH_LIMIT`]).
+    pub(crate) async fn dead_letter(
+        &self,
+        queue: &str,
+        body: &[u8],
+        original: &BasicProperties,
+        reason: &str,
+    ) -> Result<(), CallError> {
+        self.until_confirmed(None, |publisher| async move {
+            publisher.dead_letter(queue, body, original, reason).await
+        })
+        .await
+    }
+
+    /// Runs `publish` on the publisher of the moment until the broker confirms, until
+    /// `deadline` (or [`DISPATCH_LIMIT`] from now). A refused message (the broker's nack: a
+    /// quorum queue between leaders) or one lost with its connection is published again: an
+    /// event may then arrive twice, and handlers take events at least once anyway. A channel
+    /// refused again and again is replaced, as a request channel is (a channel that first met
+    /// a quorum queue without a leader can go on being refused after the election).
+    async fn until_confirmed<F, Fut>(
+        &self,
+        deadline: Option<Deadline>,
+        publish: F,
+    ) -> Result<(), CallError>
+    where
+        F: Fn(Arc<Publisher>) -> Fut,
+        Fut: Future<Output = Result<(), CallError>>,
+    {
+        let until = deadline.map_or_else(|| Instant::now() + DISPATCH_LIMIT, |d| d.instant());
+        let mut refused = 0u32;
+        loop {
+            let (publisher, outcome) = match self.publisher().await {
+                Ok(publisher) => (Some(publisher.clone()), publish(publisher).await),
+                Err(error) => (None, Err(error)),
+            };
+            let Err(error) = outcome else {
+                return Ok(());
+            };
+            if Instant::now() >= until {
+                return Err(error);
+            }
+            match publisher.filter(|p| p.is_open()) {
+                Some(publisher) => {
+                    refused += 1;
+                    if refused.is_multiple_of(NACKS_BEFORE_RENEWAL) {
+                        self.forget(&publisher).await;
+                    }
+                    tokio::time::sleep(AFTER_REFUSAL).await;
+                }
+                None => tokio::time::sleep(AFTER_LOSS).await,
+            }
+        }
+    }
+
+    /// Drops `stale` from the slot (the next publish opens a channel), and closes it a moment
+    /// later, once what it still waits for is settled.
+    async fn forget(&self, stale: &Arc<Publisher>) {
+        let mut slot = self.slot.lock().await;
+        if slot.as_ref().is_some_and(|(_, p)| Arc::ptr_eq(p, stale)) {
+            *slot = None;
+            tracing::info!(
+                "the broker refused message after message on the event channel; replacing it"
+            );
+            let stale = stale.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let close = stale.channel.close(200, "replaced".into());
+                super::closing::step("closing a replaced event channel", close).await;
+            });
+        }
     }
 }
 
