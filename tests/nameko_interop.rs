@@ -430,3 +430,129 @@ async fn a_nameko_service_calls_warren_through_its_rpc_proxy() {
         .await;
     assert_eq!(n, Ok(json!(1)));
 }
+
+/// Declares `rpc-<service>` on the broker as a durable quorum queue bound to the RPC exchange,
+/// as a Warren process run with `--queue-type quorum` does.
+async fn declare_quorum(service: &str) {
+    let queue = mesh::amqp::service_queue(service);
+    let queue = queue.as_str();
+    let channel = common::raw_channel().await;
+    let mut arguments = lapin::types::FieldTable::default();
+    arguments.insert(
+        "x-queue-type".into(),
+        lapin::types::AMQPValue::LongString("quorum".into()),
+    );
+    let durable = lapin::options::QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    channel
+        .queue_declare(queue.into(), durable, arguments)
+        .await
+        .expect("declare a quorum queue");
+    channel
+        .queue_bind(
+            queue.into(),
+            mesh::amqp::DEFAULT_RPC_EXCHANGE.into(),
+            format!("{service}.*").as_str().into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await
+        .expect("bind");
+}
+
+/// A service's queue declared as a quorum queue (a Warren process run with `--queue-type
+/// quorum` made it): a nameko service of that name declares it without `x-queue-type`, the
+/// broker refuses it (PRECONDITION_FAILED, "received none but current is the value 'quorum'"),
+/// and nameko's consumer retries and never consumes. What docs/operations.md says of mixing
+/// nameko and quorum queues rests on this.
+#[tokio::test]
+async fn a_nameko_service_cannot_consume_a_quorum_queue() {
+    let name = unique("nameko_qq");
+    let mut cleanup = QueueCleanup::new();
+    cleanup.service(&name);
+    declare_quorum(&name).await;
+    let log = std::env::temp_dir().join(format!("{name}.log"));
+    let mut child = Command::new(python())
+        .arg(repo().join("tests/interop/nameko_service.py"))
+        .arg(&name)
+        .env("AMQP_URI", amqp_uri())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("start nameko");
+    let refused = wait_until(Duration::from_secs(30), || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        async move {
+            text.contains("PRECONDITION_FAILED - inequivalent arg 'x-queue-type'")
+                && text.contains("received none but current is the value 'quorum'")
+        }
+    })
+    .await;
+    // It never consumes the queue: a call through the gateway finds nobody.
+    let h = Harness::start().await;
+    let r = h
+        .http
+        .post(format!("{}/rpc/{name}/echo", h.base))
+        .header("x-timeout-ms", "1000")
+        .json(&json!({"value": 1}))
+        .send()
+        .await
+        .expect("send");
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    assert!(
+        refused,
+        "nameko declared the quorum queue without an error:\n{text}"
+    );
+    assert_eq!(r.status(), 504);
+}
+
+/// The other way round: nameko (or a classic Warren process) declared `rpc-<service>` as a
+/// classic queue, and a Warren process declaring quorum queues refuses to start with an error
+/// that says what to do; and a classic Warren process meeting a quorum queue says so too.
+#[tokio::test]
+async fn a_queue_of_the_other_type_is_an_error_that_says_what_to_do() {
+    let name = unique("nameko_cl");
+    let mut cleanup = QueueCleanup::new();
+    cleanup.service(&name);
+    let _nameko = NamekoService::start(&name);
+    let mut quorum = common::mesh_config();
+    quorum.amqp.queue_type = mesh::amqp::QueueType::Quorum;
+    let mesh = mesh::Mesh::amqp(quorum).await.expect("broker");
+    let service: Service = Service::new(name.clone()).rpc("echo", echo);
+    let error = mesh
+        .serve(service)
+        .await
+        .err()
+        .expect("a quorum declaration of a classic queue is refused")
+        .to_string();
+    assert!(error.contains("exists as a classic queue"), "{error}");
+    assert!(error.contains("--queue-type classic"), "{error}");
+    assert!(!error.contains('\n'), "{error}");
+    mesh.close().await;
+
+    let other = unique("quorum");
+    cleanup.service(&other);
+    declare_quorum(&other).await;
+    let mesh = mesh::Mesh::amqp(common::mesh_config())
+        .await
+        .expect("broker");
+    let service: Service = Service::new(other).rpc("echo", echo);
+    let error = mesh
+        .serve(service)
+        .await
+        .err()
+        .expect("a classic declaration of a quorum queue is refused")
+        .to_string();
+    assert!(error.contains("exists as a quorum queue"), "{error}");
+    assert!(error.contains("--queue-type quorum"), "{error}");
+    mesh.close().await;
+}
+
+async fn echo(mesh::Args(value): mesh::Args<Value>) -> Result<Value, RpcError> {
+    Ok(value)
+}
