@@ -9,6 +9,8 @@
 #     refuse wrong ones (tests/api/ts/call.ts);
 #   - headless Chromium: a page from the allowed origin reads an answer, one from another origin
 #     cannot, and Swagger UI at /docs/ renders and runs the operations (tests/api/browser_check.mjs);
+#   - Chromium's EventSource on a `warren gateway` over RabbitMQ receives an event sent with
+#     `warren dispatch`, and the gateway stops with the stream open (tests/api/event_stream_check.mjs);
 #   - schemathesis --checks all against the live /openapi.json (tests/api/schemathesis.toml);
 #   - the gateway stops with exit code 0 on SIGTERM.
 # Prints one line per check and a closing `N passed, M failed`; exits 1 when any check failed.
@@ -315,12 +317,20 @@ browser() {
         OUT_DIR="$out" CHROMIUM="$chromium_bin" timeout 120 node "$api/browser_check.mjs"
 }
 
+event_stream() {
+    # Its own `warren gateway` over RabbitMQ (AMQP_URL, default local): `warren dispatch` from
+    # another process is the event's source.
+    WARREN_BIN="${WARREN_BIN:-${CARGO_TARGET_DIR:-$repo/target}/debug/warren}" \
+        WARREN_NODE_DIR="$node_dir" CHROMIUM="$chromium_bin" timeout 120 node "$api/event_stream_check.mjs"
+}
+
 schemathesis_run() {
     # All phases (examples, coverage, fuzzing, stateful: all local and quick), every check, and
     # no answer slower than 5 s (the gateway caps deadlines at 500 ms).
     cd "$out"
     timeout 300 schemathesis --config-file "$api/schemathesis.toml" run "$gw_url/openapi.json" \
         --checks all --max-response-time 5 --max-examples "$max_examples" --seed "$seed" --no-color \
+        --exclude-path-regex '^/events/' \
         --report junit --report-junit-path "$out/schemathesis-junit.xml"
 }
 
@@ -344,6 +354,7 @@ fi
 check python "python client (generated) calls greeter, kv, library, indexer" venv gateway -- python_client
 check typescript "openapi-typescript + tsc --strict typed call" node -- typescript_types
 check browser "chromium: CORS from another origin, Swagger UI" node chromium gateway -- browser
+check events "chromium: EventSource receives a \`warren dispatch\` event (gateway over RabbitMQ)" node chromium build -- event_stream
 check schemathesis "schemathesis --checks all (live /openapi.json)" venv gateway -- schemathesis_run
 if [[ -n $gw_pid ]]; then
     start=$EPOCHREALTIME

@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
 # Checks the Helm chart helm/warren without a cluster:
 #   - yamllint on Chart.yaml and the values files (the templates are not YAML);
-#   - `helm lint --strict` with the default values and with ci/all-on-values.yaml (every option on),
-#     which also validates them against values.schema.json;
+#   - `helm lint --strict` with the default values, ci/all-on-values.yaml (every option on) and
+#     ci/cluster-values.yaml (amqp.hosts, quorum queues, KEDA with the chart-made Secret), which also
+#     validates them against values.schema.json;
 #   - values.schema.json bites: helm lint --strict fails on values that break it (a wrong type,
-#     an unknown key, neither amqp.url nor amqp.existingSecret, a bad service name...);
-#   - `helm template` with both values files, and kubernetes-validate --strict (the Kubernetes
+#     an unknown key, neither amqp.url nor amqp.existingSecret, a bad service name, a bad
+#     amqp.scheme or amqp.queueType, an unknown key under keda...), and the templates' own `fail`s
+#     refuse the same broker settings when the schema is skipped (--skip-schema-validation);
+#   - `helm template` with the three values files, and kubernetes-validate --strict (the Kubernetes
 #     OpenAPI schemas of $KUBE_VERSIONS; unknown fields are errors) on every rendered resource but the
-#     ServiceMonitor: its CRD is not in those schemas, so it is checked on its own against the
-#     fields of monitoring.coreos.com/v1 ServiceMonitor the chart uses (written down below, closed:
-#     a field outside that list is an error) and must appear only when serviceMonitor.enabled;
+#     CRD instances (ServiceMonitor; KEDA's ScaledObject and TriggerAuthentication): their CRDs are
+#     not in those schemas (kubernetes-validate would only warn "schema not found"), so they are split
+#     off and checked on their own against the fields of monitoring.coreos.com/v1 ServiceMonitor and
+#     keda.sh/v1alpha1 ScaledObject/TriggerAuthentication the chart uses (written down below, closed:
+#     a field outside that list is an error), and must appear only when turned on;
+#   - amqp.hosts makes the expected comma-joined URL list (percent-encoded password) and the one URL
+#     KEDA reads; WARREN_QUEUE_TYPE reaches every container; each ScaledObject targets the workload
+#     the chart renders for its service, on the right queue, and that workload sets no replicas;
 #   - the rendered resources fit together: selectors match pod labels, Services/Ingress/HPA/PDB/
 #     StatefulSet/ServiceMonitor point at things that exist, probes and ports use declared container
 #     ports, every pod is non-root (10001), read-only root FS, no privilege escalation, capabilities
@@ -133,16 +141,19 @@ fi
 
 values_default="$chart/values.yaml"
 values_all_on="$chart/ci/all-on-values.yaml"
+values_cluster="$chart/ci/cluster-values.yaml"
 yamllint_config='{extends: default, rules: {line-length: {max: 120}, document-start: disable,
   truthy: {check-keys: false}, comments: {min-spaces-from-content: 1}}}'
-check "yamllint Chart.yaml, values.yaml, ci/all-on-values.yaml" "$work/yamllint.log" \
-    "$venv/bin/yamllint" --strict -d "$yamllint_config" "$chart/Chart.yaml" "$values_default" "$values_all_on"
+check "yamllint Chart.yaml, values.yaml, ci/*-values.yaml" "$work/yamllint.log" \
+    "$venv/bin/yamllint" --strict -d "$yamllint_config" "$chart/Chart.yaml" "$values_default" "$values_all_on" \
+    "$values_cluster"
 
 lint_ok() { # lint_ok [helm lint args]
     "$helm" lint --strict "$chart" "$@"
 }
 check "helm lint --strict (default values)" "$work/lint-default.log" lint_ok
 check "helm lint --strict -f ci/all-on-values.yaml" "$work/lint-all-on.log" lint_ok -f "$values_all_on"
+check "helm lint --strict -f ci/cluster-values.yaml" "$work/lint-cluster.log" lint_ok -f "$values_cluster"
 
 # values that break values.schema.json: helm lint --strict must fail, naming the cause
 bad_values() { # bad_values NAME EXPECTED-MESSAGE YAML
@@ -165,9 +176,52 @@ schema_bites() {
         'services: [{name: kv, persistance: {enabled: true}}]' || rc=1
     bad_values quantity "at '/serviceDefaults/persistence/size': 'lots' does not match pattern" \
         'serviceDefaults: {persistence: {size: "lots"}}' || rc=1
+    bad_values amqp-scheme "at '/amqp/scheme': value must be one of" \
+        'amqp: {hosts: ["rabbit-0:5672"], scheme: http}' || rc=1
+    bad_values queue-type "at '/amqp/queueType': value must be one of" 'amqp: {queueType: mirrored}' || rc=1
+    bad_values empty-host "at '/amqp/hosts/1': minLength" 'amqp: {hosts: ["rabbit-0:5672", ""]}' || rc=1
+    bad_values host-url "at '/amqp/hosts/0': 'amqp://rabbit-0:5672' does not match pattern" \
+        'amqp: {hosts: ["amqp://rabbit-0:5672"]}' || rc=1
+    bad_values keda-key "at '/serviceDefaults/keda': additional properties 'enable' not allowed" \
+        'serviceDefaults: {keda: {enable: true}}' || rc=1
+    bad_values service-keda-key "at '/services/0/keda': additional properties 'maxReplicas' not allowed" \
+        'services: [{name: kv, keda: {enabled: true, maxReplicas: 3}}]' || rc=1
+    bad_values keda-top-key "at '/keda': additional properties 'host' not allowed" 'keda: {host: "amqp://x"}' || rc=1
+    bad_values keda-min "at '/serviceDefaults/keda/minReplicaCount': minimum" \
+        'serviceDefaults: {keda: {minReplicaCount: -1}}' || rc=1
     return "$rc"
 }
-check "values.schema.json: 7 invalid values files fail helm lint --strict" "$work/schema.log" schema_bites
+check "values.schema.json: 15 invalid values files fail helm lint --strict" "$work/schema.log" schema_bites
+
+# The same broker/KEDA mistakes with the schema skipped: the templates' own `fail` refuses them.
+template_refuses() { # template_refuses NAME EXPECTED-MESSAGE HELM-ARGS...
+    local name=$1 msg=$2
+    shift 2
+    if "$helm" template warren "$chart" --skip-schema-validation "$@" >"$work/refuse-$name.out" 2>&1; then
+        echo "helm template accepted $name ($*)"; return 1
+    fi
+    grep -Fq -- "$msg" "$work/refuse-$name.out" || { echo "$name: no message \"$msg\":"; cat "$work/refuse-$name.out"; return 1; }
+    echo "$name: refused: $msg"
+}
+templates_bite() {
+    local rc=0
+    template_refuses scheme "amqp.scheme must be amqp or amqps, not \"http\"" \
+        --set 'amqp.hosts={rabbit-0:5672}' --set amqp.scheme=http || rc=1
+    template_refuses scheme-existing "amqp.scheme must be amqp or amqps" \
+        --set amqp.existingSecret=broker --set amqp.scheme=amqp+ssl || rc=1
+    template_refuses queue-type "amqp.queueType must be classic or quorum, not \"mirrored\"" \
+        --set amqp.queueType=mirrored || rc=1
+    template_refuses empty-host "amqp.hosts[1] is empty" --set-json 'amqp.hosts=["rabbit-0:5672","  "]' || rc=1
+    template_refuses host-url "amqp.hosts[0] \"amqp://rabbit-0:5672\" is not a host:port" \
+        --set-json 'amqp.hosts=["amqp://rabbit-0:5672"]' || rc=1
+    template_refuses no-broker "amqp.url and amqp.hosts are empty" --set amqp.url= || rc=1
+    template_refuses keda-min-max "keda.minReplicaCount (4) is above keda.maxReplicaCount (2)" \
+        --set serviceDefaults.keda.enabled=true --set serviceDefaults.keda.minReplicaCount=4 \
+        --set serviceDefaults.keda.maxReplicaCount=2 || rc=1
+    template_refuses keda-key "KEDA's rabbitmq trigger takes one" -f "$values_cluster" --set keda.hostSecretKey=url || rc=1
+    return "$rc"
+}
+check "templates refuse bad broker/KEDA values without the schema (8 cases)" "$work/refuse.log" templates_bite
 
 notes_ok() {
     # helm install --dry-run=client renders NOTES.txt without a cluster
@@ -196,14 +250,18 @@ render() { # render NAME VALUES-ARGS...
 }
 check "helm template (default values)" "$work/render-default.log" render default
 check "helm template -f ci/all-on-values.yaml" "$work/render-all-on.log" render all-on -f "$values_all_on"
+check "helm template -f ci/cluster-values.yaml" "$work/render-cluster.log" render cluster -f "$values_cluster"
 
-# Splits a rendered file into core resources (for kubernetes-validate) and CRD instances.
+# Splits a rendered file into core resources (for kubernetes-validate) and CRD instances (the
+# ServiceMonitor, KEDA's ScaledObject and TriggerAuthentication: not in the Kubernetes schemas).
 split_rendered() { # split_rendered NAME
     "$venv/bin/python" - "$work/$1.yaml" "$work/$1.core.yaml" "$work/$1.crd.yaml" <<'PY'
 import sys, yaml
 docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
-core = [d for d in docs if "monitoring.coreos.com" not in d["apiVersion"]]
-crd = [d for d in docs if "monitoring.coreos.com" in d["apiVersion"]]
+assert docs, f"{sys.argv[1]}: nothing rendered"
+is_crd = lambda d: d["apiVersion"].split("/")[0] in ("monitoring.coreos.com", "keda.sh")
+core = [d for d in docs if not is_crd(d)]
+crd = [d for d in docs if is_crd(d)]
 for path, part in ((sys.argv[2], core), (sys.argv[3], crd)):
     with open(path, "w") as f:
         yaml.safe_dump_all(part, f, sort_keys=False)
@@ -235,11 +293,12 @@ kube_validate() { # kube_validate NAME...: every render, against every version
     done
     return "$rc"
 }
-check "kubernetes-validate --strict, both renders, k8s ${kube_versions// /, }" "$work/kv.log" kube_validate default all-on
+check "kubernetes-validate --strict, 3 renders, k8s ${kube_versions// /, }" "$work/kv.log" kube_validate default all-on cluster
 
-# The ServiceMonitor: the fields of monitoring.coreos.com/v1 ServiceMonitor the chart uses, closed.
-servicemonitor_ok() {
-    "$venv/bin/python" - "$work/default.crd.yaml" "$work/all-on.crd.yaml" <<'PY'
+# The CRD instances: the fields of monitoring.coreos.com/v1 ServiceMonitor and of keda.sh/v1alpha1
+# ScaledObject and TriggerAuthentication the chart uses, closed; each only where turned on.
+crds_ok() {
+    "$venv/bin/python" - "$work/default.crd.yaml" "$work/all-on.crd.yaml" "$work/cluster.crd.yaml" <<'PY'
 import sys, yaml, jsonschema
 
 duration = {"type": "string", "pattern": r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"}
@@ -267,19 +326,64 @@ schema = {"type": "object", "additionalProperties": False, "required": ["apiVers
             "endpoints": {"type": "array", "minItems": 1, "items": endpoint},
             "jobLabel": {"type": "string"}}}}}
 
-default = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
-all_on = [d for d in yaml.safe_load_all(open(sys.argv[2])) if d]
-assert not default, f"default values render CRD instances: {[d['kind'] for d in default]}"
-assert [d["kind"] for d in all_on] == ["ServiceMonitor"], [d["kind"] for d in all_on]
-for d in all_on:
-    errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(d), key=str)
-    for e in errors:
-        print(f"{'/'.join(map(str, e.absolute_path))}: {e.message}")
-    assert not errors
-print("default values: no ServiceMonitor; all-on: 1 ServiceMonitor, fields and types valid")
+dns_name = {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63}
+metadata = {"type": "object", "required": ["name", "namespace"], "additionalProperties": False, "properties": {
+    "name": dns_name, "namespace": {"type": "string"}, "labels": string_map}}
+count = {"type": "integer", "minimum": 0}
+scaled_object = {"type": "object", "additionalProperties": False, "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "keda.sh/v1alpha1"}, "kind": {"const": "ScaledObject"}, "metadata": metadata,
+        "spec": {"type": "object", "additionalProperties": False,
+            "required": ["scaleTargetRef", "triggers", "minReplicaCount", "maxReplicaCount"], "properties": {
+            "scaleTargetRef": {"type": "object", "additionalProperties": False, "required": ["apiVersion", "kind", "name"],
+                "properties": {"apiVersion": {"const": "apps/v1"}, "kind": {"enum": ["Deployment", "StatefulSet"]},
+                               "name": dns_name}},
+            "pollingInterval": {"type": "integer", "minimum": 1}, "cooldownPeriod": count,
+            "minReplicaCount": count, "maxReplicaCount": {"type": "integer", "minimum": 1},
+            "triggers": {"type": "array", "minItems": 1, "maxItems": 1, "items": {"type": "object",
+                "additionalProperties": False, "required": ["type", "metadata", "authenticationRef"], "properties": {
+                "type": {"const": "rabbitmq"},
+                # KEDA's trigger metadata is a map of strings
+                "metadata": {"type": "object", "additionalProperties": False,
+                    "required": ["protocol", "mode", "value", "queueName"], "properties": {
+                    "protocol": {"enum": ["amqp", "auto"]}, "mode": {"const": "QueueLength"},
+                    "value": {"type": "string", "pattern": "^[1-9][0-9]*$"},
+                    "queueName": {"type": "string", "minLength": 1, "maxLength": 255}}},
+                "authenticationRef": {"type": "object", "additionalProperties": False, "required": ["name"],
+                    "properties": {"name": dns_name}}}}}}}}}
+trigger_auth = {"type": "object", "additionalProperties": False, "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "keda.sh/v1alpha1"}, "kind": {"const": "TriggerAuthentication"}, "metadata": metadata,
+        "spec": {"type": "object", "additionalProperties": False, "required": ["secretTargetRef"], "properties": {
+            "secretTargetRef": {"type": "array", "minItems": 1, "maxItems": 1, "items": {"type": "object",
+                "additionalProperties": False, "required": ["parameter", "name", "key"], "properties": {
+                "parameter": {"const": "host"}, "name": {"type": "string", "minLength": 1},
+                "key": {"type": "string", "pattern": "^[-._a-zA-Z0-9]+$"}}}}}}}}
+schemas = {"ServiceMonitor": schema, "ScaledObject": scaled_object, "TriggerAuthentication": trigger_auth}
+
+expected = {  # render -> its CRD instances, sorted by kind
+    "default": [],
+    "all-on": ["ScaledObject", "ScaledObject", "ServiceMonitor", "TriggerAuthentication"],
+    "cluster": ["ScaledObject", "ScaledObject", "ScaledObject", "TriggerAuthentication"],
+}
+failed = False
+for name, path in zip(expected, sys.argv[1:]):
+    docs = [d for d in yaml.safe_load_all(open(path)) if d]
+    kinds = sorted(d["kind"] for d in docs)
+    bad = kinds != expected[name]
+    if bad:
+        print(f"{name}: CRD instances {kinds}, want {expected[name]}")
+    for d in docs:
+        for e in sorted(jsonschema.Draft7Validator(schemas[d["kind"]]).iter_errors(d), key=str):
+            print(f"{name}: {d['kind']} {d['metadata']['name']}: {'/'.join(map(str, e.absolute_path))}: {e.message}")
+            bad = True
+    if not bad:
+        print(f"{name}: {len(docs)} CRD instances ({', '.join(kinds) or 'none'}), fields and types valid")
+    failed = failed or bad
+sys.exit(1 if failed else 0)
 PY
 }
-check "ServiceMonitor (CRD, not in k8s schemas): own schema, only when on" "$work/sm.log" servicemonitor_ok
+check "ServiceMonitor, KEDA objects (CRDs): own schemas, only when on" "$work/crds.log" crds_ok
 
 # Cross-references and the security posture, on both renders.
 consistent() { # consistent NAME VALUES-FILE
@@ -337,6 +441,8 @@ for n, w in workloads.items():
         need("secretKeyRef" in amqp.get("valueFrom", {}), f"{n}: AMQP_URL not from a Secret")
         need(env.get("WARREN_INSTANCE_ID", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name",
              f"{n}: WARREN_INSTANCE_ID not the pod name")
+        queue_type = values.get("amqp", {}).get("queueType", "classic")
+        need(env.get("WARREN_QUEUE_TYPE", {}).get("value") == queue_type, f"{n}: WARREN_QUEUE_TYPE is not {queue_type}")
         ref = amqp.get("valueFrom", {}).get("secretKeyRef", {})
         existing = values.get("amqp", {}).get("existingSecret")
         if existing:
@@ -362,13 +468,54 @@ for n, w in workloads.items():
              f"{n}: serviceName is not a headless Service")
         need("data" in claims, f"{n}: StatefulSet without a data claim")
 
-# persistence <-> kind, per service entry
+# persistence <-> kind, keda <-> ScaledObject, per service entry
 defaults = values.get("serviceDefaults", {})
+scaled = {(so["spec"]["scaleTargetRef"]["kind"], so["spec"]["scaleTargetRef"]["name"]): so
+          for so in by.get("ScaledObject", {}).values()}
+need(len(scaled) == len(by.get("ScaledObject", {})), "two ScaledObjects target one workload")
 for entry in values.get("services", []):
     comp = entry["name"].replace("_", "-")
     persistent = entry.get("persistence", {}).get("enabled", defaults.get("persistence", {}).get("enabled", False))
-    kinds = [w["kind"] for w in workloads.values() if w["metadata"]["labels"].get("app.kubernetes.io/component") == comp]
+    mine = [w for w in workloads.values() if w["metadata"]["labels"].get("app.kubernetes.io/component") == comp]
+    kinds = [w["kind"] for w in mine]
     need(kinds == ["StatefulSet" if persistent else "Deployment"], f"service {entry['name']}: {kinds}, persistence={persistent}")
+    keda = {"enabled": False, "queue": "", **defaults.get("keda", {}), **entry.get("keda", {})}
+    for w in mine:
+        so = scaled.get((w["kind"], w["metadata"]["name"]))
+        if keda["enabled"]:
+            queue = keda["queue"] or "rpc-" + entry.get("run", [entry["name"]])[0]
+            need(so is not None, f"service {entry['name']}: keda.enabled but no ScaledObject targets {w['kind']}/{w['metadata']['name']}")
+            need("replicas" not in w["spec"], f"service {entry['name']}: scaled by KEDA but sets replicas")
+            if so:
+                trigger = so["spec"]["triggers"][0]["metadata"]
+                need(trigger["queueName"] == queue, f"ScaledObject {so['metadata']['name']}: queue {trigger['queueName']}, want {queue}")
+                for k in ("minReplicaCount", "maxReplicaCount", "pollingInterval", "cooldownPeriod"):
+                    if k in keda:
+                        need(so["spec"][k] == keda[k], f"ScaledObject {so['metadata']['name']}: {k} {so['spec'][k]}, want {keda[k]}")
+                if "queueLength" in keda:
+                    need(trigger["value"] == str(keda["queueLength"]),
+                         f"ScaledObject {so['metadata']['name']}: value {trigger['value']}, want queueLength {keda['queueLength']}")
+        else:
+            need(so is None, f"service {entry['name']}: keda off but a ScaledObject targets it")
+            need("replicas" in w["spec"], f"service {entry['name']}: no replicas and no ScaledObject")
+for n, so in by.get("ScaledObject", {}).items():
+    spec = so["spec"]
+    ref = spec["scaleTargetRef"]
+    need(ref["name"] in by.get(ref["kind"], {}), f"ScaledObject {n}: target {ref} missing")
+    if ref["name"] in by.get(ref["kind"], {}):
+        need("replicas" not in by[ref["kind"]][ref["name"]]["spec"], f"ScaledObject {n}: target also sets replicas")
+    need(spec["minReplicaCount"] <= spec["maxReplicaCount"], f"ScaledObject {n}: min > max replicas")
+    for t in spec["triggers"]:
+        need(t["authenticationRef"]["name"] in by.get("TriggerAuthentication", {}),
+             f"ScaledObject {n}: no TriggerAuthentication {t['authenticationRef']}")
+for n, ta in by.get("TriggerAuthentication", {}).items():
+    for r in ta["spec"]["secretTargetRef"]:
+        want = values.get("keda", {}).get("hostSecret") or values.get("amqp", {}).get("existingSecret")
+        if want:
+            need(r["name"] == want, f"TriggerAuthentication {n}: secret {r['name']}, want {want}")
+        else:
+            need(r["name"] in by.get("Secret", {}) and r["key"] in by["Secret"][r["name"]]["data"],
+                 f"TriggerAuthentication {n}: {r['name']}/{r['key']} not in a rendered Secret")
 
 for n, s in by.get("Service", {}).items():
     targets = pods(s["spec"]["selector"])
@@ -401,10 +548,65 @@ for n, np in by.get("NetworkPolicy", {}).items():
 if errs:
     print("\n".join(errs))
     sys.exit(1)
-print(f"{len(workloads)} workloads, {len(by.get('Service', {}))} Services: references and security settings consistent")
+print(f"{len(workloads)} workloads, {len(by.get('Service', {}))} Services, {len(scaled)} ScaledObjects: "
+      "references and security settings consistent")
 PY
 }
 check "rendered resources consistent + hardened, default values" "$work/consistent-default.log" consistent default "$values_default"
 check "rendered resources consistent + hardened, all-on values" "$work/consistent-all-on.log" consistent all-on "$values_all_on"
+check "rendered resources consistent + hardened, cluster values" "$work/consistent-cluster.log" consistent cluster "$values_cluster"
+
+# amqp.hosts, queueType and KEDA as rendered, checked against literal expectations.
+secret_value() { # secret_value RENDER KEY: the decoded value of KEY in the render's one Secret
+    "$venv/bin/python" - "$work/$1.yaml" "$2" <<'PY'
+import base64, sys, yaml
+secrets = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d["kind"] == "Secret"]
+assert len(secrets) == 1, f"{len(secrets)} Secrets"
+value = secrets[0]["data"].get(sys.argv[2])
+print("<absent>" if value is None else base64.b64decode(value).decode())
+PY
+}
+cluster_ok() {
+    local rc=0 url host want
+    want="amqp://warren:p%40ss%3Aw%2Frd@rabbit-0.rabbit.rabbitmq.svc:5672/%2f"
+    want+=",amqp://warren:p%40ss%3Aw%2Frd@rabbit-1.rabbit.rabbitmq.svc:5672/%2f"
+    want+=",amqp://warren:p%40ss%3Aw%2Frd@rabbit-2.rabbit.rabbitmq.svc:5672/%2f"
+    url="$(secret_value cluster url)" || return 1
+    [[ $url == "$want" ]] || { printf 'cluster: AMQP_URL is\n  %s\nwant\n  %s\n' "$url" "$want"; rc=1; }
+    host="$(secret_value cluster keda-host)" || return 1
+    [[ $host == "${want%%,*}" ]] || { echo "cluster: keda-host is $host, want ${want%%,*}"; rc=1; }
+    [[ "$(secret_value default url)" == "amqp://guest:guest@rabbitmq:5672/%2f" ]] || { echo "default: url changed"; rc=1; }
+    [[ "$(secret_value default keda-host)" == "<absent>" ]] || { echo "default: keda-host without KEDA"; rc=1; }
+    # WARREN_QUEUE_TYPE on every container: 5 in the cluster render (gateway + 4 services), all quorum
+    local n_env n_quorum n_classic
+    n_env="$(grep -c -- '- name: WARREN_QUEUE_TYPE' "$work/cluster.yaml")"
+    n_quorum="$(grep -A1 -- '- name: WARREN_QUEUE_TYPE' "$work/cluster.yaml" | grep -c 'value: "quorum"')"
+    [[ $n_env == 5 && $n_quorum == 5 ]] || { echo "cluster: WARREN_QUEUE_TYPE $n_env times, quorum $n_quorum (want 5, 5)"; rc=1; }
+    n_classic="$(grep -A1 -- '- name: WARREN_QUEUE_TYPE' "$work/default.yaml" | grep -c 'value: "classic"')"
+    [[ $n_classic == 5 ]] || { echo "default: WARREN_QUEUE_TYPE classic $n_classic times (want 5)"; rc=1; }
+    # the ScaledObjects: target kind/name, queue, min/max, and no replicas on their targets
+    "$venv/bin/python" - "$work/cluster.yaml" <<'PY' || rc=1
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+so = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "ScaledObject"}
+got = {n: (s["scaleTargetRef"]["kind"], s["scaleTargetRef"]["name"], s["triggers"][0]["metadata"]["queueName"],
+           s["minReplicaCount"], s["maxReplicaCount"], s["triggers"][0]["metadata"]["value"]) for n, s in so.items()}
+want = {
+    "warren-greeting-service": ("Deployment", "warren-greeting-service", "rpc-greeting_service", 0, 6, "50"),
+    "warren-edge": ("Deployment", "warren-edge", "rpc-kv", 0, 6, "50"),
+    "warren-indexer": ("StatefulSet", "warren-indexer", "rpc-indexer", 1, 3, "50"),
+}
+assert got == want, f"ScaledObjects {got}"
+refs = [r for d in docs if d["kind"] == "TriggerAuthentication" for r in d["spec"]["secretTargetRef"]]
+assert refs == [{"parameter": "host", "name": "warren-amqp", "key": "keda-host"}], refs
+replicas = {d["metadata"]["name"]: d["spec"].get("replicas") for d in docs if d["kind"] in ("Deployment", "StatefulSet")}
+assert replicas == {"warren-gateway": 2, "warren-greeting-service": None, "warren-edge": None, "warren-indexer": None,
+                    "warren-library": 1}, replicas
+print("cluster: 3 ScaledObjects on their workloads and queues, no replicas there; library (keda off) keeps replicas 1")
+PY
+    ((rc == 0)) && echo "cluster: AMQP_URL = 3 URLs, password encoded (p%40ss%3Aw%2Frd); keda-host = the first; WARREN_QUEUE_TYPE=quorum x5"
+    return "$rc"
+}
+check "amqp.hosts URL list, KEDA's one URL, WARREN_QUEUE_TYPE, ScaledObject targets" "$work/cluster.log" cluster_ok
 
 finish

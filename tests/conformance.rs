@@ -4,6 +4,8 @@
 
 mod common;
 
+#[path = "conformance/async_calls.rs"]
+mod async_scenarios;
 #[path = "conformance/auth.rs"]
 mod auth_scenarios;
 #[path = "conformance/describe.rs"]
@@ -18,6 +20,8 @@ mod http_scenarios;
 mod limit_scenarios;
 #[path = "conformance/rpc.rs"]
 mod rpc_scenarios;
+#[path = "conformance/streams.rs"]
+mod stream_scenarios;
 
 /// Runs each named scenario of a scenario module on both transports, as tests named
 /// `<group>::<scenario>::{amqp, in_process}`.
@@ -46,6 +50,7 @@ macro_rules! on_both_transports {
 on_both_transports!(http = http_scenarios:
     ok_with_object_array_and_empty_bodies,
     request_id_is_echoed_and_roots_the_call_id_stack,
+    accept_language_and_user_agent_reach_the_service,
     bad_requests_are_400,
     not_found_unknown_service_and_method,
     other_methods_are_405_with_allow,
@@ -109,4 +114,19 @@ on_both_transports!(describe = describe_scenarios:
     the_docs_page_is_served_from_the_binary,
     cors_allows_only_configured_origins,
     metrics_count_calls_by_service_method_and_status,
+);
+
+on_both_transports!(streams = stream_scenarios:
+    events_reach_every_client_in_dispatch_order,
+    a_slow_client_is_ended_and_the_others_keep_receiving,
+    idle_streams_get_keep_alive_comments,
+    names_exposure_and_credentials_are_checked_first,
+    the_last_client_leaving_ends_the_subscription,
+);
+
+on_both_transports!(async_calls = async_scenarios:
+    an_accepted_call_answers_as_the_synchronous_one_would,
+    refusals_come_before_the_202,
+    a_result_expires_after_its_ttl,
+    only_the_caller_collects_its_result,
 );

@@ -205,6 +205,41 @@ async fn a_nameko_service_sees_the_authenticated_user() {
 }
 
 #[tokio::test]
+async fn a_nameko_service_sees_the_callers_language_and_user_agent() {
+    let name = unique("nameko");
+    let mut cleanup = QueueCleanup::new();
+    cleanup.service(&name);
+    let _service = NamekoService::start(&name);
+    let h = Harness::start().await;
+    let url = format!("{}/rpc/{name}/context", h.base);
+    let r = h
+        .http
+        .post(&url)
+        .header("accept-language", "fr-CH, fr;q=0.9, en;q=0.8")
+        .header("user-agent", "warren-interop/1.0")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    let context: Value = r.json().await.expect("json");
+    // Read through nameko's own Language and UserAgent dependency providers.
+    assert_eq!(
+        context["providers"],
+        json!({"language": "fr-CH, fr;q=0.9, en;q=0.8", "user_agent": "warren-interop/1.0"}),
+        "{context}"
+    );
+
+    // Without the headers (reqwest sends no User-Agent by default), the providers see none.
+    let r = h.http.post(&url).send().await.expect("send");
+    let context: Value = r.json().await.expect("json");
+    assert_eq!(
+        context["providers"],
+        json!({"language": null, "user_agent": null}),
+        "{context}"
+    );
+}
+
+#[tokio::test]
 async fn nameko_calls_warren_services() {
     let mut h = Harness::start().await;
     let greeter = unique("greeter");
@@ -555,4 +590,34 @@ async fn a_queue_of_the_other_type_is_an_error_that_says_what_to_do() {
 
 async fn echo(mesh::Args(value): mesh::Args<Value>) -> Result<Value, RpcError> {
     Ok(value)
+}
+
+#[tokio::test]
+async fn a_nameko_event_reaches_an_event_stream() {
+    let name = unique("nameko");
+    let mut cleanup = QueueCleanup::new();
+    cleanup.service(&name);
+    let _service = NamekoService::start(&name);
+    let h = Harness::start().await;
+    let response = h
+        .http
+        .get(format!("{}/events/{name}/greeted", h.base))
+        .send()
+        .await
+        .expect("send");
+    let mut stream = common::sse::Sse::new(response);
+    let r = h
+        .post(
+            &name,
+            "emit",
+            json!({"event_type": "greeted", "payload": {"who": "nameko"}}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let frame = stream
+        .next_event(std::time::Duration::from_secs(10))
+        .await
+        .expect("the nameko event");
+    assert_eq!(frame.event.as_deref(), Some("greeted"));
+    assert_eq!(frame.json(), json!({"who": "nameko"}));
 }

@@ -13,8 +13,9 @@
 //!
 //! Optional runs: `--with-nameko` (nameko's own `@http` gateway at the same levels), `--pending`
 //! (many slow calls pending at once: the gateway's memory and time to drain, [`pending`]),
-//! `--soak` (a fixed rate for minutes: RSS and pending calls over time, [`soak`]) and
-//! `--scaling`.
+//! `--soak` (a fixed rate for minutes: RSS and pending calls over time, [`soak`]), `--streams`
+//! (server-sent event streams: the RSS of idle streams and the fan-out's rate, each with its
+//! baseline, [`streams`]) and `--scaling`.
 
 mod cpu;
 mod floor;
@@ -25,6 +26,7 @@ mod pending;
 mod procs;
 mod report;
 mod soak;
+mod streams;
 mod wrk;
 
 use anyhow::{Context, Result, bail};
@@ -83,7 +85,8 @@ pub struct BenchArgs {
     /// Concurrency levels: calls in flight (ceiling) and HTTP connections (gateway).
     #[arg(long, value_delimiter = ',', default_value = "8,64,256")]
     connections: Vec<usize>,
-    /// Rounds of the levels; with more than one, the report adds the medians. The broker's own
+    /// Rounds of the levels (and of `--streams`); with more than one, the report adds the
+    /// medians. The broker's own
     /// rate drifts by 10% or more within minutes on a shared machine: each level's ceiling runs
     /// just before its gateway, and the median over rounds is the figure to quote.
     #[arg(long, default_value_t = 1)]
@@ -136,6 +139,22 @@ pub struct BenchArgs {
     /// Seconds between the soak's samples of the gateway's RSS and pending calls.
     #[arg(long, default_value_t = 10)]
     sample_seconds: u64,
+    /// Also measure the gateway's event streams (`GET /events/...`): the RSS of idle streams and
+    /// the events/s fanned out to many, each against its baseline, `--rounds` times.
+    #[arg(long)]
+    streams: bool,
+    /// Idle event streams whose memory is measured (one HTTP/1.1 connection each); 0: none.
+    #[arg(long, default_value_t = 1_000)]
+    streams_idle: usize,
+    /// Event streams the fan-out's events are delivered to.
+    #[arg(long, default_value_t = 100)]
+    streams_clients: usize,
+    /// Events dispatched per fan-out run.
+    #[arg(long, default_value_t = 20_000)]
+    streams_events: usize,
+    /// Dispatches in flight at once (each waits for the broker's confirm).
+    #[arg(long, default_value_t = 64)]
+    streams_in_flight: usize,
     /// Also run the scaling runs (kv.inc and fib with 1 and 2 instances).
     #[arg(long)]
     scaling: bool,
@@ -296,6 +315,10 @@ async fn run(args: BenchArgs) -> Result<()> {
     if args.soak > 0 {
         let outcome = soak::run(&args).await?;
         report.soak = Some(outcome);
+    }
+    if args.streams {
+        let outcome = streams::run(&args, &service).await?;
+        report.streams = Some(outcome);
     }
     if args.scaling {
         scaling(&args, &mut report, warmup, measured).await?;

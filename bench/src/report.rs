@@ -4,6 +4,7 @@ use super::cpu::CpuSplit;
 use super::load::Figures;
 use super::pending::PendingOutcome;
 use super::soak::SoakOutcome;
+use super::streams::StreamsOutcome;
 use super::{BenchArgs, FLOOR, IDEAL};
 use anyhow::Result;
 use serde::Serialize;
@@ -103,6 +104,8 @@ pub struct Report {
     pub pending: Option<PendingOutcome>,
     /// The `--soak` run, if any.
     pub soak: Option<SoakOutcome>,
+    /// The `--streams` run, if any.
+    pub streams: Option<StreamsOutcome>,
 }
 
 impl Report {
@@ -118,6 +121,7 @@ impl Report {
             summary: Vec::new(),
             pending: None,
             soak: None,
+            streams: None,
         }
     }
 
@@ -224,6 +228,7 @@ impl Report {
         for extra in [
             self.pending.as_ref().map(PendingOutcome::markdown),
             self.soak.as_ref().map(SoakOutcome::markdown),
+            self.streams.as_ref().map(StreamsOutcome::markdown),
         ]
         .into_iter()
         .flatten()

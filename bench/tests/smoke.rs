@@ -1,7 +1,7 @@
 //! The benchmark's smoke tests: `warren-bench` runs its levels (with the built-in hyper client,
-//! and with wrk), its pending and soak runs, and writes its tables; every child it started
-//! stops on SIGTERM. It starts the `warren` binary built beside it (`cargo test --workspace`
-//! builds both).
+//! and with wrk), its pending, soak and streams runs, and writes its tables; every child it
+//! started stops on SIGTERM. It starts the `warren` binary built beside it (`cargo test
+//! --workspace` builds both).
 
 use std::process::Command;
 use std::time::Duration;
@@ -212,5 +212,64 @@ async fn the_benchmark_loads_the_gateway_with_wrk() {
         gateway["cpu"]["bench_us"].as_f64().unwrap_or(0.0) > 0.0,
         "{gateway}"
     );
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// `--streams` with small numbers: idle streams' RSS against the idle gateway, and the fan-out
+/// to streams against one raw consumer, in every round; every event reaches every client.
+#[tokio::test]
+async fn the_benchmark_measures_event_streams() {
+    let (report, out) = bench(&[
+        "--no-levels",
+        "--streams",
+        "--streams-idle",
+        "20",
+        "--streams-clients",
+        "20",
+        "--streams-events",
+        "200",
+        "--rounds",
+        "2",
+    ])
+    .await;
+    let streams = &report["streams"];
+    let idle = streams["idle"].as_array().cloned().unwrap_or_default();
+    assert_eq!(idle.len(), 2, "{streams}");
+    for round in &idle {
+        assert_eq!(round["streams"], 20, "{round}");
+        assert_eq!(round["failed"], 0, "{round}");
+        assert_eq!(round["ended"], 0, "{round}");
+        assert!(
+            round["rss_before_mb"].as_f64().unwrap_or(0.0) > 0.0,
+            "{round}"
+        );
+        assert!(
+            round["rss_after_mb"].as_f64().unwrap_or(0.0) > 0.0,
+            "{round}"
+        );
+    }
+    let fanout = streams["fanout"].as_array().cloned().unwrap_or_default();
+    let targets: Vec<&str> = fanout.iter().filter_map(|r| r["target"].as_str()).collect();
+    assert_eq!(targets, ["baseline", "gateway", "baseline", "gateway"]);
+    for run in &fanout {
+        let clients = run["clients"].as_u64().unwrap_or(0);
+        assert_eq!(clients, if run["target"] == "gateway" { 20 } else { 1 });
+        assert_eq!(run["dispatched"], 200, "{run}");
+        assert_eq!(run["dispatch_errors"], 0, "{run}");
+        assert_eq!(run["delivered"].as_u64(), Some(200 * clients), "{run}");
+        assert_eq!(run["ended"], 0, "{run}");
+        assert_eq!(run["incomplete"], 0, "{run}");
+        assert!(run["all_delivered_seconds"].is_number(), "{run}");
+        assert!(
+            run["deliveries_per_s"].as_f64().unwrap_or(0.0) > 0.0,
+            "{run}"
+        );
+    }
+    let summary = &streams["summary"];
+    let ratio = &summary["gateway_to_baseline"];
+    assert!(ratio["median"].as_f64().unwrap_or(0.0) > 0.0, "{summary}");
+    assert!(ratio["min"].as_f64() <= ratio["max"].as_f64(), "{summary}");
+    let markdown = std::fs::read_to_string(out.join("bench.md")).expect("bench.md");
+    assert!(markdown.contains("| fan-out |"), "{markdown}");
     let _ = std::fs::remove_dir_all(&out);
 }

@@ -81,6 +81,14 @@ pub enum GatewayError {
     /// The gateway is at its in-flight limit.
     #[error("the gateway is at its limit of {0} calls in flight; retry shortly")]
     Overloaded(usize),
+    /// The caller used up a rate limit (`--rate-limit`, `--rate-limit-for`).
+    #[error("too many requests for the rate limit `{policy}`; retry in {retry_after_secs} s")]
+    RateLimited {
+        /// The limit's name: `default`, or the pattern of a per-method limit.
+        policy: String,
+        /// Whole seconds until a call would be let through.
+        retry_after_secs: u32,
+    },
     /// The service is known, but no instance of it is live.
     #[error("no live instance of service `{0}`")]
     NoLiveInstance(String),
@@ -96,6 +104,15 @@ pub enum GatewayError {
     /// The deadline passed.
     #[error("no reply within the deadline of {0} ms")]
     DeadlineExceeded(u64),
+    /// The gateway holds as many event streams as it may.
+    #[error("the gateway is at its limit of {0} event streams; retry shortly")]
+    TooManyStreams(usize),
+    /// The gateway holds as many asynchronous calls as it may.
+    #[error("the gateway is at its limit of {0} asynchronous calls; retry shortly")]
+    TooManyAsyncCalls(usize),
+    /// `GET /calls/{id}` names no result: unknown, expired, malformed, or another caller's.
+    #[error("no asynchronous call `{0}` (unknown, expired, or not yours)")]
+    NoSuchCall(String),
 }
 
 impl From<CallError> for GatewayError {
@@ -182,6 +199,7 @@ impl GatewayError {
             Self::Forbidden { .. } => (S::FORBIDDEN, "forbidden", "Forbidden"),
             Self::NotExposed(..) => (S::FORBIDDEN, "not-exposed", "Not exposed"),
             Self::Overloaded(_) => (S::SERVICE_UNAVAILABLE, "overloaded", "Overloaded"),
+            Self::RateLimited { .. } => (S::TOO_MANY_REQUESTS, "rate-limited", "Too many requests"),
             Self::MalformedJson(_) => (S::BAD_REQUEST, "malformed-json", "Malformed JSON"),
             Self::NotArguments(_) => (S::BAD_REQUEST, "invalid-arguments", "Invalid arguments"),
             Self::InvalidHeader { .. } => (S::BAD_REQUEST, "invalid-header", "Invalid header"),
@@ -231,6 +249,17 @@ impl GatewayError {
             Self::DeadlineExceeded(_) => {
                 (S::GATEWAY_TIMEOUT, "deadline-exceeded", "Deadline exceeded")
             }
+            Self::TooManyStreams(_) => (
+                S::SERVICE_UNAVAILABLE,
+                "too-many-streams",
+                "Too many event streams",
+            ),
+            Self::TooManyAsyncCalls(_) => (
+                S::SERVICE_UNAVAILABLE,
+                "too-many-async-calls",
+                "Too many asynchronous calls",
+            ),
+            Self::NoSuchCall(_) => (S::NOT_FOUND, "no-such-call", "No such call"),
         }
     }
 
@@ -250,7 +279,14 @@ impl GatewayError {
             },
             request_id: call.request_id.clone(),
             retry_after: match self {
-                Self::Unavailable(_) | Self::NoLiveInstance(_) | Self::Overloaded(_) => Some(1),
+                Self::Unavailable(_)
+                | Self::NoLiveInstance(_)
+                | Self::Overloaded(_)
+                | Self::TooManyStreams(_)
+                | Self::TooManyAsyncCalls(_) => Some(1),
+                Self::RateLimited {
+                    retry_after_secs, ..
+                } => Some(*retry_after_secs),
                 _ => None,
             },
             allow: match self {
@@ -330,6 +366,15 @@ mod tests {
         assert_eq!(status(GatewayError::MethodNotAllowed("GET".into())), 405);
         assert_eq!(status(remote("Conflict")), 409);
         assert_eq!(status(GatewayError::BodyTimeout(5)), 408);
+        let limited = GatewayError::RateLimited {
+            policy: "default".into(),
+            retry_after_secs: 2,
+        };
+        assert_eq!(status(limited.clone()), 429);
+        assert_eq!(
+            limited.to_problem(&map, &CallInfo::default()).retry_after,
+            Some(2)
+        );
         assert_eq!(status(GatewayError::PayloadTooLarge(1)), 413);
         assert_eq!(
             status(GatewayError::UnsupportedMediaType("text/plain".into())),
@@ -339,6 +384,9 @@ mod tests {
         assert_eq!(status(GatewayError::BadGateway("x".into())), 502);
         assert_eq!(status(GatewayError::Unavailable("x".into())), 503);
         assert_eq!(status(GatewayError::DeadlineExceeded(5)), 504);
+        assert_eq!(status(GatewayError::TooManyStreams(1)), 503);
+        assert_eq!(status(GatewayError::TooManyAsyncCalls(1)), 503);
+        assert_eq!(status(GatewayError::NoSuchCall("x".into())), 404);
     }
 
     #[test]

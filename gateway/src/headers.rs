@@ -11,3 +11,11 @@ pub const TIMEOUT_MS: HeaderName = HeaderName::from_static("x-timeout-ms");
 
 /// `traceparent` (W3C trace context): the caller's trace, joined by the call.
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
+/// `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers): the rate limits a call counts
+/// against, e.g. `"default";q=100;w=1`.
+pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+
+/// `RateLimit` (draft-ietf-httpapi-ratelimit-headers): what is left of each, e.g.
+/// `"default";r=42;t=1`.
+pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");

@@ -20,8 +20,11 @@
 //! A program that runs services and the gateway together uses the `warren-runtime` crate,
 //! which does this (and the shutdown order, the probes, the configuration) for it.
 
+mod async_call;
 mod auth;
+mod call_route;
 mod error;
+mod event_stream;
 mod headers;
 mod health;
 mod metrics;
@@ -29,6 +32,7 @@ mod openapi;
 mod policy;
 mod preface;
 mod problem;
+mod ratelimit;
 mod registry;
 mod request;
 mod rpc;
@@ -45,6 +49,7 @@ pub use headers::{REQUEST_ID, TIMEOUT_MS};
 pub use openapi::{DocumentInfo, DocumentSecurity, document};
 pub use policy::Exposure;
 pub use problem::{PROBLEM_JSON, Problem};
+pub use ratelimit::{PatternLimit, Rate, RateLimitError, RateLimits, TrustedProxies};
 pub use registry::{InstanceOverview, Liveness, Registry, ServiceOverview};
 pub use server::{ServeConfig, serve, serve_with};
 pub use service::HttpService;
@@ -87,6 +92,23 @@ pub struct GatewayConfig {
     pub max_in_flight: usize,
     /// Who may call: off by default (every caller anonymous).
     pub auth: Auth,
+    /// Rate limits per client on `/rpc/...`: off by default.
+    pub rate_limits: RateLimits,
+    /// Proxies whose `X-Forwarded-For` names the client (for the rate limits); none by default.
+    pub trusted_proxies: TrustedProxies,
+    /// Event streams (`GET /events/...`) open at once above which the gateway answers 503.
+    pub max_event_streams: usize,
+    /// How many events an event stream's client may fall behind before it is ended.
+    pub event_buffer: usize,
+    /// How often an idle event stream sends a keep-alive comment.
+    pub event_keep_alive: Duration,
+    /// How long an asynchronous call's result is kept once it is in.
+    pub async_result_ttl: Duration,
+    /// Asynchronous calls held at once (running, or with a result kept) above which the
+    /// gateway answers 503.
+    pub max_async_calls: usize,
+    /// The longest deadline an asynchronous call may ask for with `X-Timeout-Ms`.
+    pub max_async_timeout: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -101,6 +123,14 @@ impl Default for GatewayConfig {
             exposure: Exposure::default(),
             max_in_flight: 10_000,
             auth: Auth::off(),
+            rate_limits: RateLimits::off(),
+            trusted_proxies: TrustedProxies::default(),
+            max_event_streams: 10_000,
+            event_buffer: 256,
+            event_keep_alive: Duration::from_secs(15),
+            async_result_ttl: Duration::from_secs(600),
+            max_async_calls: 10_000,
+            max_async_timeout: Duration::from_secs(900),
         }
     }
 }
@@ -116,6 +146,10 @@ pub(crate) struct Shared {
     registry: Arc<Registry>,
     config: GatewayConfig,
     in_flight: Arc<tokio::sync::Semaphore>,
+    rate_limiter: Arc<ratelimit::RateLimiter>,
+    events: Arc<event_stream::EventStreams>,
+    /// Places for asynchronous calls, each held until its result expires.
+    async_calls: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::ops::Deref for AppState {
@@ -140,6 +174,9 @@ impl Gateway {
         // Install the process's Prometheus recorder before the first measurement.
         let _ = warren_telemetry::prometheus();
         let registry = Arc::new(Registry::default());
+        // After the recorder: the limiter registers its counters now.
+        let rate_limiter = Arc::new(ratelimit::RateLimiter::new(&config.rate_limits));
+        rate_limiter.sweep_in_background(ratelimit::SWEEP_EVERY);
         let client = mesh.client("gateway").await?;
         let feed = Service::new("gateway")
             .subscribe(
@@ -155,6 +192,13 @@ impl Gateway {
                 client,
                 registry,
                 in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight)),
+                rate_limiter,
+                async_calls: Arc::new(tokio::sync::Semaphore::new(config.max_async_calls)),
+                events: event_stream::EventStreams::new(
+                    mesh.clone(),
+                    config.max_event_streams,
+                    config.event_buffer,
+                ),
                 config,
             })),
             registry_feed,
@@ -177,8 +221,9 @@ impl Gateway {
         HttpService::gateway(self.state.clone(), router(self.state.clone()))
     }
 
-    /// Stops following descriptors.
+    /// Ends the event streams and stops their subscriptions, and stops following descriptors.
     pub async fn stop(self) {
+        self.state.events.stop().await;
         self.registry_feed.stop().await;
     }
 }
@@ -207,10 +252,12 @@ fn router(state: AppState) -> Router {
             "/rpc/{service}/{method}",
             post_service(service_fn({
                 let app = state.clone();
-                move |request| rpc::serve(app.clone(), request)
+                move |request| call_route::serve(app.clone(), request)
             }))
             .fallback(rpc::method_not_allowed),
         )
+        .route("/events/{source}/{event_type}", get(event_stream::stream))
+        .route("/calls/{id}", get(async_call::collect))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::metrics))
@@ -281,11 +328,16 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
                 API_KEY,
                 REQUEST_ID,
                 TIMEOUT_MS,
+                HeaderName::from_static("prefer"),
             ])
             .expose_headers([
                 REQUEST_ID,
                 HeaderName::from_static("retry-after"),
+                headers::RATELIMIT,
+                headers::RATELIMIT_POLICY,
                 axum::http::header::WWW_AUTHENTICATE,
+                axum::http::header::LOCATION,
+                HeaderName::from_static("preference-applied"),
             ])
             .max_age(Duration::from_secs(600)),
     )

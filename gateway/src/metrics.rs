@@ -4,10 +4,12 @@
 //! `warren_gateway_request_duration_seconds{service,method}` (handles kept, see
 //! [`warren_telemetry::CallMetrics`]). At each scrape, from the admission semaphore, the client's and the
 //! registry's counters: `warren_gateway_in_flight` (calls admitted and not yet answered),
-//! `warren_gateway_pending_calls`,
+//! `warren_gateway_pending_calls`, `warren_gateway_event_streams` (open `GET /events/...`),
 //! `warren_gateway_calls_total`, `warren_gateway_timeouts_total`,
 //! `warren_gateway_unmatched_replies_total` (late, duplicate or foreign replies),
-//! `warren_gateway_broker_lost_total`, `warren_gateway_live_instances{service}`; and from the mesh,
+//! `warren_gateway_broker_lost_total`, `warren_gateway_live_instances{service}`,
+//! `warren_gateway_rate_limit_clients{policy}` (clients a rate limit tracks one by one; refusals
+//! are `warren_gateway_rate_limited_total{policy}`, counted as they happen); and from the mesh,
 //! `warren_broker_reconnects_total` (connections replaced after a loss). The service
 //! runtime's own metrics (same process in `warren dev`) come along.
 //!
@@ -62,6 +64,11 @@ pub(crate) async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     let admitted = app.config.max_in_flight - app.in_flight.available_permits();
     metrics::gauge!("warren_gateway_in_flight").set(admitted as f64);
     metrics::gauge!("warren_gateway_pending_calls").set(stats.pending as f64);
+    metrics::gauge!("warren_gateway_event_streams").set(app.events.open() as f64);
+    for (policy, clients) in app.rate_limiter.tracked_clients() {
+        metrics::gauge!("warren_gateway_rate_limit_clients", "policy" => policy.to_owned())
+            .set(clients as f64);
+    }
     metrics::counter!("warren_gateway_calls_total").absolute(stats.calls);
     metrics::counter!("warren_gateway_timeouts_total").absolute(stats.timeouts);
     metrics::counter!("warren_gateway_unmatched_replies_total").absolute(stats.unmatched_replies);

@@ -22,25 +22,7 @@ impl Exposure {
     pub fn parse<S: AsRef<str>>(patterns: &[S]) -> Result<Self, String> {
         let patterns = patterns
             .iter()
-            .map(|p| {
-                let p = p.as_ref().trim();
-                let (service, method) = p
-                    .split_once('.')
-                    .ok_or_else(|| format!("`{p}`: expected <service>.<method>, e.g. kv.*"))?;
-                let valid = |part: &str| {
-                    !part.is_empty()
-                        && part.bytes().all(|b| {
-                            b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'*'
-                        })
-                };
-                if valid(service) && valid(method) {
-                    Ok((service.to_owned(), method.to_owned()))
-                } else {
-                    Err(format!(
-                        "`{p}`: parts may hold letters, digits, `_`, `-` and `*`"
-                    ))
-                }
-            })
+            .map(|p| parse_pattern(p.as_ref()))
             .collect::<Result<_, _>>()?;
         Ok(Self { patterns })
     }
@@ -55,8 +37,30 @@ impl Exposure {
     }
 }
 
+/// One `<service>.<method>` pattern (`kv.*`), as its two parts; also the syntax of the rate
+/// limits' patterns (`crate::ratelimit`).
+pub(crate) fn parse_pattern(pattern: &str) -> Result<(String, String), String> {
+    let p = pattern.trim();
+    let (service, method) = p
+        .split_once('.')
+        .ok_or_else(|| format!("`{p}`: expected <service>.<method>, e.g. kv.*"))?;
+    let valid = |part: &str| {
+        !part.is_empty()
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'*')
+    };
+    if valid(service) && valid(method) {
+        Ok((service.to_owned(), method.to_owned()))
+    } else {
+        Err(format!(
+            "`{p}`: parts may hold letters, digits, `_`, `-` and `*`"
+        ))
+    }
+}
+
 /// `*` matches any run of bytes; everything else matches itself.
-fn glob(pattern: &[u8], text: &[u8]) -> bool {
+pub(crate) fn glob(pattern: &[u8], text: &[u8]) -> bool {
     match pattern.split_first() {
         None => text.is_empty(),
         // A last `*` matches whatever is left (the default `*.*` on every request): no need to

@@ -36,6 +36,21 @@ fn fresh_request_id() -> String {
         .to_owned()
 }
 
+/// The longest `Accept-Language` or `User-Agent` passed on to a service.
+const MAX_CONTEXT_HEADER_LEN: usize = 512;
+
+/// A header passed on as context data (`Accept-Language`, `User-Agent`): its value when it is
+/// printable text of at most 512 bytes; anything else is not passed on (a service should not
+/// receive half a language list, nor a client grow every AMQP message without bound).
+pub fn context_header(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && v.len() <= MAX_CONTEXT_HEADER_LEN)
+        .map(str::to_owned)
+}
+
 /// The call's timeout: `X-Timeout-Ms` when given (a positive integer), capped at `max`; else
 /// `default`.
 pub fn timeout(
@@ -150,6 +165,30 @@ pub fn arguments(bytes: &[u8]) -> Result<Arguments, GatewayError> {
         Value::String(_) => "a string",
     };
     Err(GatewayError::NotArguments(kind))
+}
+
+/// The names of a `POST /rpc/{service}/{method}` that the router would route to [`crate::call_route::serve`] with
+/// the same names: two non-empty segments without percent-escapes (nothing to decode). `None`
+/// for any other request, which the router then answers as before (405, 400, 404 or a decoded
+/// call).
+pub fn plain_names<B>(request: &axum::http::Request<B>) -> Option<(String, String)> {
+    if request.method() != axum::http::Method::POST {
+        return None;
+    }
+    let names = request.uri().path().strip_prefix("/rpc/")?;
+    // One pass over the bytes: the one '/' between the names, and no '%' anywhere.
+    let mut slash = None;
+    for (at, byte) in names.bytes().enumerate() {
+        match byte {
+            b'%' => return None,
+            b'/' if slash.is_some() => return None,
+            b'/' => slash = Some(at),
+            _ => {}
+        }
+    }
+    let (service, method) = names.split_at(slash?);
+    let method = &method[1..];
+    (!service.is_empty() && !method.is_empty()).then(|| (service.to_owned(), method.to_owned()))
 }
 
 #[cfg(test)]
@@ -300,5 +339,42 @@ mod tests {
             Ok(id.clone())
         );
         assert_ne!(fresh_request_id(), id);
+    }
+}
+
+#[cfg(test)]
+mod plain_name_tests {
+    use super::plain_names;
+    use axum::http::{Method, Request};
+
+    fn names(method: Method, uri: &str) -> Option<(String, String)> {
+        let request = Request::builder().method(method).uri(uri).body(()).ok()?;
+        plain_names(&request)
+    }
+
+    #[test]
+    fn plain_names_are_two_segments_without_escapes() {
+        let named = |s: &str, m: &str| Some((s.to_owned(), m.to_owned()));
+        assert_eq!(names(Method::POST, "/rpc/kv/inc"), named("kv", "inc"));
+        assert_eq!(names(Method::POST, "/rpc/kv/inc?x=1"), named("kv", "inc"));
+        // Invalid names are the handler's to refuse (400 invalid-name), as through the router.
+        assert_eq!(names(Method::POST, "/rpc/a.b/x*"), named("a.b", "x*"));
+        // Everything else is the router's: other methods, escapes, other shapes.
+        for (method, uri) in [
+            (Method::GET, "/rpc/kv/inc"),
+            (Method::PUT, "/rpc/kv/inc"),
+            (Method::POST, "/rpc/kv/%69nc"),
+            (Method::POST, "/rpc/k%2Fv/inc"),
+            (Method::POST, "/rpc/kv/inc/"),
+            (Method::POST, "/rpc/kv/inc/x"),
+            (Method::POST, "/rpc//inc"),
+            (Method::POST, "/rpc/kv/"),
+            (Method::POST, "/rpc/kv"),
+            (Method::POST, "/rpc"),
+            (Method::POST, "/rpcs/kv/inc"),
+            (Method::POST, "/healthz"),
+        ] {
+            assert_eq!(names(method.clone(), uri), None, "{method} {uri}");
+        }
     }
 }

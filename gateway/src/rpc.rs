@@ -5,17 +5,19 @@ use crate::auth::Identity;
 use crate::error::{CallInfo, GatewayError};
 use crate::headers::{REQUEST_ID, TRACEPARENT};
 use crate::metrics::CallTimer;
+use crate::ratelimit::{ClientKey, RateState};
 use crate::registry::Liveness;
 use crate::request;
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, Uri, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
 use mesh::{CallContext, Deadline, validate_name};
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
@@ -25,65 +27,6 @@ pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>
 
 /// The least time a request's body gets to arrive, whatever its deadline (see [`call`]).
 const BODY_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
-
-/// `POST /rpc/{service}/{method}` as a tower service (`service_fn`), not an axum handler: the
-/// request is taken apart here (its headers moved, not cloned), and the future axum boxes is
-/// [`call`]'s alone, without an extractor state machine around it.
-///
-/// The router sends here the calls [`plain_names`] leaves to it (names with percent-escapes,
-/// which axum's `Path` decodes), and every call when CORS is on (see `crate::service`).
-pub fn serve(
-    app: AppState,
-    request: axum::extract::Request,
-) -> impl Future<Output = Result<Response, Infallible>> + Send {
-    let (mut parts, body) = request.into_parts();
-    // The router matched the route and put its parameters in the request: reading them never
-    // waits.
-    let names = Path::<(String, String)>::from_request_parts(&mut parts, &())
-        .now_or_never()
-        .and_then(Result::ok)
-        .map(|Path(names)| names);
-    call(app, names, parts.headers, body).map(Ok)
-}
-
-/// The names of a `POST /rpc/{service}/{method}` that the router would route to [`serve`] with
-/// the same names: two non-empty segments without percent-escapes (nothing to decode). `None`
-/// for any other request, which the router then answers as before (405, 400, 404 or a decoded
-/// call).
-pub fn plain_names<B>(request: &axum::http::Request<B>) -> Option<(String, String)> {
-    if request.method() != Method::POST {
-        return None;
-    }
-    let names = request.uri().path().strip_prefix("/rpc/")?;
-    // One pass over the bytes: the one '/' between the names, and no '%' anywhere.
-    let mut slash = None;
-    for (at, byte) in names.bytes().enumerate() {
-        match byte {
-            b'%' => return None,
-            b'/' if slash.is_some() => return None,
-            b'/' => slash = Some(at),
-            _ => {}
-        }
-    }
-    let (service, method) = names.split_at(slash?);
-    let method = &method[1..];
-    (!service.is_empty() && !method.is_empty()).then(|| (service.to_owned(), method.to_owned()))
-}
-
-/// A call whose names [`plain_names`] read, served without the router: the future hyper keeps
-/// per request is this one, boxed, with nothing of the router's around it.
-pub fn serve_plain<B>(
-    app: AppState,
-    names: (String, String),
-    request: axum::http::Request<B>,
-) -> impl Future<Output = Result<Response, Infallible>> + Send
-where
-    B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
-    B::Error: Into<axum::BoxError>,
-{
-    let (parts, body) = request.into_parts();
-    call(app, Some(names), parts.headers, Body::new(body)).map(Ok)
-}
 
 /// Calls `service.method` with the body's arguments and answers with its result.
 ///
@@ -98,12 +41,17 @@ where
 /// ([`admit`]), freed once the call is admitted; and a call pending for its reply keeps only what
 /// it needs to wait and to answer: the state as one `Arc`, the span once, 224 bytes in all
 /// (release build), which keeps it in mimalloc's 224-byte size class.
-fn call(
+///
+/// Boxed here, in one of two shapes: a call no rate limit applies to keeps nothing for its
+/// headers (the 224 bytes above); one a limit applies to keeps its `RateLimit` headers, boxed
+/// (8 bytes more), and adds them to whatever answers it.
+pub(crate) fn call(
     app: AppState,
     names: Option<(String, String)>,
     headers: HeaderMap,
     body: Body,
-) -> impl Future<Output = Response> + Send {
+    peer: Option<SocketAddr>,
+) -> BoxFuture<Result<Response, Infallible>> {
     let timer = CallTimer::start();
     let request_id = request::request_id(&headers);
     let mut info = CallInfo {
@@ -134,12 +82,14 @@ fn call(
     let traceparent = warren_telemetry::trace::link_span(&span, caller.as_ref())
         .or(caller)
         .map(|t| t.to_string());
+    let mut rate = None;
     let checked = names
         .ok_or(GatewayError::BadRpcPath)
         .and_then(|(service, method)| {
             info.service = Some(service.clone());
             info.method = Some(method.clone());
-            span.in_scope(|| check(&app, service, method, &headers, &span))
+            let cap = app.config.max_timeout;
+            span.in_scope(|| check(&app, service, method, &headers, peer, &span, &mut rate, cap))
         });
     drop(headers);
     let admitted: BoxFuture<Result<Admitted, GatewayError>> = match checked {
@@ -151,7 +101,7 @@ fn call(
     };
     // The span is held once, by `Instrumented`: the answer is made inside it, and finds it as
     // the current span (a second copy in the future would cost 40 bytes a pending call).
-    async move {
+    let respond = async move {
         let outcome = async {
             let Admitted {
                 call,
@@ -169,22 +119,35 @@ fn call(
         }
         .await;
         answer(&app, outcome, &info, &tracing::Span::current(), timer)
+    };
+    match rate {
+        None => Box::pin(respond.instrument(span).map(Ok)),
+        Some(rate) => {
+            let rate = Box::new(rate);
+            let respond = respond.map(move |mut response| {
+                rate.write_to(response.headers_mut());
+                Ok(response)
+            });
+            Box::pin(respond.instrument(span))
+        }
     }
-    .instrument(span)
 }
 
 /// A call whose head passed every check: what reading its body and sending it needs.
-struct Checked {
-    service: String,
-    method: String,
-    identity: Option<Identity>,
+pub(crate) struct Checked {
+    pub(crate) service: String,
+    pub(crate) method: String,
+    pub(crate) identity: Option<Identity>,
     /// Its place among the calls in flight, held until it is answered.
     permit: OwnedSemaphorePermit,
-    deadline: Deadline,
+    pub(crate) deadline: Deadline,
     /// The deadline it asked for, ms (for a 504's detail).
-    requested_ms: u64,
+    pub(crate) requested_ms: u64,
     /// The body's length, as the head declared it.
     declared_length: Option<usize>,
+    /// `Accept-Language` and `User-Agent`, passed on as `nameko.language`/`nameko.user_agent`.
+    language: Option<String>,
+    user_agent: Option<String>,
 }
 
 /// A call that passed every local check, on its way.
@@ -197,14 +160,20 @@ struct Admitted {
     requested_ms: u64,
 }
 
-/// Checks a call's head, in this order: credentials, names, exposure, permissions, the
-/// in-flight limit, liveness, the deadline, the content type, the declared length.
-fn check(
+/// Checks a call's head, in this order: credentials, names, rate limits, exposure,
+/// permissions, the in-flight limit, liveness, the deadline, the content type, the declared
+/// length. `rate` gets the rate limits' headers when a limit applies (refused or not); `cap`
+/// is the longest deadline the call may ask for.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn check(
     app: &AppState,
     service: String,
     method: String,
     headers: &HeaderMap,
+    peer: Option<SocketAddr>,
     span: &tracing::Span,
+    rate: &mut Option<RateState>,
+    cap: std::time::Duration,
 ) -> Result<Checked, GatewayError> {
     // Credentials first: a caller without them learns nothing else about the call.
     let identity = app
@@ -221,6 +190,17 @@ fn check(
     }
     span.record("service", service.as_str());
     span.record("method", method.as_str());
+    // Counted once the caller and the names are known, and before anything else: a client
+    // over its limit cannot probe the policy or hold a place among the calls in flight.
+    if app.rate_limiter.is_on() {
+        let client = ClientKey::of(
+            identity.as_ref(),
+            peer,
+            headers,
+            &app.config.trusted_proxies,
+        );
+        app.rate_limiter.count(&client, &service, &method, rate)?;
+    }
     if !app.config.exposure.allows(&service, &method) {
         return Err(GatewayError::NotExposed(service, method));
     }
@@ -242,7 +222,7 @@ fn check(
         return Err(GatewayError::NoLiveInstance(service));
     }
     let config = &app.config;
-    let timeout = request::timeout(headers, config.default_timeout, config.max_timeout)?;
+    let timeout = request::timeout(headers, config.default_timeout, cap)?;
     request::check_content_type(headers)?;
     let declared_length = request::declared_length(headers, config.max_body_bytes)?;
     Ok(Checked {
@@ -253,6 +233,8 @@ fn check(
         deadline: Deadline::after(timeout),
         requested_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
         declared_length,
+        language: request::context_header(headers, header::ACCEPT_LANGUAGE),
+        user_agent: request::context_header(headers, header::USER_AGENT),
     })
 }
 
@@ -265,6 +247,33 @@ async fn admit(
     request_id: String,
     traceparent: Option<String>,
 ) -> Result<Admitted, GatewayError> {
+    let ready = read_call(&app, checked, body, request_id, traceparent).await?;
+    Ok(Admitted {
+        call: Box::pin(ready.proxy.call(&ready.method, ready.arguments)),
+        permit: ready.permit,
+        requested_ms: ready.requested_ms,
+    })
+}
+
+/// A call read in full: to whom, what, and its place among the calls in flight.
+pub(crate) struct ReadCall {
+    /// The service, with the call's context and idempotency.
+    pub(crate) proxy: mesh::ServiceProxy,
+    pub(crate) method: String,
+    pub(crate) arguments: mesh::Arguments,
+    pub(crate) permit: OwnedSemaphorePermit,
+    pub(crate) requested_ms: u64,
+}
+
+/// Reads a checked call's body within its deadline and decodes it as arguments; the proxy
+/// carries the call's context (request id, deadline, identity, language, user agent, trace).
+pub(crate) async fn read_call(
+    app: &AppState,
+    checked: Checked,
+    body: Body,
+    request_id: String,
+    traceparent: Option<String>,
+) -> Result<ReadCall, GatewayError> {
     let Checked {
         service,
         method,
@@ -273,6 +282,8 @@ async fn admit(
         deadline,
         requested_ms,
         declared_length,
+        language,
+        user_agent,
     } = checked;
     // A client trickling its body (slow loris past the headers) gets the call's deadline,
     // but at least BODY_GRACE: a body sent with its head is read even when the deadline is
@@ -292,15 +303,22 @@ async fn admit(
     if let Some(identity) = &identity {
         context = identity.annotate(context);
     }
+    if let Some(language) = language {
+        context = context.with_language(language);
+    }
+    if let Some(user_agent) = user_agent {
+        context = context.with_user_agent(user_agent);
+    }
     context.traceparent = traceparent;
-    Ok(Admitted {
-        call: Box::pin(
-            app.client
-                .rpc(&service)
-                .with_context(context)
-                .idempotent(app.registry.is_idempotent(&service, &method))
-                .call(&method, arguments),
-        ),
+    let proxy = app
+        .client
+        .rpc(&service)
+        .with_context(context)
+        .idempotent(app.registry.is_idempotent(&service, &method));
+    Ok(ReadCall {
+        proxy,
+        method,
+        arguments,
         permit,
         requested_ms,
     })
@@ -353,7 +371,7 @@ fn answer(
 
 /// A call's result as `200 application/json`, with the request's id: its two headers in a map
 /// made for two (axum's `Json` grows an empty one, then ours grows it again).
-fn result_response(result: serde_json::Value, request_id: &str) -> Response {
+pub(crate) fn result_response(result: serde_json::Value, request_id: &str) -> Response {
     // A `Value` always serialises (its keys are strings); `Json` answers 500 if it ever did not.
     let Ok(bytes) = serde_json::to_vec(&result) else {
         return Json(result).into_response();
@@ -404,41 +422,4 @@ pub(crate) fn problem(app: &AppState, error: GatewayError, headers: &HeaderMap) 
     error
         .to_problem(&app.config.error_map, &info)
         .into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::plain_names;
-    use axum::http::{Method, Request};
-
-    fn names(method: Method, uri: &str) -> Option<(String, String)> {
-        let request = Request::builder().method(method).uri(uri).body(()).ok()?;
-        plain_names(&request)
-    }
-
-    #[test]
-    fn plain_names_are_two_segments_without_escapes() {
-        let named = |s: &str, m: &str| Some((s.to_owned(), m.to_owned()));
-        assert_eq!(names(Method::POST, "/rpc/kv/inc"), named("kv", "inc"));
-        assert_eq!(names(Method::POST, "/rpc/kv/inc?x=1"), named("kv", "inc"));
-        // Invalid names are the handler's to refuse (400 invalid-name), as through the router.
-        assert_eq!(names(Method::POST, "/rpc/a.b/x*"), named("a.b", "x*"));
-        // Everything else is the router's: other methods, escapes, other shapes.
-        for (method, uri) in [
-            (Method::GET, "/rpc/kv/inc"),
-            (Method::PUT, "/rpc/kv/inc"),
-            (Method::POST, "/rpc/kv/%69nc"),
-            (Method::POST, "/rpc/k%2Fv/inc"),
-            (Method::POST, "/rpc/kv/inc/"),
-            (Method::POST, "/rpc/kv/inc/x"),
-            (Method::POST, "/rpc//inc"),
-            (Method::POST, "/rpc/kv/"),
-            (Method::POST, "/rpc/kv"),
-            (Method::POST, "/rpc"),
-            (Method::POST, "/rpcs/kv/inc"),
-            (Method::POST, "/healthz"),
-        ] {
-            assert_eq!(names(method.clone(), uri), None, "{method} {uri}");
-        }
-    }
 }

@@ -18,10 +18,13 @@
 //!   connection is closed. Over HTTP/2 the same byte limit is the header list size (names,
 //!   values and 32 bytes per field, RFC 9113 §6.5.2); the stream is answered 431 and the
 //!   connection carries on.
-//! - **Graceful shutdown.** When the signal resolves, the listener is closed at once; idle
-//!   connections are closed, busy ones finish their request and close (HTTP/2: GOAWAY, then the
-//!   open streams finish); `serve` returns when the last connection is done. A stalled client
-//!   cannot hold the shutdown longer than the header read timeout.
+//! - **Graceful shutdown.** When the signal resolves, the listener is closed at once and the
+//!   gateway's event streams end (each with a closing comment); idle connections are closed,
+//!   busy ones finish their request and close (HTTP/2: GOAWAY, then the open streams finish);
+//!   `serve` returns when the last connection is done, or after
+//!   [`ServeConfig::shutdown_limit`] with the rest dropped (a client that stopped reading an
+//!   event stream would otherwise hold it for ever). A stalled client cannot hold the shutdown
+//!   longer than the header read timeout before its request is in.
 //! - Every accepted socket has `TCP_NODELAY` set (Nagle's algorithm delays small responses).
 
 use crate::preface::{self, Protocol};
@@ -54,6 +57,9 @@ pub struct ServeConfig {
     /// The most requests one HTTP/2 connection carries at once; the client waits for a stream
     /// to finish before it opens another.
     pub http2_max_concurrent_streams: u32,
+    /// How long a shutdown waits for busy connections before it drops them: at least the
+    /// longest call deadline, so calls in flight are answered.
+    pub shutdown_limit: Duration,
 }
 
 impl ServeConfig {
@@ -65,6 +71,8 @@ impl ServeConfig {
     pub const DEFAULT_MAX_HEADERS: usize = HYPER_DEFAULT_MAX_HEADERS;
     /// The default limit on concurrent requests per HTTP/2 connection: 256.
     pub const DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS: u32 = 256;
+    /// The default shutdown limit: 310 s (the default longest deadline, 300 s, and some).
+    pub const DEFAULT_SHUTDOWN_LIMIT: Duration = Duration::from_secs(310);
 }
 
 impl Default for ServeConfig {
@@ -74,6 +82,7 @@ impl Default for ServeConfig {
             max_header_bytes: Self::DEFAULT_MAX_HEADER_BYTES,
             max_headers: Self::DEFAULT_MAX_HEADERS,
             http2_max_concurrent_streams: Self::DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS,
+            shutdown_limit: Self::DEFAULT_SHUTDOWN_LIMIT,
         }
     }
 }
@@ -101,11 +110,12 @@ pub async fn serve_with(
     let app = app.into();
     let builders = Arc::new(Builders::new(config));
     let graceful = GracefulShutdown::new();
+    let mut connections = tokio::task::JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(error) => {
                     accept_failed(error).await;
                     continue;
@@ -118,15 +128,28 @@ pub async fn serve_with(
         }
         // Watched from the start: a shutdown waits for a connection still sending its first
         // bytes too (at most the header read timeout).
-        tokio::spawn(serve_connection(
+        connections.spawn(serve_connection(
             stream,
-            app.clone(),
+            app.for_peer(peer),
             builders.clone(),
             graceful.watcher(),
         ));
+        // Finished connections are reaped as new ones come, so the set stays the size of
+        // the connections open.
+        while connections.try_join_next().is_some() {}
     }
     drop(listener);
-    graceful.shutdown().await;
+    app.close_event_streams();
+    if tokio::time::timeout(config.shutdown_limit, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = connections.len(),
+            "connections still busy after the shutdown limit; dropped"
+        );
+        connections.abort_all();
+    }
     Ok(())
 }
 

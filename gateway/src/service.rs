@@ -11,12 +11,15 @@
 //! routes).
 
 use crate::AppState;
-use crate::rpc;
+use crate::call_route;
+use crate::event_stream::EventStreams;
 use crate::rpc::BoxFuture;
 use axum::Router;
 use axum::response::Response;
 use hyper::body::Incoming;
 use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use tower::Service as _;
 
 /// What [`crate::serve`] runs for each request: the router's routes, with calls to
@@ -25,14 +28,40 @@ use tower::Service as _;
 pub struct HttpService {
     /// The gateway's state, when calls may skip the router.
     calls: Option<AppState>,
+    /// The gateway's event streams, ended when the server shuts down.
+    events: Option<Arc<EventStreams>>,
     router: Router,
+    /// The connection's peer, once [`crate::serve`] accepted one (the rate limits' client).
+    peer: Option<SocketAddr>,
 }
 
 impl HttpService {
     /// The gateway's routes, calls taken straight to their handler unless CORS needs the router.
     pub(crate) fn gateway(state: AppState, router: Router) -> Self {
+        let events = Some(state.events.clone());
         let calls = state.config.cors_origins.is_empty().then_some(state);
-        Self { calls, router }
+        Self {
+            calls,
+            events,
+            router,
+            peer: None,
+        }
+    }
+
+    /// This service for the connection from `peer`.
+    pub(crate) fn for_peer(&self, peer: SocketAddr) -> Self {
+        Self {
+            peer: Some(peer),
+            ..self.clone()
+        }
+    }
+
+    /// Ends the gateway's event streams (the server is shutting down: an open stream would
+    /// hold its connection, and the shutdown, for ever).
+    pub(crate) fn close_event_streams(&self) {
+        if let Some(events) = &self.events {
+            events.close();
+        }
     }
 }
 
@@ -41,7 +70,9 @@ impl From<Router> for HttpService {
     fn from(router: Router) -> Self {
         Self {
             calls: None,
+            events: None,
             router,
+            peer: None,
         }
     }
 }
@@ -51,11 +82,18 @@ impl hyper::service::Service<hyper::Request<Incoming>> for HttpService {
     type Error = Infallible;
     type Future = BoxFuture<Result<Response, Infallible>>;
 
-    fn call(&self, request: hyper::Request<Incoming>) -> Self::Future {
+    fn call(&self, mut request: hyper::Request<Incoming>) -> Self::Future {
         if let Some(app) = &self.calls
-            && let Some(names) = rpc::plain_names(&request)
+            && let Some(names) = crate::request::plain_names(&request)
         {
-            return Box::pin(rpc::serve_plain(app.clone(), names, request));
+            // Boxed by `serve_plain` itself (its shape depends on the rate limits).
+            return call_route::serve_plain(app.clone(), names, request, self.peer);
+        }
+        // Where handlers behind the router find the peer (axum's `ConnectInfo` extractor).
+        if let Some(peer) = self.peer {
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
         }
         // A router is always ready (axum's documentation): no `poll_ready` first.
         Box::pin(self.router.clone().call(request))

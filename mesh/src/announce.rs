@@ -15,12 +15,19 @@ const RETRY: Duration = Duration::from_millis(250);
 const AFTER_RECOVERY: Duration = Duration::from_secs(1);
 
 /// Starts announcing `routes` (which must carry their outbound) as instance `instance`.
+///
+/// A service of transient subscriptions alone (a gateway's descriptor feed, its event streams'
+/// feeds) is a listener, not a service anyone calls or should list: it is not announced.
 pub(crate) fn spawn(
     routes: Routes,
     instance: String,
     heartbeat: Duration,
     stop: Shutdown,
 ) -> JoinHandle<()> {
+    let listener = !routes.has_methods() && routes.subscriptions().iter().all(|(s, _)| s.transient);
+    if listener {
+        return tokio::spawn(std::future::ready(()));
+    }
     tokio::spawn(async move {
         let heartbeat_ms = u64::try_from(heartbeat.as_millis()).unwrap_or(u64::MAX);
         let incarnation = crate::deadline::epoch_ms_now();

@@ -2,7 +2,9 @@
 //! Warren's deadline and trace context.
 
 use crate::deadline::Deadline;
-use crate::protocol::{AUTH_TOKEN_KEY, CALL_ID_STACK_LIMIT, USER_ID_KEY};
+use crate::protocol::{
+    AUTH_TOKEN_KEY, CALL_ID_STACK_LIMIT, LANGUAGE_KEY, USER_AGENT_KEY, USER_ID_KEY,
+};
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -74,6 +76,27 @@ impl CallContext {
     /// Sets the caller's bearer token (nameko's `nameko.auth_token`); never shown by `Debug`.
     pub fn with_auth_token(self, token: impl Into<String>) -> Self {
         self.with_data(AUTH_TOKEN_KEY, token)
+    }
+
+    /// Sets the caller's preferred languages (nameko's `nameko.language`), as an
+    /// `Accept-Language` value.
+    pub fn with_language(self, language: impl Into<String>) -> Self {
+        self.with_data(LANGUAGE_KEY, language)
+    }
+
+    /// Sets the caller's user agent (nameko's `nameko.user_agent`).
+    pub fn with_user_agent(self, user_agent: impl Into<String>) -> Self {
+        self.with_data(USER_AGENT_KEY, user_agent)
+    }
+
+    /// The caller's preferred languages, when set.
+    pub fn language(&self) -> Option<&str> {
+        self.data.get(LANGUAGE_KEY).map(String::as_str)
+    }
+
+    /// The caller's user agent, when set.
+    pub fn user_agent(&self) -> Option<&str> {
+        self.data.get(USER_AGENT_KEY).map(String::as_str)
     }
 
     /// The caller's user id, when one is set.

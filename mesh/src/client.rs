@@ -6,6 +6,7 @@
 //! a fresh root one for a client.
 
 use crate::call_context::CallContext;
+use crate::detached::{Collected, ResultQueue};
 use crate::error::CallError;
 use crate::future::BoxFuture;
 use crate::protocol::Arguments;
@@ -37,6 +38,21 @@ pub(crate) trait Outbound: Send + Sync + 'static {
         payload: Value,
         context: CallContext,
     ) -> BoxFuture<Result<(), CallError>>;
+
+    /// Publishes a call to `service.method` whose reply goes to `result` (declared first);
+    /// returns once the transport has the request (for AMQP: the broker confirmed it).
+    fn call_detached(
+        &self,
+        service: &str,
+        method: &str,
+        body: Arguments,
+        context: CallContext,
+        idempotent: bool,
+        result: ResultQueue,
+    ) -> BoxFuture<Result<(), CallError>>;
+
+    /// What the result queue `queue` holds.
+    fn collect(&self, queue: &str) -> BoxFuture<Result<Collected, CallError>>;
 
     /// Whether calls can be made now.
     fn is_ready(&self) -> bool;
@@ -122,20 +138,52 @@ impl ServiceProxy {
         method: &str,
         args: impl IntoArguments,
     ) -> impl Future<Output = Result<Value, CallError>> + Send + 'static {
-        let call: BoxFuture<Result<Value, CallError>> =
-            match (args.into_arguments(), &self.outbound) {
-                (Err(error), _) => Box::pin(std::future::ready(Err(error))),
-                (Ok(_), None) => Box::pin(std::future::ready(Err(CallError::Unavailable(
-                    "this handler runs without a transport".into(),
-                )))),
-                (Ok(arguments), Some(outbound)) => outbound.call(
-                    &self.service,
-                    method,
-                    arguments,
-                    self.context.clone(),
-                    self.idempotent,
-                ),
-            };
+        let call: BoxFuture<Result<Value, CallError>> = match self.sendable(args) {
+            Err(error) => Box::pin(std::future::ready(Err(error))),
+            Ok((arguments, outbound)) => outbound.call(
+                &self.service,
+                method,
+                arguments,
+                self.context.clone(),
+                self.idempotent,
+            ),
+        };
+        call
+    }
+
+    /// The arguments and the transport to send them on, or why the call fails at once.
+    fn sendable(
+        &self,
+        args: impl IntoArguments,
+    ) -> Result<(Arguments, &SharedOutbound), CallError> {
+        let arguments = args.into_arguments()?;
+        let outbound = self.outbound.as_ref().ok_or_else(|| {
+            CallError::Unavailable("this handler runs without a transport".into())
+        })?;
+        Ok((arguments, outbound))
+    }
+
+    /// Calls `method` with `args` detached from this caller: the reply goes to `result`, for
+    /// any instance of the mesh to [`Client::collect`]. Returns once the transport has the
+    /// request (over AMQP: the broker confirmed it; an unknown service is `UnknownService`
+    /// at once). The call's deadline is the context's, as for [`ServiceProxy::call`].
+    pub fn call_detached(
+        &self,
+        method: &str,
+        args: impl IntoArguments,
+        result: ResultQueue,
+    ) -> impl Future<Output = Result<(), CallError>> + Send + 'static {
+        let call: BoxFuture<Result<(), CallError>> = match self.sendable(args) {
+            Err(error) => Box::pin(std::future::ready(Err(error))),
+            Ok((arguments, outbound)) => outbound.call_detached(
+                &self.service,
+                method,
+                arguments,
+                self.context.clone(),
+                self.idempotent,
+                result,
+            ),
+        };
         call
     }
 
@@ -215,6 +263,12 @@ impl Client {
     /// [`ServiceProxy::with_context`]).
     pub fn rpc(&self, service: &str) -> ServiceProxy {
         ServiceProxy::new(Some(self.outbound.clone()), service, CallContext::default())
+    }
+
+    /// What the result queue of a detached call ([`ServiceProxy::call_detached`]) holds: its
+    /// reply (left there for the next collect), none yet, or no such queue.
+    pub async fn collect(&self, queue: &str) -> Result<Collected, CallError> {
+        self.outbound.collect(queue).await
     }
 
     /// Dispatches `event_type` from this client's source.

@@ -146,6 +146,18 @@ impl Ctx {
         self.context.auth_token()
     }
 
+    /// The caller's preferred languages (`nameko.language`): the `Accept-Language` a client
+    /// sent the gateway, or what a nameko caller set.
+    pub fn language(&self) -> Option<&str> {
+        self.context.language()
+    }
+
+    /// The caller's user agent (`nameko.user_agent`): the `User-Agent` a client sent the
+    /// gateway, or what a nameko caller set.
+    pub fn user_agent(&self) -> Option<&str> {
+        self.context.user_agent()
+    }
+
     /// The context to pass on to a call this handler makes: the same data, deadline and stack.
     pub fn outgoing(&self) -> CallContext {
         self.context.clone()

@@ -36,6 +36,9 @@ pub struct Subscription {
     /// A broadcast queue that lives only as long as its consumer (exclusive, auto-deleted):
     /// for instances that only care about events while they run, like a gateway's registry.
     pub transient: bool,
+    /// Handled one at a time, in the order the queue delivers them (otherwise up to
+    /// `max_workers` at once, which may finish out of order).
+    pub in_order: bool,
 }
 
 impl Subscription {
@@ -48,6 +51,7 @@ impl Subscription {
             event_type,
             handler_type: HandlerType::ServicePool,
             transient: false,
+            in_order: false,
         }
     }
 
@@ -55,6 +59,13 @@ impl Subscription {
     pub fn transient(mut self) -> Self {
         self.handler_type = HandlerType::Broadcast;
         self.transient = true;
+        self
+    }
+
+    /// Handles one event at a time, in delivery order: for a handler that forwards events
+    /// somewhere their order matters (a gateway's event streams), at the cost of parallelism.
+    pub fn in_order(mut self) -> Self {
+        self.in_order = true;
         self
     }
 

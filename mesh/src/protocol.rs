@@ -23,6 +23,14 @@ pub const USER_ID_KEY: &str = "user_id";
 /// the JWT a client presented, so a service can verify it and read its claims itself.
 pub const AUTH_TOKEN_KEY: &str = "auth_token";
 
+/// Context key of the caller's preferred languages (nameko's `nameko.language`, read by its
+/// `Language` dependency provider); the gateway passes `Accept-Language`.
+pub const LANGUAGE_KEY: &str = "language";
+
+/// Context key of the caller's user agent (nameko's `nameko.user_agent`, read by its
+/// `UserAgent` dependency provider); the gateway passes `User-Agent`.
+pub const USER_AGENT_KEY: &str = "user_agent";
+
 /// Warren's own header: the caller's deadline as unix epoch milliseconds. nameko ignores it.
 pub const DEADLINE_HEADER: &str = "warren.deadline";
 

@@ -11,7 +11,8 @@ use mesh::amqp::{DEFAULT_AMQP_URL, split_urls};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use warren_gateway::{
-    ApiKeys, Auth, AuthConfigError, ErrorMap, GatewayConfig, JwtVerifier, StatusCode,
+    ApiKeys, Auth, AuthConfigError, ErrorMap, GatewayConfig, JwtVerifier, PatternLimit, Rate,
+    RateLimits, StatusCode, TrustedProxies,
 };
 
 /// Everything [`crate::Runner::from_args`] reads: the broker, the service runtime, the gateway,
@@ -143,11 +144,71 @@ pub struct GatewayArgs {
     /// The most requests one HTTP/2 (h2c) connection carries at once.
     #[arg(long, env = "WARREN_HTTP2_MAX_CONCURRENT_STREAMS", default_value_t = warren_gateway::ServeConfig::DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS)]
     http2_max_concurrent_streams: u32,
+    /// Event streams (`GET /events/...`) open at once above which the gateway answers 503.
+    #[arg(long, env = "WARREN_MAX_EVENT_STREAMS", default_value_t = 10_000)]
+    max_event_streams: usize,
+    /// How many events an event stream's client may fall behind before it is ended.
+    #[arg(long, env = "WARREN_EVENT_BUFFER", default_value_t = 256)]
+    event_buffer: usize,
+    /// How long an asynchronous call's result (`Prefer: respond-async`) is kept, in ms.
+    #[arg(long, env = "WARREN_ASYNC_RESULT_TTL_MS", default_value_t = 600_000)]
+    async_result_ttl_ms: u64,
+    /// Asynchronous calls this gateway holds at once (running or kept); 503 above.
+    #[arg(long, env = "WARREN_MAX_ASYNC_CALLS", default_value_t = 10_000)]
+    max_async_calls: usize,
+    /// The longest deadline of an asynchronous call, in ms (RabbitMQ's `consumer_timeout`,
+    /// 30 minutes by default, bounds how long a service may work on one message).
+    #[arg(long, env = "WARREN_MAX_ASYNC_TIMEOUT_MS", default_value_t = 900_000)]
+    max_async_timeout_ms: u64,
     /// Map a remote error type to an HTTP status, e.g. `InsufficientFunds=402` (repeatable).
     #[arg(long = "error-status", value_name = "EXC_TYPE=STATUS", value_parser = ErrorMap::parse_entry)]
     error_status: Vec<(String, StatusCode)>,
     #[command(flatten)]
+    rate_limits: RateLimitArgs,
+    #[command(flatten)]
     auth: AuthArgs,
+}
+
+/// Rate limits per client on /rpc: off unless a limit is given.
+#[derive(Args, Debug, Clone)]
+pub struct RateLimitArgs {
+    /// Limit every call, per client (the authenticated user, else the IP address): RATE
+    /// requests a second on average, BURST at once, e.g. `100/200`; 429 with Retry-After
+    /// above. None by default.
+    #[arg(long, env = "WARREN_RATE_LIMIT", value_name = "RATE/BURST")]
+    rate_limit: Option<Rate>,
+    /// Limit the calls matching a `<service>.<method>` pattern (the --expose syntax), per
+    /// client, e.g. `kv.*=5/10` (repeatable; the first match applies, besides --rate-limit).
+    #[arg(
+        long = "rate-limit-for",
+        env = "WARREN_RATE_LIMIT_FOR",
+        value_name = "PATTERN=RATE/BURST",
+        value_delimiter = ','
+    )]
+    rate_limit_for: Vec<PatternLimit>,
+    /// A proxy whose X-Forwarded-For names the client: an IP address or a CIDR block, e.g.
+    /// `10.0.0.0/8` (repeatable). None by default: the client is the connection's peer.
+    #[arg(
+        long = "trusted-proxy",
+        env = "WARREN_TRUSTED_PROXIES",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    trusted_proxies: Vec<String>,
+}
+
+impl RateLimitArgs {
+    /// The rate limits, and the proxies whose `X-Forwarded-For` is believed.
+    pub fn config(&self) -> Result<(RateLimits, TrustedProxies), ConfigError> {
+        let limits = RateLimits {
+            global: self.rate_limit,
+            patterns: self.rate_limit_for.clone(),
+            ..RateLimits::off()
+        };
+        let proxies =
+            TrustedProxies::parse(&self.trusted_proxies).map_err(ConfigError::TrustedProxy)?;
+        Ok((limits, proxies))
+    }
 }
 
 /// Authentication: off unless an API key file or a JWT key is given.
@@ -231,6 +292,7 @@ impl GatewayArgs {
         for (exc_type, status) in &self.error_status {
             error_map.insert(exc_type.clone(), *status);
         }
+        let (rate_limits, trusted_proxies) = self.rate_limits.config()?;
         Ok(GatewayConfig {
             default_timeout: Duration::from_millis(self.timeout_ms.max(1)),
             max_timeout: Duration::from_millis(self.max_timeout_ms.max(1)),
@@ -244,6 +306,14 @@ impl GatewayArgs {
             exposure: warren_gateway::Exposure::parse(&self.expose).map_err(ConfigError::Expose)?,
             max_in_flight: self.max_in_flight.max(1),
             auth: self.auth.auth()?,
+            rate_limits,
+            trusted_proxies,
+            max_event_streams: self.max_event_streams,
+            event_buffer: self.event_buffer.max(1),
+            async_result_ttl: Duration::from_millis(self.async_result_ttl_ms.max(1)),
+            max_async_calls: self.max_async_calls,
+            max_async_timeout: Duration::from_millis(self.max_async_timeout_ms.max(1)),
+            ..GatewayConfig::default()
         })
     }
 }
@@ -256,6 +326,12 @@ impl GatewayArgs {
             max_header_bytes: self.max_header_bytes.max(1024),
             max_headers: self.max_headers.max(1),
             http2_max_concurrent_streams: self.http2_max_concurrent_streams.max(1),
+            // Calls in flight at the shutdown are answered, by their deadline at the latest.
+            shutdown_limit: Duration::from_millis(
+                self.max_timeout_ms
+                    .max(self.max_async_timeout_ms)
+                    .saturating_add(self.header_read_timeout_ms),
+            ),
         }
     }
 }
@@ -269,5 +345,81 @@ fn key_file<'a>(
         flag,
         path: path.to_owned(),
         source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> Result<ProcessArgs, String> {
+        ProcessArgs::try_parse_from(std::iter::once("warren").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn rate_limit_flags_become_the_gateway_config() {
+        let args = parse(&[
+            "--rate-limit",
+            "100/200",
+            "--rate-limit-for",
+            "kv.*=5/10",
+            "--rate-limit-for",
+            "*.get=1/1",
+            "--trusted-proxy",
+            "10.0.0.0/8",
+        ])
+        .expect("flags");
+        let config = args.gateway.config().expect("config");
+        let limits = &config.rate_limits;
+        assert_eq!(
+            limits.global.map(|r| (r.per_second(), r.burst())),
+            Some((100.0, 200))
+        );
+        let patterns: Vec<&str> = limits.patterns.iter().map(|p| p.pattern()).collect();
+        assert_eq!(patterns, ["kv.*", "*.get"]);
+        assert!(
+            config
+                .trusted_proxies
+                .contains("10.1.2.3".parse().expect("ip"))
+        );
+        let off = parse(&[])
+            .expect("no flags")
+            .gateway
+            .config()
+            .expect("config");
+        assert!(!off.rate_limits.is_on());
+        assert!(off.trusted_proxies.is_empty());
+    }
+
+    #[test]
+    fn bad_rate_limits_are_refused_with_the_reason() {
+        for (args, reason) in [
+            (
+                &["--rate-limit", "10/0"][..],
+                "the burst must be a whole number",
+            ),
+            (
+                &["--rate-limit", "0/5"],
+                "the rate must be a positive number",
+            ),
+            (&["--rate-limit", "abc"], "expected RATE/BURST"),
+            (&["--rate-limit-for", "kv.*"], "expected PATTERN=RATE/BURST"),
+            (
+                &["--rate-limit-for", "kv=1/1"],
+                "expected <service>.<method>",
+            ),
+        ] {
+            let error = parse(args).map(|_| ()).expect_err("refused");
+            assert!(error.contains(reason), "{args:?}: {error}");
+        }
+        let args = parse(&["--trusted-proxy", "10.0.0.0/33"]).expect("parsed later");
+        let error = args.gateway.config().map(|_| ()).expect_err("refused");
+        assert_eq!(
+            crate::error::one_line(&error),
+            "invalid --trusted-proxy: `10.0.0.0/33`: expected an IP address or a CIDR block, \
+             e.g. 10.0.0.0/8 or fd00::/8"
+        );
     }
 }

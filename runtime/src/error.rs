@@ -23,6 +23,9 @@ pub enum ConfigError {
     /// An `--expose` pattern that is not one.
     #[error("invalid --expose {0}")]
     Expose(String),
+    /// A `--trusted-proxy` that is no IP address or CIDR block.
+    #[error("invalid --trusted-proxy")]
+    TrustedProxy(#[source] warren_gateway::RateLimitError),
     /// `--jwt-issuer` or `--jwt-audience` without a key to verify tokens with.
     #[error(
         "--jwt-issuer and --jwt-audience need --jwt-hs256-secret-file or --jwt-rs256-public-key-file"

@@ -18,6 +18,7 @@
 //   - no request from the browser left 127.0.0.1.
 import { createServer } from "node:http";
 import { createRequire } from "node:module";
+import { CHROMIUM_ARGS } from "./chromium.mjs";
 import { join } from "node:path";
 import { randomUUID } from "node:crypto";
 
@@ -28,18 +29,6 @@ const outDir = need("OUT_DIR");
 const chromiumPath = process.env.CHROMIUM || "/usr/bin/chromium";
 const { chromium } = createRequire(join(nodeDir, "package.json"))("playwright-core");
 
-// The flags of the machine notes: no sandbox (root), no GPU, and nothing that phones home; the
-// resolver rule makes any host name other than localhost fail locally instead of going to DNS.
-const CHROMIUM_ARGS = [
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-  "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",
-];
 
 const PAGE = `<!doctype html>
 <html><head><meta charset="utf-8"><title>Warren CORS check</title></head>

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod process;
+pub mod sse;
 
 use mesh::{Client, Mesh, MeshConfig, RunningService, Service};
 use std::future::Future;

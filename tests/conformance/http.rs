@@ -15,6 +15,10 @@ async fn stack(ctx: Ctx) -> Result<Vec<String>, RpcError> {
     Ok(ctx.call_id_stack().to_vec())
 }
 
+async fn caller(ctx: Ctx) -> Result<Value, RpcError> {
+    Ok(json!({"language": ctx.language(), "user_agent": ctx.user_agent()}))
+}
+
 #[derive(Deserialize, utoipa::ToSchema)]
 struct Fail {
     exc_type: String,
@@ -40,6 +44,7 @@ async fn harness(kind: Kind, config: GatewayConfig) -> (Harness, String, String)
         Service::new(svc.clone())
             .rpc("ping", ping)
             .rpc("stack", stack)
+            .rpc("caller", caller)
             .rpc("fail", fail),
     )
     .await;
@@ -90,6 +95,35 @@ pub async fn request_id_is_echoed_and_roots_the_call_id_stack(kind: Kind) {
         .to_owned();
     let body = assert_problem(r, 404, "not-found").await;
     assert_eq!(body["request_id"], made);
+}
+
+pub async fn accept_language_and_user_agent_reach_the_service(kind: Kind) {
+    let (h, svc, _) = harness(kind, GatewayConfig::default()).await;
+    let url = format!("{}/rpc/{svc}/caller", h.base);
+    let r = h
+        .http
+        .post(&url)
+        .header("accept-language", "de-CH, de;q=0.9")
+        .header("user-agent", "curl/8.5.0")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(
+        r.json::<Value>().await.expect("json"),
+        json!({"language": "de-CH, de;q=0.9", "user_agent": "curl/8.5.0"})
+    );
+    // Absent, or too long to be a real one (over 512 bytes): nothing is passed on.
+    let r = h
+        .http
+        .post(&url)
+        .header("user-agent", "x".repeat(513))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(
+        r.json::<Value>().await.expect("json"),
+        json!({"language": null, "user_agent": null})
+    );
 }
 
 pub async fn bad_requests_are_400(kind: Kind) {

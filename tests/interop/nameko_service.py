@@ -28,6 +28,7 @@ import os  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
 
+from nameko.contextdata import Language, UserAgent  # noqa: E402
 from nameko.events import SERVICE_POOL, EventDispatcher, event_handler  # noqa: E402
 from nameko.extensions import DependencyProvider  # noqa: E402
 from nameko.rpc import RpcProxy, rpc  # noqa: E402
@@ -56,6 +57,9 @@ class EchoService(object):
 
     worker_ctx = WorkerContext()
     dispatch = EventDispatcher()
+    # nameko's own providers of `nameko.language` / `nameko.user_agent`.
+    language = Language()
+    user_agent = UserAgent()
 
     @rpc
     def echo(self, value):
@@ -89,6 +93,8 @@ class EchoService(object):
         for key in ("user_id", "auth_token", "language", "user_agent"):
             if data.get(key) is not None:
                 result[key] = data[key]
+        # What nameko's Language and UserAgent dependency providers inject.
+        result["providers"] = {"language": self.language, "user_agent": self.user_agent}
         return result
 
     @rpc

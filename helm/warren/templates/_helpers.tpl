@@ -85,6 +85,73 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
+{{/* A value percent-encoded for the user-info of a URL ("p@ss:w/rd" -> "p%40ss%3Aw%2Frd"; a space is
+%20, not the "+" of a query string). */}}
+{{- define "warren.urlEncode" -}}
+{{- . | toString | urlquery | replace "+" "%20" }}
+{{- end }}
+
+{{/* Fails on broker settings the schema would refuse too (for --skip-schema-validation, and the
+checks a schema cannot write: every host a non-empty host:port). */}}
+{{- define "warren.validateAmqp" -}}
+{{- $a := .Values.amqp }}
+{{- if not (has $a.scheme (list "amqp" "amqps")) }}
+{{- fail (printf "amqp.scheme must be amqp or amqps, not %q" (toString $a.scheme)) }}
+{{- end }}
+{{- if not (has $a.queueType (list "classic" "quorum")) }}
+{{- fail (printf "amqp.queueType must be classic or quorum, not %q" (toString $a.queueType)) }}
+{{- end }}
+{{- range $i, $h := ($a.hosts | default list) }}
+{{- if or (not (kindIs "string" $h)) (not (trim (toString $h))) }}
+{{- fail (printf "amqp.hosts[%d] is empty: every entry is a host:port, e.g. rabbit-0.rabbit:5672" $i) }}
+{{- end }}
+{{- if regexMatch "[/@,;?#\\s]" (trim $h) }}
+{{- fail (printf "amqp.hosts[%d] %q is not a host:port (no scheme, credentials, path or list)" $i $h) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* AMQP_URL as the chart's Secret holds it: one URL per entry of amqp.hosts, joined with commas,
+or amqp.url as given. */}}
+{{- define "warren.amqpUrls" -}}
+{{- include "warren.validateAmqp" . }}
+{{- $a := .Values.amqp }}
+{{- if $a.hosts }}
+{{- $urls := list }}
+{{- range $a.hosts }}
+{{- $urls = append $urls (printf "%s://%s:%s@%s/%s" $a.scheme (include "warren.urlEncode" $a.username) (include "warren.urlEncode" $a.password) (trim .) $a.vhost) }}
+{{- end }}
+{{- join "," $urls }}
+{{- else if $a.url }}
+{{- $a.url }}
+{{- else }}
+{{- fail "amqp.url and amqp.hosts are empty: set amqp.hosts (a cluster's host:port list), amqp.url, or amqp.existingSecret to the name of a Secret holding the broker URL" }}
+{{- end }}
+{{- end }}
+
+{{/* The one URL KEDA's rabbitmq trigger takes: the first of AMQP_URL's list (commas or ";"). */}}
+{{- define "warren.amqpFirstUrl" -}}
+{{- regexSplit "[,;]" (include "warren.amqpUrls" .) -1 | first | trim }}
+{{- end }}
+
+{{/* The kind of a bundled service's workload (its merged settings): a StatefulSet when persistent. */}}
+{{- define "warren.service.kind" -}}
+{{- ternary "StatefulSet" "Deployment" (.persistence.enabled | default false) }}
+{{- end }}
+
+{{/* "true" when some bundled service is scaled by KEDA. */}}
+{{- define "warren.keda.used" -}}
+{{- range .Values.services }}
+{{- $svc := mergeOverwrite (deepCopy $.Values.serviceDefaults) (deepCopy .) }}
+{{- if ($svc.keda | default dict).enabled }}true{{ end }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret KEDA's TriggerAuthentication reads `host` from. */}}
+{{- define "warren.keda.hostSecret" -}}
+{{- .Values.keda.hostSecret | default (include "warren.amqpSecretName" .) }}
+{{- end }}
+
 {{- define "warren.image" -}}
 {{- if .Values.image.digest }}
 {{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
@@ -126,7 +193,7 @@ checksum/amqp: {{ include (print .Template.BasePath "/secret.yaml") . | sha256su
 {{- end }}
 {{- end }}
 
-{{/* Environment every container gets besides the ConfigMap: AMQP_URL and the instance id. */}}
+{{/* Environment every container gets besides the ConfigMap: AMQP_URL, the instance id, the queue type. */}}
 {{- define "warren.commonEnv" -}}
 - name: AMQP_URL
   valueFrom:
@@ -137,6 +204,8 @@ checksum/amqp: {{ include (print .Template.BasePath "/secret.yaml") . | sha256su
   valueFrom:
     fieldRef:
       fieldPath: metadata.name
+- name: WARREN_QUEUE_TYPE
+  value: {{ .Values.amqp.queueType | quote }}
 {{- if .Values.amqp.caSecret }}
 - name: AMQP_CA_FILE
   value: /etc/warren/amqp-ca/{{ .Values.amqp.caSecretKey }}

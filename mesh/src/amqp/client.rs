@@ -12,6 +12,7 @@ use super::publish::{self, Message};
 use crate::call_context::CallContext;
 use crate::client::ClientStats;
 use crate::deadline::Deadline;
+use crate::detached::ResultQueue;
 use crate::error::{CallError, ConnectError};
 use crate::protocol::{Arguments, ReplyBody, request_routing_key, validate_name};
 use lapin::types::ShortString;
@@ -192,6 +193,43 @@ impl RpcClient {
                 .map_err(|e| CallError::MalformedReply(format!("reply is not valid: {e}")))?;
             reply.into_result().map_err(CallError::Remote)
         }
+    }
+
+    /// Publishes a call whose reply goes to `result`, declared and bound first; returns once
+    /// the broker confirmed the request. Nothing waits for the reply here (see
+    /// [`super::detached::collect`]).
+    pub(crate) async fn call_detached(
+        &self,
+        service: &str,
+        method: &str,
+        body: &Arguments,
+        context: CallContext,
+        idempotent: bool,
+        result: &ResultQueue,
+    ) -> Result<(), CallError> {
+        let Prepared { message, budget_ms } =
+            self.prepare(service, method, body, context, idempotent)?;
+        super::detached::declare(&self.inner.broker, result).await?;
+        let shared = &self.inner.shared;
+        let _turn = shared
+            .publishing
+            .0
+            .acquire()
+            .await
+            .map_err(|_| CallError::Unavailable("the client is closed".into()))?;
+        let deadline = message.deadline;
+        let request = publish::Request {
+            exchange: self.inner.exchange.clone(),
+            reply_to: result.name().into(),
+            correlation_id: uuid::Uuid::new_v4(),
+            message: *message,
+        };
+        tokio::time::timeout_at(
+            deadline.instant(),
+            request.publish(shared, &self.inner.broker),
+        )
+        .await
+        .map_err(|_| CallError::DeadlineExceeded(budget_ms))?
     }
 
     /// Whether calls can be made: connected to the broker and consuming replies.

@@ -11,6 +11,7 @@ mod client;
 mod closing;
 mod config;
 mod consumer;
+mod detached;
 mod events;
 mod headers;
 mod link;

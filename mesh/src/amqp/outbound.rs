@@ -5,6 +5,7 @@ use super::client::RpcClient;
 use super::publisher::Dispatcher;
 use crate::call_context::CallContext;
 use crate::client::{ClientStats, Outbound};
+use crate::detached::{Collected, ResultQueue};
 use crate::error::{CallError, ConnectError};
 use crate::future::BoxFuture;
 use crate::protocol::Arguments;
@@ -100,6 +101,30 @@ impl Outbound for AmqpOutbound {
                 .dispatch(&source, &event_type, &payload, &context)
                 .await
         })
+    }
+
+    fn call_detached(
+        &self,
+        service: &str,
+        method: &str,
+        body: Arguments,
+        context: CallContext,
+        idempotent: bool,
+        result: ResultQueue,
+    ) -> BoxFuture<Result<(), CallError>> {
+        let inner = self.inner.clone();
+        let (service, method) = (service.to_owned(), method.to_owned());
+        Box::pin(async move {
+            let client = inner.client().await?;
+            client
+                .call_detached(&service, &method, &body, context, idempotent, &result)
+                .await
+        })
+    }
+
+    fn collect(&self, queue: &str) -> BoxFuture<Result<Collected, CallError>> {
+        let (broker, queue) = (self.inner.broker.clone(), queue.to_owned());
+        Box::pin(async move { super::detached::collect(&broker, &queue).await })
     }
 
     fn is_ready(&self) -> bool {

@@ -31,11 +31,12 @@ pub(crate) async fn serve_routes(
     let stats = Arc::new(ServiceStats::new(&name));
     let mut tasks = Vec::new();
 
-    let consume_loop = |attach: Attach, label: &str| ConsumeLoop {
+    let max_workers = usize::from(broker.config().max_workers.max(1));
+    let consume_loop = |attach: Attach, label: &str, max_workers: usize| ConsumeLoop {
         broker: broker.clone(),
         attach,
         label: label.to_owned(),
-        max_workers: usize::from(broker.config().max_workers.max(1)),
+        max_workers,
         grace: broker.config().shutdown_grace,
         stats: stats.clone(),
     };
@@ -43,7 +44,7 @@ pub(crate) async fn serve_routes(
         let attach = attach_rpc(broker.clone(), routes.clone(), stats.clone());
         // The first attach fails the start; later ones are retried on each new connection.
         let attached = attach().await?;
-        let consume = consume_loop(attach, &name);
+        let consume = consume_loop(attach, &name, max_workers);
         tasks.push(tokio::spawn(consume.run(attached, stop.clone())));
     }
     for (subscription, handler) in routes.subscriptions() {
@@ -57,7 +58,12 @@ pub(crate) async fn serve_routes(
             stats.clone(),
         );
         let attached = attach().await?;
-        let consume = consume_loop(attach, &label);
+        let workers = if subscription.in_order {
+            1
+        } else {
+            max_workers
+        };
+        let consume = consume_loop(attach, &label, workers);
         tasks.push(tokio::spawn(consume.run(attached, stop.clone())));
     }
     let config = broker.config();

@@ -5,6 +5,7 @@ use super::{EventMessage, Registry, Request};
 use crate::call_context::CallContext;
 use crate::client::{ClientStats, Outbound};
 use crate::deadline::Deadline;
+use crate::detached::{Collected, ResultQueue};
 use crate::error::CallError;
 use crate::future::BoxFuture;
 use crate::protocol::{Arguments, validate_name};
@@ -147,6 +148,55 @@ impl Outbound for LocalOutbound {
             Ok(())
         };
         Box::pin(std::future::ready(result))
+    }
+
+    fn call_detached(
+        &self,
+        service: &str,
+        method: &str,
+        body: Arguments,
+        context: CallContext,
+        idempotent: bool,
+        result: ResultQueue,
+    ) -> BoxFuture<Result<(), CallError>> {
+        for name in [service, method] {
+            if let Err(reason) = validate_name(name) {
+                let name = name.to_owned();
+                return Box::pin(std::future::ready(Err(CallError::InvalidName {
+                    name,
+                    reason,
+                })));
+            }
+        }
+        if self.registry.is_closed() {
+            return Box::pin(std::future::ready(Err(closed())));
+        }
+        // As over AMQP, where the broker returns a request no queue is bound for.
+        if self.registry.rpc_queue(service).is_none() {
+            self.counters
+                .unknown_service
+                .fetch_add(1, Ordering::Relaxed);
+            let service = service.to_owned();
+            return Box::pin(std::future::ready(Err(CallError::UnknownService(service))));
+        }
+        let registry = self.registry.clone();
+        let name = result.name().to_owned();
+        registry.declare_result(&name, result.keep_for());
+        let call = self.call(service, method, body, context, idempotent);
+        tokio::spawn(async move {
+            let outcome = call.await;
+            registry.store_result(&name, outcome);
+        });
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn collect(&self, queue: &str) -> BoxFuture<Result<Collected, CallError>> {
+        let collected = if self.registry.is_closed() {
+            Err(closed())
+        } else {
+            Ok(self.registry.result(queue))
+        };
+        Box::pin(std::future::ready(collected))
     }
 
     fn is_ready(&self) -> bool {

@@ -17,7 +17,8 @@ mod rpc;
 use crate::call_context::CallContext;
 use crate::client::Client;
 use crate::config::MeshConfig;
-use crate::error::ConnectError;
+use crate::detached::Collected;
+use crate::error::{CallError, ConnectError};
 use crate::future::BoxFuture;
 use crate::protocol::Arguments;
 use crate::routes::Routes;
@@ -87,6 +88,8 @@ pub(crate) struct Registry {
     /// (source, event type) -> the names of the queues bound to it.
     bindings: Mutex<HashMap<(String, String), Vec<String>>>,
     dead_letters: Mutex<HashMap<String, Vec<DeadLetter>>>,
+    /// Detached calls' result queues: `None` while the call runs.
+    results: Mutex<HashMap<String, Option<Result<Value, CallError>>>>,
     closed: AtomicBool,
 }
 
@@ -126,6 +129,42 @@ impl Registry {
             bound.push(name.to_owned());
         }
         queue
+    }
+
+    /// Makes a result queue, removed `keep_for` from now (as the broker expires one).
+    fn declare_result(self: &Arc<Self>, name: &str, keep_for: std::time::Duration) {
+        lock(&self.results).entry(name.to_owned()).or_insert(None);
+        let (registry, name) = (Arc::downgrade(self), name.to_owned());
+        tokio::spawn(async move {
+            tokio::time::sleep(keep_for).await;
+            if let Some(registry) = registry.upgrade() {
+                lock(&registry.results).remove(&name);
+            }
+        });
+    }
+
+    /// Keeps a detached call's outcome in its result queue, if the queue is still there.
+    fn store_result(&self, name: &str, outcome: Result<Value, CallError>) {
+        if let Some(slot) = lock(&self.results).get_mut(name) {
+            *slot = Some(outcome);
+        }
+    }
+
+    /// What a result queue holds.
+    fn result(&self, name: &str) -> Collected {
+        match lock(&self.results).get(name) {
+            None => Collected::Gone,
+            Some(None) => Collected::Running,
+            Some(Some(outcome)) => Collected::Done(outcome.clone()),
+        }
+    }
+
+    /// Removes an event queue and its bindings.
+    fn delete_event_queue(&self, name: &str) {
+        lock(&self.event_queues).remove(name);
+        for bound in lock(&self.bindings).values_mut() {
+            bound.retain(|q| q != name);
+        }
     }
 
     fn bound_queues(&self, source: &str, event_type: &str) -> Vec<Queue<EventMessage>> {
@@ -243,6 +282,14 @@ impl InProcess {
                 queue.tx.clone(),
                 stats.clone(),
             );
+            let limits = consume::Limits {
+                max_workers: if subscription.in_order {
+                    1
+                } else {
+                    limits.max_workers
+                },
+                ..limits
+            };
             tasks.push(tokio::spawn(consume::run(
                 queue.rx,
                 worker,
@@ -250,6 +297,15 @@ impl InProcess {
                 stats.clone(),
                 stop.clone(),
             )));
+            if subscription.transient {
+                // Auto-deleted, as the broker deletes an exclusive queue with its consumer.
+                let queue = subscription.queue(&name, &config.instance_id);
+                let (registry, stop) = (registry.clone(), stop.clone());
+                tasks.push(tokio::spawn(async move {
+                    stop.triggered().await;
+                    registry.delete_event_queue(&queue);
+                }));
+            }
         }
         tasks.extend(crate::ticking::spawn_all(
             &routes,

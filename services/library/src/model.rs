@@ -124,7 +124,8 @@ pub struct AddBook {
     #[serde(default)]
     #[schema(max_length = 35, pattern = "^[A-Za-z0-9]{1,8}(-[A-Za-z0-9]{1,8})*$")]
     pub language: Option<String>,
-    /// The full text, at most the configured size.
+    /// The full text, at most the configured size, without NUL characters.
+    #[schema(pattern = "^[^\\x00]*$")]
     pub text: String,
 }
 
@@ -168,7 +169,7 @@ pub struct UpdateBook {
     pub language: Option<Option<String>>,
     /// A new text (leave it out to keep the current one; `null` is refused).
     #[serde(default, deserialize_with = "not_null")]
-    #[schema(nullable = false)]
+    #[schema(nullable = false, pattern = "^[^\\x00]*$")]
     pub text: Option<String>,
 }
 

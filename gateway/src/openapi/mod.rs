@@ -5,6 +5,9 @@
 //! The pieces arrive as JSON (descriptors travel over the mesh), so the document is assembled
 //! as JSON; the schemas inside were produced by utoipa in each service.
 
+mod components;
+mod long_lived;
+
 use mesh::describe::ServiceDescriptor;
 use serde_json::{Map, Value, json};
 
@@ -112,6 +115,11 @@ const RPC_ERRORS: &[(&str, &str, &str)] = &[
         "The content type is not JSON",
     ),
     (
+        "429",
+        "TooManyRequests",
+        "A rate limit is used up for this client (only when the gateway sets limits); retry after `Retry-After` seconds",
+    ),
+    (
         "500",
         "RemoteError",
         "The service failed with another error (type and message, never a traceback)",
@@ -149,7 +157,7 @@ pub fn document(services: &[ServiceDescriptor], info: &DocumentInfo) -> Value {
     services.sort_by(|a, b| a.service.cmp(&b.service));
 
     let mut paths = Map::new();
-    let mut schemas = base_schemas();
+    let mut schemas = components::base_schemas();
     let mut tags = Vec::new();
     for service in &services {
         tags.push(json!({
@@ -169,14 +177,28 @@ pub fn document(services: &[ServiceDescriptor], info: &DocumentInfo) -> Value {
         }
     }
     paths.extend(gateway_paths(&info.security));
+    paths.extend(long_lived::paths(&info.security));
+    schemas.extend(long_lived::schemas());
     let mut components = json!({
         "schemas": schemas,
-        "parameters": parameters(),
-        "responses": responses(&info.security),
+        "parameters": components::parameters(),
+        "responses": components::responses(&info.security),
         "headers": {
             "X-Request-Id": {
                 "description": "The request id (the client's, or one the gateway made)",
                 "schema": {"type": "string"},
+            },
+            "RateLimit-Policy": {
+                "description": "The rate limits this call counts against, when the gateway sets any (draft-ietf-httpapi-ratelimit-headers): e.g. `\"kv.*\";q=10;w=2, \"default\";q=200;w=2`, each a bucket of `q` calls that an empty one takes `w` seconds to refill",
+                "schema": {"type": "string"},
+            },
+            "RateLimit": {
+                "description": "What is left of each limit for this client: e.g. `\"default\";r=42;t=1`, `r` calls left, more in `t` seconds",
+                "schema": {"type": "string"},
+            },
+            "Retry-After": {
+                "description": "Whole seconds to wait before retrying",
+                "schema": {"type": "integer", "minimum": 1},
             },
         },
     });
@@ -220,10 +242,15 @@ fn rpc_operation(
         "200".to_owned(),
         json!({
             "description": "The method's result",
-            "headers": {"X-Request-Id": {"$ref": "#/components/headers/X-Request-Id"}},
+            "headers": {
+                "X-Request-Id": {"$ref": "#/components/headers/X-Request-Id"},
+                "RateLimit-Policy": {"$ref": "#/components/headers/RateLimit-Policy"},
+                "RateLimit": {"$ref": "#/components/headers/RateLimit"},
+            },
             "content": {"application/json": {"schema": method.response}},
         }),
     );
+    responses.insert("202".to_owned(), long_lived::accepted_response());
     let auth_errors = if security.is_on() { AUTH_ERRORS } else { &[] };
     for (status, component, _) in RPC_ERRORS.iter().chain(auth_errors) {
         responses.insert(
@@ -245,6 +272,7 @@ fn rpc_operation(
         "parameters": [
             {"$ref": "#/components/parameters/X-Request-Id"},
             {"$ref": "#/components/parameters/X-Timeout-Ms"},
+            {"$ref": "#/components/parameters/Prefer"},
         ],
         "requestBody": {
             "required": takes_required,
@@ -264,93 +292,6 @@ fn closed_object(mut schema: Value) -> Value {
             .or_insert(Value::Bool(false));
     }
     schema
-}
-
-fn base_schemas() -> Map<String, Value> {
-    let mut schemas = Map::new();
-    schemas.insert(
-        "Problem".to_owned(),
-        json!({
-            "type": "object",
-            "description": "An RFC 9457 problem document",
-            "required": ["type", "title", "status", "detail"],
-            "properties": {
-                "type": {"type": "string", "description": "urn:warren:problem:<slug>"},
-                "title": {"type": "string"},
-                "status": {"type": "integer", "minimum": 400, "maximum": 599},
-                "detail": {"type": "string"},
-                "service": {"type": "string"},
-                "method": {"type": "string"},
-                "exc_type": {"type": "string", "description": "The remote error's type"},
-                "request_id": {"type": "string"},
-            },
-        }),
-    );
-    schemas.insert(
-        "ServiceOverview".to_owned(),
-        json!({
-            "type": "object",
-            "required": ["name", "methods", "instances"],
-            "properties": {
-                "name": {"type": "string"},
-                "version": {"type": ["string", "null"]},
-                "methods": {"type": "array", "items": {"type": "string"}},
-                "instances": {"type": "array", "items": {
-                    "type": "object",
-                    "required": ["id", "version"],
-                    "properties": {"id": {"type": "string"}, "version": {"type": "string"}},
-                }},
-            },
-        }),
-    );
-    schemas.insert(
-        "Status".to_owned(),
-        json!({
-            "type": "object",
-            "required": ["status"],
-            "properties": {"status": {"type": "string"}, "detail": {"type": "string"}},
-        }),
-    );
-    schemas
-}
-
-fn parameters() -> Value {
-    json!({
-        "X-Request-Id": {
-            "name": "X-Request-Id",
-            "in": "header",
-            "required": false,
-            "description": "Kept when it is 1-128 visible ASCII characters, replaced by a new id otherwise; echoed back and used as the root of the call id stack",
-            "schema": {"type": "string"},
-        },
-        "X-Timeout-Ms": {
-            "name": "X-Timeout-Ms",
-            "in": "header",
-            "required": false,
-            "description": "This call's deadline in milliseconds; larger values are capped at the gateway's maximum",
-            "schema": {"type": "integer", "minimum": 1},
-        },
-    })
-}
-
-fn responses(security: &DocumentSecurity) -> Value {
-    let mut responses = Map::new();
-    let auth_errors = if security.is_on() { AUTH_ERRORS } else { &[] };
-    for (_, component, description) in RPC_ERRORS.iter().chain(auth_errors) {
-        let mut response = json!({
-            "description": description,
-            "headers": {"X-Request-Id": {"$ref": "#/components/headers/X-Request-Id"}},
-            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
-        });
-        if auth_errors.iter().any(|(_, c, _)| c == component) {
-            response["headers"]["WWW-Authenticate"] = json!({
-                "description": "The challenge, e.g. `Bearer realm=\"warren\", error=\"invalid_token\"`",
-                "schema": {"type": "string"},
-            });
-        }
-        responses.insert((*component).to_owned(), response);
-    }
-    Value::Object(responses)
 }
 
 fn gateway_paths(security: &DocumentSecurity) -> Map<String, Value> {
@@ -463,10 +404,18 @@ mod tests {
             "string"
         );
         for status in [
-            "400", "404", "408", "409", "413", "415", "500", "502", "503", "504",
+            "400", "404", "408", "409", "413", "415", "429", "500", "502", "503", "504",
         ] {
             assert!(op["responses"][status]["$ref"].is_string(), "{status}");
         }
+        let limited = &doc["components"]["responses"]["TooManyRequests"]["headers"];
+        for name in ["Retry-After", "RateLimit-Policy", "RateLimit"] {
+            let reference = format!("#/components/headers/{name}");
+            assert_eq!(limited[name]["$ref"], reference.as_str());
+            assert!(doc["components"]["headers"][name].is_object(), "{name}");
+        }
+        let ok = &op["responses"]["200"]["headers"];
+        assert_eq!(ok["RateLimit"]["$ref"], "#/components/headers/RateLimit");
         assert!(doc["paths"]["/healthz"]["get"].is_object());
         assert_eq!(doc["info"]["license"]["identifier"], "MIT OR Apache-2.0");
     }
