@@ -8,7 +8,8 @@
 //! replica needs (the queue, the deadline, the expiry, the request id), and the replica keeps
 //! no state of its own but a count of the calls it took. The queue's name also holds a hash of
 //! the caller's identity, so another caller, who computes another name from the same id, finds
-//! nothing.
+//! nothing. (The id can be read by whoever holds it; the hash only keeps it from being
+//! collected by another identity.)
 
 use crate::AppState;
 use crate::auth::Identity;
@@ -90,7 +91,9 @@ impl Ticket {
         valid.then_some(ticket)
     }
 
-    /// The result queue of this call made by `identity`: `warren.call-<uuid>-<owner>`.
+    /// The result queue of this call made by `identity`: `warren.call.<uuid>.<owner>`. Its
+    /// name is its routing key on the RPC exchange, and four words long so that no request's
+    /// (`<service>.<method>`, two words) can ever be routed to it.
     fn queue(&self, identity: Option<&Identity>) -> String {
         let mut hash = Sha256::new();
         hash.update(b"warren.call.owner\0");
@@ -99,7 +102,7 @@ impl Ticket {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        format!("warren.call-{}-{owner}", self.uuid)
+        format!("warren.call.{}.{owner}", self.uuid)
     }
 
     fn info(&self) -> CallInfo {
@@ -318,8 +321,8 @@ mod tests {
     fn each_caller_has_its_own_queue_name() {
         let t = ticket();
         let anonymous = t.queue(None);
-        assert!(anonymous.starts_with("warren.call-0123456789abcdef0123456789abcdef-"));
-        assert_eq!(anonymous.len(), "warren.call-".len() + 32 + 1 + 16);
+        assert!(anonymous.starts_with("warren.call.0123456789abcdef0123456789abcdef."));
+        assert_eq!(anonymous.len(), "warren.call.".len() + 32 + 1 + 16);
         assert_eq!(anonymous, t.queue(None), "stable");
     }
 

@@ -31,6 +31,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, watch};
 
+/// The longest source plus event type a stream may name (its queue's name holds them, a feed
+/// number and the instance id within 255 bytes).
+const MAX_STREAM_NAMES_LEN: usize = 150;
+
 /// Which events: the dispatching service and the event type.
 type Topic = (String, String);
 
@@ -111,6 +115,13 @@ impl EventStreams {
         place: OwnedSemaphorePermit,
     ) -> Result<Client, GatewayError> {
         let mut feeds = self.feeds.lock().await;
+        // Closed while this waited for the lock: `stop` has drained the feeds, and would never
+        // see a new one.
+        if *self.closing.borrow() {
+            return Err(GatewayError::Unavailable(
+                "the gateway is shutting down".to_owned(),
+            ));
+        }
         if let Some(feed) = feeds.get_mut(&topic) {
             feed.clients += 1;
             let receiver = feed.sender.subscribe();
@@ -318,6 +329,16 @@ async fn open(
             name: name.chars().take(200).collect(),
             reason,
         })?;
+    }
+    // The feed's queue, `evt-<source>-<type>--gateway.stream_<n>-<instance>`, is an AMQP short
+    // string: the two names get what its 255 bytes leave.
+    let len = source.len() + event_type.len();
+    if len > MAX_STREAM_NAMES_LEN {
+        return Err(GatewayError::InvalidName {
+            what: "source and event type",
+            name: format!("{source}.{event_type}").chars().take(200).collect(),
+            reason: mesh::NameError::TooLongTogether(len, MAX_STREAM_NAMES_LEN),
+        });
     }
     // Descriptors are the gateway's own traffic, not an event of the mesh's.
     if source == DESCRIPTOR_SOURCE || !app.config.exposure.allows(&source, &event_type) {

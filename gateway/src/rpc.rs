@@ -14,7 +14,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, Uri, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
-use mesh::{CallContext, Deadline, validate_name};
+use mesh::{CallContext, Deadline, validate_call_names, validate_name};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -188,6 +188,11 @@ pub(crate) fn check(
             reason,
         })?;
     }
+    validate_call_names(&service, &method).map_err(|reason| GatewayError::InvalidName {
+        what: "service and method",
+        name: format!("{service}.{method}").chars().take(200).collect(),
+        reason,
+    })?;
     span.record("service", service.as_str());
     span.record("method", method.as_str());
     // Counted once the caller and the names are known, and before anything else: a client

@@ -24,7 +24,11 @@ pub(crate) fn spawn(
     heartbeat: Duration,
     stop: Shutdown,
 ) -> JoinHandle<()> {
-    let listener = !routes.has_methods() && routes.subscriptions().iter().all(|(s, _)| s.transient);
+    let subscriptions = routes.subscriptions();
+    let listener = !routes.has_methods()
+        && routes.timers().is_empty()
+        && !subscriptions.is_empty()
+        && subscriptions.iter().all(|(s, _)| s.transient);
     if listener {
         return tokio::spawn(std::future::ready(()));
     }

@@ -112,7 +112,10 @@ pub use error::{CallError, ConnectError, ErrorKind, RpcError};
 pub use events::{HandlerType, Subscription};
 pub use handle::Mesh;
 pub use handler::{Args, Payload, State};
-pub use protocol::{Arguments, MAX_NAME_LEN, NameError, RemoteError, validate_name};
+pub use protocol::{
+    Arguments, MAX_CALL_NAMES_LEN, MAX_NAME_LEN, NameError, RemoteError, validate_call_names,
+    validate_name,
+};
 pub use redact::redact_url;
 pub use running::{RunningService, ServiceStats};
 pub use service::Service;

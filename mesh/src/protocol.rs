@@ -80,6 +80,23 @@ pub enum NameError {
     /// The name holds a character outside `[A-Za-z0-9_-]`, or starts with a digit or `-`.
     #[error("name must match ^[A-Za-z_][A-Za-z0-9_-]{{0,127}}$")]
     BadCharacter,
+    /// Names that are each valid but together too long for what the broker makes of them
+    /// (an AMQP routing key or queue name holds at most 255 bytes).
+    #[error("the names are {0} bytes together; at most {1} are allowed")]
+    TooLongTogether(usize, usize),
+}
+
+/// The longest `service` plus `method` a call may name: its routing key `<service>.<method>`
+/// is an AMQP short string (255 bytes).
+pub const MAX_CALL_NAMES_LEN: usize = 254;
+
+/// Checks that `service.method` fits a routing key (each name checked by [`validate_name`]).
+pub fn validate_call_names(service: &str, method: &str) -> Result<(), NameError> {
+    let len = service.len() + method.len();
+    if len > MAX_CALL_NAMES_LEN {
+        return Err(NameError::TooLongTogether(len, MAX_CALL_NAMES_LEN));
+    }
+    Ok(())
 }
 
 /// Checks a service or method name against `^[A-Za-z_][A-Za-z0-9_-]{0,127}$`.

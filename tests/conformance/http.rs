@@ -128,6 +128,9 @@ pub async fn accept_language_and_user_agent_reach_the_service(kind: Kind) {
 
 pub async fn bad_requests_are_400(kind: Kind) {
     let (h, svc, greeter) = harness(kind, GatewayConfig::default()).await;
+    // Two names of 128 bytes each: valid apart, too long together for a routing key.
+    let r = h.post(&"s".repeat(128), &"m".repeat(128), json!({})).await;
+    assert_problem(r, 400, "invalid-name").await;
     let raw = |path: String, body: &'static str| {
         h.http
             .post(format!("{}{path}", h.base))

@@ -153,6 +153,9 @@ pub async fn names_exposure_and_credentials_are_checked_first(kind: Kind) {
         "invalid-name",
     )
     .await;
+    // Each name valid, together too long for the feed's queue name (an AMQP short string).
+    let long = format!("/events/{}/{}", "s".repeat(100), "t".repeat(100));
+    assert_problem(get(&long).await.expect("send"), 400, "invalid-name").await;
     assert_problem(
         get("/events/library/_private").await.expect("send"),
         403,

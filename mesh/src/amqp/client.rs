@@ -14,7 +14,9 @@ use crate::client::ClientStats;
 use crate::deadline::Deadline;
 use crate::detached::ResultQueue;
 use crate::error::{CallError, ConnectError};
-use crate::protocol::{Arguments, ReplyBody, request_routing_key, validate_name};
+use crate::protocol::{
+    Arguments, ReplyBody, request_routing_key, validate_call_names, validate_name,
+};
 use lapin::types::ShortString;
 use serde_json::Value;
 use std::future::Future;
@@ -102,6 +104,10 @@ impl RpcClient {
                 reason,
             })?;
         }
+        validate_call_names(service, method).map_err(|reason| CallError::InvalidName {
+            name: format!("{service}.{method}"),
+            reason,
+        })?;
         let inner = &self.inner;
         let shared = &inner.shared;
         shared.calls.fetch_add(1, Ordering::Relaxed);
@@ -209,27 +215,29 @@ impl RpcClient {
     ) -> Result<(), CallError> {
         let Prepared { message, budget_ms } =
             self.prepare(service, method, body, context, idempotent)?;
-        super::detached::declare(&self.inner.broker, result).await?;
-        let shared = &self.inner.shared;
-        let _turn = shared
-            .publishing
-            .0
-            .acquire()
-            .await
-            .map_err(|_| CallError::Unavailable("the client is closed".into()))?;
         let deadline = message.deadline;
-        let request = publish::Request {
-            exchange: self.inner.exchange.clone(),
-            reply_to: result.name().into(),
-            correlation_id: uuid::Uuid::new_v4(),
-            message: *message,
+        // The whole of it within the call's deadline: a stalled broker does not hold a caller
+        // waiting for a 202 past it.
+        let published = async {
+            super::detached::declare(&self.inner.broker, result).await?;
+            let shared = &self.inner.shared;
+            let _turn = shared
+                .publishing
+                .0
+                .acquire()
+                .await
+                .map_err(|_| CallError::Unavailable("the client is closed".into()))?;
+            let request = publish::Request {
+                exchange: self.inner.exchange.clone(),
+                reply_to: result.name().into(),
+                correlation_id: uuid::Uuid::new_v4(),
+                message: *message,
+            };
+            request.publish(shared, &self.inner.broker).await
         };
-        tokio::time::timeout_at(
-            deadline.instant(),
-            request.publish(shared, &self.inner.broker),
-        )
-        .await
-        .map_err(|_| CallError::DeadlineExceeded(budget_ms))?
+        tokio::time::timeout_at(deadline.instant(), published)
+            .await
+            .map_err(|_| CallError::DeadlineExceeded(budget_ms))?
     }
 
     /// Whether calls can be made: connected to the broker and consuming replies.

@@ -2,17 +2,17 @@
 //! before the request is published, and read with `basic.get` without an ack, so the reply goes
 //! back to the queue for the next collect when the channel closes.
 
-use super::broker::{Broker, queue_arguments, unavailable};
-use super::config::QueueType;
+use super::broker::{Broker, unavailable};
 use crate::detached::{Collected, ResultQueue};
 use crate::error::CallError;
 use crate::protocol::ReplyBody;
 use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 
-/// Declares `queue` (classic and not durable, or quorum under `--queue-type quorum`, so that
-/// it outlives a node's loss) with its `x-expires`, and binds it on the RPC exchange with its
-/// name as the routing key, where a service's reply to it goes.
+/// Declares `queue` (classic, not durable, whatever `--queue-type` says: a quorum queue per
+/// call is a Raft group per call, and RabbitMQ 4 drops a quorum queue's message after 20
+/// returns, where a result is returned on every collect) with its `x-expires`, and binds it on
+/// the RPC exchange with its name as the routing key, where a service's reply to it goes.
 pub(crate) async fn declare(broker: &Broker, queue: &ResultQueue) -> Result<(), CallError> {
     let (_, channel) = broker
         .open_channel()
@@ -23,13 +23,10 @@ pub(crate) async fn declare(broker: &Broker, queue: &ResultQueue) -> Result<(), 
             .declare_rpc_exchange(&channel)
             .await
             .map_err(|e| CallError::Unavailable(e.to_string()))?;
-        let mut arguments: FieldTable = queue_arguments(broker.queue_type());
+        let mut arguments = FieldTable::default();
         let expires = i64::try_from(queue.keep_for().as_millis()).unwrap_or(i64::MAX);
         arguments.insert("x-expires".into(), AMQPValue::LongLongInt(expires.max(1)));
-        let options = QueueDeclareOptions {
-            durable: broker.queue_type() == QueueType::Quorum,
-            ..QueueDeclareOptions::default()
-        };
+        let options = QueueDeclareOptions::default();
         channel
             .queue_declare(queue.name().into(), options, arguments)
             .await

@@ -60,12 +60,16 @@ pub(crate) async fn declare(
         .await
         .map_err(setup)?;
     // The dead-letter queue lives as long as its queue: forever for a shared queue, until
-    // expiry for a broadcast one, with the connection for a transient one.
+    // expiry for a broadcast one. A transient subscription has none: it keeps nothing past its
+    // consumer, and an exclusive queue no one consumes would stay until the connection closes
+    // (one more for every feed a gateway makes).
     let dead_letter_queue = dead_letter_queue(&queue);
-    channel
-        .queue_declare(dead_letter_queue.as_str().into(), options, arguments)
-        .await
-        .map_err(|e| declare_error(broker, &dead_letter_queue, e))?;
+    if !subscription.transient {
+        channel
+            .queue_declare(dead_letter_queue.as_str().into(), options, arguments)
+            .await
+            .map_err(|e| declare_error(broker, &dead_letter_queue, e))?;
+    }
     Ok(Declared {
         generation,
         channel,
