@@ -33,20 +33,7 @@ async fn an_async_call_accepted_by_one_gateway_process_is_collected_from_another
         .expect("send");
     assert_eq!(r.status(), 202);
     let location = r.headers()["location"].to_str().expect("ascii").to_owned();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let answer = loop {
-        let r = h
-            .http
-            .get(format!("{}{location}", h.base))
-            .send()
-            .await
-            .expect("send");
-        if r.status() != 202 {
-            break r;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "still running");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let answer = common::collect_call(&h.http, &h.base, &location, &[]).await;
     assert_eq!(answer.status(), 200);
     assert_eq!(answer.text().await.expect("body"), "300");
     // The process that took it answers the same, and so again does this one.

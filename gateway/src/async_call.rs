@@ -177,12 +177,7 @@ pub(crate) fn accept(
             call.proxy
                 .call_detached(&call.method, call.arguments, queue)
                 .await
-                .map_err(|e| match e {
-                    mesh::CallError::DeadlineExceeded(_) => {
-                        GatewayError::DeadlineExceeded(call.requested_ms)
-                    }
-                    other => other.into(),
-                })?;
+                .map_err(|e| GatewayError::of_call(e, call.requested_ms))?;
             drop(call.permit);
             // The place is this gateway's until the result expires: the bound counts results
             // kept as well as calls running.
@@ -261,15 +256,9 @@ pub(crate) async fn collect(
             .to_problem(map, &info)
             .into_response(),
         Ok(Collected::Done(Ok(result))) => rpc::result_response(result, &ticket.request_id),
-        Ok(Collected::Done(Err(error))) => {
-            let error = match error {
-                mesh::CallError::DeadlineExceeded(_) => {
-                    GatewayError::DeadlineExceeded(ticket.requested_ms)
-                }
-                other => other.into(),
-            };
-            error.to_problem(map, &info).into_response()
-        }
+        Ok(Collected::Done(Err(error))) => GatewayError::of_call(error, ticket.requested_ms)
+            .to_problem(map, &info)
+            .into_response(),
         Err(error) => GatewayError::from(error)
             .to_problem(map, &info)
             .into_response(),

@@ -189,6 +189,15 @@ impl ErrorMap {
 }
 
 impl GatewayError {
+    /// A call's error, its deadline reported as the one the client asked for (`requested_ms`:
+    /// the call's own budget may be shorter by the time it was published).
+    pub fn of_call(error: CallError, requested_ms: u64) -> Self {
+        match error {
+            CallError::DeadlineExceeded(_) => Self::DeadlineExceeded(requested_ms),
+            other => other.into(),
+        }
+    }
+
     /// The status, slug and title of this error: the whole mapping, in one place.
     pub fn classify(&self, map: &ErrorMap) -> (StatusCode, &'static str, &'static str) {
         use StatusCode as S;

@@ -50,7 +50,7 @@ struct StreamEvent {
 /// The subscription of one topic and what its clients share.
 struct Feed {
     sender: broadcast::Sender<Arc<StreamEvent>>,
-    running: Option<RunningService>,
+    running: RunningService,
     clients: usize,
 }
 
@@ -102,9 +102,7 @@ impl EventStreams {
         self.close();
         let feeds: Vec<Feed> = self.feeds.lock().await.drain().map(|(_, f)| f).collect();
         for feed in feeds {
-            if let Some(running) = feed.running {
-                running.stop().await;
-            }
+            feed.running.stop().await;
         }
     }
 
@@ -150,7 +148,7 @@ impl EventStreams {
             topic.clone(),
             Feed {
                 sender,
-                running: Some(running),
+                running,
                 clients: 1,
             },
         );
@@ -185,12 +183,10 @@ impl EventStreams {
         if feed.clients > 0 {
             return;
         }
-        let running = feeds
-            .remove(&topic)
-            .and_then(|mut feed| feed.running.take());
+        let feed = feeds.remove(&topic);
         drop(feeds);
-        if let Some(running) = running {
-            running.stop().await;
+        if let Some(feed) = feed {
+            feed.running.stop().await;
         }
     }
 }

@@ -108,12 +108,9 @@ pub(crate) fn call(
                 permit,
                 requested_ms,
             } = admitted.await?;
-            let result = call.await.map_err(|e| match e {
-                mesh::CallError::DeadlineExceeded(_) => {
-                    GatewayError::DeadlineExceeded(requested_ms)
-                }
-                other => other.into(),
-            });
+            let result = call
+                .await
+                .map_err(|e| GatewayError::of_call(e, requested_ms));
             drop(permit);
             result
         }

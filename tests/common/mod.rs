@@ -50,6 +50,30 @@ where
     }
 }
 
+/// GETs an asynchronous call's `location` on the gateway at `base` until it is no longer 202
+/// (each 202 with `Retry-After: 1`), at most 20 s; returns that answer.
+pub async fn collect_call(
+    http: &reqwest::Client,
+    base: &str,
+    location: &str,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut request = http.get(format!("{base}{location}"));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.expect("send");
+        if response.status() != 202 {
+            return response;
+        }
+        assert_eq!(response.headers()["retry-after"], "1");
+        assert!(Instant::now() < deadline, "still running after 20 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A raw channel on a fresh connection, for tests that play a peer by hand. The connection is
 /// leaked on purpose: it lives until the test process ends, as long as the channel's users.
 pub async fn raw_channel() -> lapin::Channel {

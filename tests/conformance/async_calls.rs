@@ -2,7 +2,7 @@
 //! `GET /calls/{id}` answers 202 while the call runs, then exactly what the synchronous call
 //! answers (docs/http.md, "Asynchronous calls").
 
-use crate::common::{Harness, Kind, assert_problem, unique, wait_until};
+use crate::common::{Harness, Kind, assert_problem, collect_call, unique, wait_until};
 use serde_json::{Value, json};
 use std::time::Duration;
 use warren_gateway::GatewayConfig;
@@ -40,22 +40,9 @@ pub async fn accepted(response: reqwest::Response) -> String {
     location
 }
 
-/// GETs `location` until it is no longer 202; returns that answer.
-pub async fn outcome(h: &Harness, location: &str, headers: &[(&str, &str)]) -> reqwest::Response {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let mut request = h.http.get(format!("{}{location}", h.base));
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let response = request.send().await.expect("send");
-        if response.status() != 202 {
-            return response;
-        }
-        assert_eq!(response.headers()["retry-after"], "1");
-        assert!(tokio::time::Instant::now() < deadline, "still running");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// GETs `location` on `h` until it is no longer 202; returns that answer.
+async fn outcome(h: &Harness, location: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+    collect_call(&h.http, &h.base, location, headers).await
 }
 
 pub async fn an_accepted_call_answers_as_the_synchronous_one_would(kind: Kind) {

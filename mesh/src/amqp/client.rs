@@ -163,21 +163,11 @@ impl RpcClient {
             // The publish phase is boxed: a call waiting for its reply keeps none of it. Inside,
             // the publish future proper (frames, properties, confirm: large) is made only once
             // the request's turn in the window comes, and freed once the broker confirmed it.
-            let published = Box::pin(async {
-                let _turn = shared
-                    .publishing
-                    .0
-                    .acquire()
-                    .await
-                    .map_err(|_| CallError::Unavailable("the client is closed".into()))?;
-                let request = publish::Request {
-                    exchange: self.inner.exchange.clone(),
-                    reply_to: self.inner.reply_to.clone(),
-                    correlation_id: pending.correlation_id(),
-                    message: *message,
-                };
-                request.publish(shared, &self.inner.broker).await
-            });
+            let published = Box::pin(self.publish_in_turn(
+                self.inner.reply_to.clone(),
+                pending.correlation_id(),
+                *message,
+            ));
             let Some(published) = (Before {
                 future: published,
                 expired: expired.as_mut(),
@@ -201,6 +191,30 @@ impl RpcClient {
         }
     }
 
+    /// Publishes `message` with its reply to `reply_to` under `correlation_id` once its turn
+    /// in the publish window comes, until the broker confirmed it.
+    async fn publish_in_turn(
+        &self,
+        reply_to: ShortString,
+        correlation_id: uuid::Uuid,
+        message: Message,
+    ) -> Result<(), CallError> {
+        let shared = &self.inner.shared;
+        let _turn = shared
+            .publishing
+            .0
+            .acquire()
+            .await
+            .map_err(|_| CallError::Unavailable("the client is closed".into()))?;
+        let request = publish::Request {
+            exchange: self.inner.exchange.clone(),
+            reply_to,
+            correlation_id,
+            message,
+        };
+        request.publish(shared, &self.inner.broker).await
+    }
+
     /// Publishes a call whose reply goes to `result`, declared and bound first; returns once
     /// the broker confirmed the request. Nothing waits for the reply here (see
     /// [`super::detached::collect`]).
@@ -220,20 +234,9 @@ impl RpcClient {
         // waiting for a 202 past it.
         let published = async {
             super::detached::declare(&self.inner.broker, result).await?;
-            let shared = &self.inner.shared;
-            let _turn = shared
-                .publishing
-                .0
-                .acquire()
+            let reply_to = result.name().into();
+            self.publish_in_turn(reply_to, uuid::Uuid::new_v4(), *message)
                 .await
-                .map_err(|_| CallError::Unavailable("the client is closed".into()))?;
-            let request = publish::Request {
-                exchange: self.inner.exchange.clone(),
-                reply_to: result.name().into(),
-                correlation_id: uuid::Uuid::new_v4(),
-                message: *message,
-            };
-            request.publish(shared, &self.inner.broker).await
         };
         tokio::time::timeout_at(deadline.instant(), published)
             .await
