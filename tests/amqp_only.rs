@@ -394,3 +394,38 @@ async fn bursts_wider_than_the_publish_window_are_all_answered() {
     }
     assert_eq!(client.stats().pending, 0);
 }
+
+/// The broker's queues whose name holds `part` (`rabbitmqctl list_queues`).
+fn queues_named(part: &str) -> Vec<String> {
+    let output = std::process::Command::new("rabbitmqctl")
+        .args(["-q", "list_queues", "name"])
+        .output()
+        .expect("rabbitmqctl");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|l| l.contains(part))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// An event stream's feed leaves nothing on the broker once its last client left: its queue
+/// goes with its consumer, and it has no dead-letter queue to linger on the gateway's
+/// connection (one more for every feed a gateway would make).
+#[tokio::test]
+async fn an_event_streams_feed_leaves_no_queue_behind() {
+    let h = Harness::start().await;
+    let source = unique("src");
+    let url = format!("{}/events/{source}/e", h.base);
+    let response = h.http.get(&url).send().await.expect("send");
+    assert_eq!(response.status(), 200);
+    assert!(
+        !queues_named(&source).is_empty(),
+        "the feed's queue is bound while the stream is open"
+    );
+    drop(response);
+    let gone = wait_until(Duration::from_secs(10), || async {
+        queues_named(&source).is_empty()
+    })
+    .await;
+    assert!(gone, "left behind: {:?}", queues_named(&source));
+}

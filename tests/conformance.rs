@@ -109,6 +109,7 @@ on_both_transports!(events = event_scenarios:
 
 on_both_transports!(describe = describe_scenarios:
     services_are_listed_with_methods_and_live_instances,
+    a_service_of_timers_alone_is_announced_and_listeners_are_not,
     a_known_service_with_no_live_instance_is_503_at_once,
     the_openapi_document_is_built_live_from_descriptors,
     the_docs_page_is_served_from_the_binary,

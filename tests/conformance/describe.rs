@@ -51,6 +51,38 @@ pub async fn services_are_listed_with_methods_and_live_instances(kind: Kind) {
     assert_eq!(entry["version"], env!("CARGO_PKG_VERSION"));
 }
 
+async fn tick() -> Result<(), mesh::RpcError> {
+    Ok(())
+}
+
+/// A service of timers alone is announced like any other; only listeners (transient
+/// subscriptions and nothing else, like the gateway's own feeds) are not.
+pub async fn a_service_of_timers_alone_is_announced_and_listeners_are_not(kind: Kind) {
+    let mut h = Harness::on(kind, GatewayConfig::default()).await;
+    let ticker = unique("ticker");
+    let every = mesh::Timer::every("tick", std::time::Duration::from_secs(3600));
+    h.serve(mesh::Service::new(ticker.clone()).timer(every, tick))
+        .await;
+    assert!(
+        wait_for_instances(&h, &ticker, 1).await,
+        "the timer-only service never showed"
+    );
+    // The gateway's event-stream feed (a listener) while a stream is open: never listed.
+    let stream = h
+        .http
+        .get(format!("{}/events/{}/e", h.base, unique("src")))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(stream.status(), 200);
+    let services = get_json(&h, "/services").await;
+    let names: Vec<&str> = services
+        .as_array()
+        .map(|all| all.iter().filter_map(|s| s["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(!names.contains(&"gateway"), "{names:?}");
+}
+
 pub async fn a_known_service_with_no_live_instance_is_503_at_once(kind: Kind) {
     let mut h = Harness::on(kind, GatewayConfig::default()).await;
     let listening = tokio::time::Instant::now();
