@@ -3,6 +3,7 @@
 use super::cpu::CpuSplit;
 use super::load::Figures;
 use super::pending::PendingOutcome;
+use super::raw::ratios::Ratio;
 use super::soak::SoakOutcome;
 use super::streams::StreamsOutcome;
 use super::{BenchArgs, FLOOR, IDEAL};
@@ -106,6 +107,8 @@ pub struct Report {
     pub soak: Option<SoakOutcome>,
     /// The `--streams` run, if any.
     pub streams: Option<StreamsOutcome>,
+    /// Warren's targets over the raw round trips (see [`Report::finish`]).
+    raw_ratios: Vec<Ratio>,
 }
 
 impl Report {
@@ -122,7 +125,13 @@ impl Report {
             pending: None,
             soak: None,
             streams: None,
+            raw_ratios: Vec::new(),
         }
+    }
+
+    /// Fills what is computed from all rows: the ratios to the raw round trips.
+    pub fn finish(&mut self) {
+        self.raw_ratios = super::raw::ratios::of(&self.rows);
     }
 
     /// Adds a row, filling the gateway's ratios from the ceiling row at the same concurrency
@@ -220,6 +229,10 @@ impl Report {
         if !self.summary.is_empty() {
             md.push('\n');
             md.push_str(self.summary_markdown().as_str());
+        }
+        if !self.raw_ratios.is_empty() {
+            md.push('\n');
+            md.push_str(super::raw::ratios::markdown(&self.raw_ratios).as_str());
         }
         if self.rows.iter().any(|r| r.cpu.is_some()) {
             md.push('\n');

@@ -79,6 +79,9 @@ pub struct ClientStats {
     pub republished: u64,
     /// Times the broker connection was lost (AMQP only).
     pub broker_lost: u64,
+    /// Requests published without a publisher confirm, to a service whose queue the broker
+    /// had confirmed routing to (AMQP only; see docs/architecture.md §6).
+    pub unconfirmed: u64,
 }
 
 /// A shared [`Outbound`].

@@ -34,6 +34,19 @@ pub const USER_AGENT_KEY: &str = "user_agent";
 /// Warren's own header: the caller's deadline as unix epoch milliseconds. nameko ignores it.
 pub const DEADLINE_HEADER: &str = "warren.deadline";
 
+/// Warren's own header on a request whose `reply_to` is also the name of the caller's reply
+/// queue (every mesh caller's): the service may publish the reply straight to that queue
+/// through the default exchange, which costs the broker less than the topic exchange's
+/// routing. nameko ignores it (its services reply through `nameko-rpc`, which still reaches
+/// the queue by its binding), and nameko's callers never send it (their `reply_to` is a
+/// routing key, not a queue name). See docs/architecture.md §2.
+pub const REPLY_DIRECT_HEADER: &str = "warren.reply_direct";
+
+/// Warren's own header on a request published straight to `rpc-<service>` through the default
+/// exchange (the opt-in direct requests of docs/architecture.md §2): the method, which the
+/// routing key then does not carry. A nameko consumer of the same queue cannot read it.
+pub const METHOD_HEADER: &str = "warren.method";
+
 /// The W3C trace context header, as AMQP applications carry it (an application header).
 pub const TRACEPARENT_HEADER: &str = "traceparent";
 

@@ -8,6 +8,7 @@
 //! outlives an idle process by [`REPLY_QUEUE_EXPIRES_MS`], as nameko's reply queues do.
 
 use super::broker::{Broker, ChannelTask};
+use super::known_routes::KnownRoutes;
 use crate::error::{CallError, ConnectError};
 use crate::pending::PendingCalls;
 use crate::shutdown::Shutdown;
@@ -65,16 +66,23 @@ pub(crate) struct Shared {
     /// may not have, for an idempotent method).
     pub(crate) republished: AtomicU64,
     pub(crate) publishing: PublishWindow,
+    /// The services whose requests need no confirm (see [`super::known_routes`]).
+    pub(crate) routes: KnownRoutes,
+    /// Requests published without a confirm.
+    pub(crate) unconfirmed: AtomicU64,
     /// Held while the publisher channel is replaced (one caller replaces it, the others then
     /// find the new one).
     renewing: tokio::sync::Mutex<()>,
 }
 
-/// The channel requests go out on, and the generation of the connection it is on.
+/// The channels requests go out on, and the generation of the connection they are on.
 #[derive(Clone)]
 pub(crate) struct Publisher {
     pub(crate) generation: u64,
+    /// In confirm mode: requests to services not known routed, and every detached call's.
     pub(crate) channel: Arc<Channel>,
+    /// Without confirms: requests to services known routed (see [`super::known_routes`]).
+    pub(crate) unconfirmed: Arc<Channel>,
 }
 
 /// The generation [`Shared::attached_generation`] reads once the client is closed for good:
@@ -111,6 +119,8 @@ impl Default for Shared {
             broker_lost: AtomicU64::new(0),
             republished: AtomicU64::new(0),
             publishing: PublishWindow::default(),
+            routes: KnownRoutes::default(),
+            unconfirmed: AtomicU64::new(0),
             renewing: tokio::sync::Mutex::new(()),
         }
     }
@@ -183,6 +193,7 @@ impl Shared {
         self.set_publisher(Some(Publisher {
             generation: stale.generation,
             channel: Arc::new(channel),
+            unconfirmed: stale.unconfirmed.clone(),
         }));
         let old = stale.channel.clone();
         tokio::spawn(async move {
@@ -214,6 +225,7 @@ impl Shared {
         self.set_publisher(Some(Publisher {
             generation: attached.generation,
             channel: Arc::new(attached.publisher.clone()),
+            unconfirmed: Arc::new(attached.unconfirmed.clone()),
         }));
         self.consuming.store(true, Ordering::Release);
         self.attached.send_replace(attached.generation);
@@ -233,10 +245,11 @@ struct Attached {
     /// The consumer's channel.
     consuming: Channel,
     publisher: Channel,
+    unconfirmed: Channel,
 }
 
 /// Declares the callback queue on the connection of the moment, bound to the RPC exchange under
-/// its own name, starts consuming it, and opens the confirm channel requests go out on.
+/// its own name, starts consuming it, and opens the channels requests go out on.
 async fn attach(broker: &Broker, reply_to: &str) -> Result<Attached, ConnectError> {
     let setup = |e: lapin::Error| broker.setup_error(e);
     let (generation, channel) = broker.open_channel().await?;
@@ -277,11 +290,13 @@ async fn attach(broker: &Broker, reply_to: &str) -> Result<Attached, ConnectErro
         .confirm_select(ConfirmSelectOptions::default())
         .await
         .map_err(setup)?;
+    let (_, unconfirmed) = broker.open_channel().await?;
     Ok(Attached {
         generation,
         consumer,
         consuming: channel,
         publisher,
+        unconfirmed,
     })
 }
 
@@ -370,9 +385,10 @@ async fn close(shared: &Shared, attached: Attached) {
     let Attached {
         consuming,
         publisher,
+        unconfirmed,
         ..
     } = attached;
-    for channel in [&consuming, &publisher] {
+    for channel in [&consuming, &publisher, &unconfirmed] {
         let close = channel.close(200, "closing".into());
         super::closing::step("closing a callback queue channel", close).await;
     }

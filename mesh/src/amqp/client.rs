@@ -4,7 +4,8 @@
 //! A call registers its correlation id in the client's pending calls, publishes the request
 //! `mandatory` on a confirm channel, and waits for its reply until its deadline. The broker
 //! returns a mandatory message that no queue is bound for before it confirms it, so a call to a
-//! service that was never declared fails at once with `UnknownService`.
+//! service that was never declared fails at once with `UnknownService`. Requests to a service
+//! the broker has confirmed routing to go out without a confirm ([`super::known_routes`]).
 
 use super::broker::{Broker, ChannelTask};
 use super::callback_queue::{self, Shared};
@@ -167,6 +168,7 @@ impl RpcClient {
                 self.inner.reply_to.clone(),
                 pending.correlation_id(),
                 *message,
+                true,
             ));
             let Some(published) = (Before {
                 future: published,
@@ -198,6 +200,7 @@ impl RpcClient {
         reply_to: ShortString,
         correlation_id: uuid::Uuid,
         message: Message,
+        may_skip_confirm: bool,
     ) -> Result<(), CallError> {
         let shared = &self.inner.shared;
         let _turn = shared
@@ -211,6 +214,7 @@ impl RpcClient {
             reply_to,
             correlation_id,
             message,
+            may_skip_confirm,
         };
         request.publish(shared, &self.inner.broker).await
     }
@@ -235,7 +239,7 @@ impl RpcClient {
         let published = async {
             super::detached::declare(&self.inner.broker, result).await?;
             let reply_to = result.name().into();
-            self.publish_in_turn(reply_to, uuid::Uuid::new_v4(), *message)
+            self.publish_in_turn(reply_to, uuid::Uuid::new_v4(), *message, false)
                 .await
         };
         tokio::time::timeout_at(deadline.instant(), published)
@@ -259,6 +263,7 @@ impl RpcClient {
             republished: shared.republished.load(Ordering::Relaxed),
             unmatched_replies: shared.pending.unmatched(),
             broker_lost: shared.broker_lost.load(Ordering::Relaxed),
+            unconfirmed: shared.unconfirmed.load(Ordering::Relaxed),
         }
     }
 }

@@ -55,6 +55,12 @@ pub struct AmqpConfig {
     pub queue_type: QueueType,
     /// The RPC exchange (nameko's `nameko-rpc` unless changed).
     pub rpc_exchange: String,
+    /// Publish requests straight to `rpc-<service>` through the default exchange, the method
+    /// in a header, instead of through the RPC exchange's topic routing: less work for the
+    /// broker, but only for services whose every consumer is a Warren process (a nameko
+    /// instance consuming the same queue answers such a request `MethodNotFound`). Off unless
+    /// set (`--direct-requests`). See docs/architecture.md §2.
+    pub direct_requests: bool,
     /// How long connecting may take before it is reported as failed.
     pub connect_timeout: Duration,
     /// CA certificates (PEM) trusted for an `amqps://` broker besides the system's, e.g. a
@@ -76,6 +82,7 @@ impl AmqpConfig {
             urls: split_urls(urls.as_ref()),
             queue_type: QueueType::default(),
             rpc_exchange: crate::protocol::DEFAULT_RPC_EXCHANGE.to_owned(),
+            direct_requests: false,
             connect_timeout: Duration::from_secs(5),
             tls_ca_file: None,
         }

@@ -1,10 +1,12 @@
 //! Call context <-> AMQP headers: nameko's `nameko.*` context headers and Warren's
-//! `warren.deadline`.
+//! `warren.deadline`; and Warren's routing headers on a request (`warren.method`,
+//! `warren.reply_direct`).
 
 use crate::call_context::CallContext;
 use crate::deadline::Deadline;
 use crate::protocol::{
-    CALL_ID_STACK_KEY, CONTEXT_HEADER_PREFIX, DEADLINE_HEADER, TRACEPARENT_HEADER,
+    CALL_ID_STACK_KEY, CONTEXT_HEADER_PREFIX, DEADLINE_HEADER, METHOD_HEADER, REPLY_DIRECT_HEADER,
+    TRACEPARENT_HEADER,
 };
 use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString};
 
@@ -63,6 +65,19 @@ pub(crate) fn read(headers: Option<&FieldTable>) -> CallContext {
         }
     }
     context
+}
+
+/// The method a request names in its [`METHOD_HEADER`] (a direct request's), if any.
+pub(crate) fn method(headers: Option<&FieldTable>) -> Option<String> {
+    as_string(headers?.inner().get(METHOD_HEADER)?)
+}
+
+/// Whether a request says its reply may go straight to its `reply_to` queue
+/// ([`REPLY_DIRECT_HEADER`]).
+pub(crate) fn reply_direct(headers: Option<&FieldTable>) -> bool {
+    headers
+        .and_then(|h| h.inner().get(REPLY_DIRECT_HEADER))
+        .is_some_and(|v| matches!(v, AMQPValue::Boolean(true)))
 }
 
 fn as_string(value: &AMQPValue) -> Option<String> {

@@ -14,6 +14,7 @@ mod consumer;
 mod detached;
 mod events;
 mod headers;
+mod known_routes;
 mod link;
 mod outbound;
 mod publish;

@@ -1,5 +1,6 @@
 //! Publishing one request: `mandatory`, on the client's confirm channel, until the broker has
-//! confirmed it, published again where that is safe.
+//! confirmed it, published again where that is safe; or, to a service whose queue the broker
+//! has confirmed routing to, without a confirm (see [`super::known_routes`]).
 //!
 //! A request is published again, within its deadline (the caller races this against it), when
 //! it provably never reached a queue: no live connection took the frame (the connection was
@@ -8,15 +9,23 @@
 //! and before its confirm came may have been routed and run: it is published again only for a
 //! method its service declares idempotent, and otherwise fails `Unavailable`. A request the
 //! broker returned (no queue bound for it) is `UnknownService` at once.
+//!
+//! A request sent without a confirm keeps the same rule: it is published again only when no
+//! live connection took it; once written, it is the broker's, and if the connection goes
+//! before its reply comes the call fails `Unavailable` with the other calls waiting on that
+//! connection (an idempotent one too: what it loses is the republishing of a request lost in
+//! the millisecond between its write and its confirm).
 
 use super::broker::{Broker, unavailable};
 use super::callback_queue::{Publisher, Shared};
+use super::config::QueueType;
 use super::headers;
 use crate::call_context::CallContext;
 use crate::deadline::Deadline;
 use crate::error::CallError;
+use crate::protocol::{METHOD_HEADER, REPLY_DIRECT_HEADER, service_queue};
 use lapin::options::BasicPublishOptions;
-use lapin::types::ShortString;
+use lapin::types::{AMQPValue, LongString, ShortString};
 use lapin::{BasicProperties, Confirmation};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -51,6 +60,9 @@ pub(crate) struct Request {
     pub(crate) reply_to: ShortString,
     pub(crate) correlation_id: uuid::Uuid,
     pub(crate) message: Message,
+    /// Whether it may go without a confirm to a service known routed: a call waiting for its
+    /// reply may, a detached call may not (its 202 promises the broker has the request).
+    pub(crate) may_skip_confirm: bool,
 }
 
 /// Why one attempt did not publish the request.
@@ -76,9 +88,20 @@ impl Request {
                 shared.attached_after(shared.attached_generation()).await;
                 continue;
             };
-            let error = match self.attempt(&publisher).await {
-                Ok(()) => return Ok(()),
-                Err(Unpublished::Returned) => return Err(self.returned(shared)),
+            let confirm = self.needs_confirm(shared, broker);
+            let error = match self.attempt(&publisher, confirm, broker).await {
+                Ok(()) if confirm => {
+                    shared.routes.routed(self.service());
+                    return Ok(());
+                }
+                Ok(()) => {
+                    shared.unconfirmed.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Err(Unpublished::Returned) => {
+                    shared.routes.returned(self.service());
+                    return Err(self.returned(shared));
+                }
                 Err(Unpublished::NotTaken(error)) => error,
                 Err(Unpublished::Unconfirmed(error)) if self.message.idempotent => error,
                 Err(Unpublished::Unconfirmed(error)) => return Err(error),
@@ -102,9 +125,44 @@ impl Request {
         }
     }
 
-    /// One attempt on `publisher`, waiting for the broker's confirmation.
-    async fn attempt(&self, publisher: &Publisher) -> Result<(), Unpublished> {
+    /// The service the request is for.
+    fn service(&self) -> &str {
+        &self.message.routing_key[..self.message.service_len]
+    }
+
+    /// Whether this attempt waits for the broker's confirm: always with quorum queues (the
+    /// broker nacks what a queue without a leader cannot take) and for detached calls, and
+    /// otherwise until the service is known routed.
+    fn needs_confirm(&self, shared: &Shared, broker: &Broker) -> bool {
+        !self.may_skip_confirm
+            || broker.queue_type() == QueueType::Quorum
+            || shared.routes.needs_confirm(self.service())
+    }
+
+    /// One attempt on `publisher`: `mandatory` on its confirm channel, waiting for the
+    /// broker's confirmation, or on its channel without confirms when `confirm` is false.
+    async fn attempt(
+        &self,
+        publisher: &Publisher,
+        confirm: bool,
+        broker: &Broker,
+    ) -> Result<(), Unpublished> {
         let message = &self.message;
+        let mut headers = headers::write(&message.context);
+        // Every mesh caller's reply_to names its own queue (a callback queue or a detached
+        // call's result queue): a Warren service may reply to it directly.
+        headers.insert(REPLY_DIRECT_HEADER.into(), AMQPValue::Boolean(true));
+        let direct = broker.config().amqp.direct_requests;
+        let (exchange, routing_key): (ShortString, ShortString) = if direct {
+            let method = &message.routing_key[message.service_len + 1..];
+            headers.insert(
+                METHOD_HEADER.into(),
+                AMQPValue::LongString(LongString::from(method)),
+            );
+            ("".into(), service_queue(self.service()).into())
+        } else {
+            (self.exchange.clone(), message.routing_key.as_str().into())
+        };
         let properties = BasicProperties::default()
             .with_reply_to(self.reply_to.clone())
             .with_correlation_id(self.correlation_id.to_string().into())
@@ -112,23 +170,24 @@ impl Request {
             .with_content_encoding("utf-8".into())
             .with_delivery_mode(1)
             .with_expiration(message.deadline.remaining_ms().to_string().into())
-            .with_headers(headers::write(&message.context));
-        let options = BasicPublishOptions {
-            mandatory: true,
-            ..BasicPublishOptions::default()
+            .with_headers(headers);
+        let (channel, options) = if confirm {
+            let mandatory = BasicPublishOptions {
+                mandatory: true,
+                ..BasicPublishOptions::default()
+            };
+            (&publisher.channel, mandatory)
+        } else {
+            (&publisher.unconfirmed, BasicPublishOptions::default())
         };
-        let confirm = publisher
-            .channel
-            .basic_publish(
-                self.exchange.clone(),
-                message.routing_key.as_str().into(),
-                options,
-                &message.payload,
-                properties,
-            )
+        let pending_confirm = channel
+            .basic_publish(exchange, routing_key, options, &message.payload, properties)
             .await
             .map_err(|e| Unpublished::NotTaken(unavailable(e)))?;
-        let confirmation = confirm
+        if !confirm {
+            return Ok(());
+        }
+        let confirmation = pending_confirm
             .await
             .map_err(|e| Unpublished::Unconfirmed(unavailable(e)))?;
         match confirmation {

@@ -1,5 +1,6 @@
 //! Serving RPC requests: declare `rpc-<service>` as nameko does, run the handler unless the
-//! caller's deadline passed while the request waited, publish the reply, then ack.
+//! caller's deadline passed while the request waited, publish the reply (straight to the
+//! caller's queue when the request allows it), then ack.
 //!
 //! A request is acked only after its reply is published on the same channel (AMQP keeps their
 //! order), so a request whose instance dies is redelivered to another. Every request is acked,
@@ -83,8 +84,11 @@ struct Worker {
 impl HandleDelivery for Worker {
     async fn handle(&self, delivery: Delivery) {
         let properties = &delivery.properties;
-        let context = headers::read(properties.headers().as_ref());
-        let method = method_of_routing_key(delivery.routing_key.as_str()).to_owned();
+        let header_table = properties.headers().as_ref();
+        let context = headers::read(header_table);
+        // A direct request names its method in a header; nameko's, in its routing key.
+        let method = headers::method(header_table)
+            .unwrap_or_else(|| method_of_routing_key(delivery.routing_key.as_str()).to_owned());
         let service = self.routes.service();
 
         if context.deadline.is_some_and(|d| d.expired()) {
@@ -127,10 +131,17 @@ impl Worker {
         if let Some(correlation_id) = request.correlation_id().clone() {
             properties = properties.with_correlation_id(correlation_id);
         }
+        // Straight to the caller's queue when it says its reply_to names one; through the RPC
+        // exchange (nameko's way, which reaches the same queue by its binding) otherwise.
+        let exchange = if headers::reply_direct(request.headers().as_ref()) {
+            ShortString::from("")
+        } else {
+            self.exchange.clone()
+        };
         let published = self
             .channel
             .basic_publish(
-                self.exchange.clone(),
+                exchange,
                 reply_to,
                 BasicPublishOptions::default(),
                 &payload,

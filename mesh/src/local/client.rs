@@ -211,8 +211,7 @@ impl Outbound for LocalOutbound {
             timeouts: c.timeouts.load(Ordering::Relaxed),
             unknown_service: c.unknown_service.load(Ordering::Relaxed),
             unmatched_replies: c.unmatched.load(Ordering::Relaxed),
-            broker_lost: 0,
-            republished: 0,
+            ..ClientStats::default()
         }
     }
 }
