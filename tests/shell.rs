@@ -304,10 +304,18 @@ async fn on_a_terminal_tab_completes_from_descriptors_and_up_recalls() {
     let (mesh, running, name, mut cleanup) = greeter("shcomplete").await;
     cleanup.events_of(&name);
     let mut terminal = tokio::task::spawn_blocking(move || {
-        let heard = (0..50).any(|_| {
+        // Heard at once, or at the latest with its next heartbeat (5 s).
+        let deadline = Instant::now() + LIMIT;
+        let heard = loop {
             terminal.send("services\r");
-            terminal.expect("warren> ") && terminal.screen().contains(&name)
-        });
+            if terminal.expect("warren> ") && terminal.screen().contains(&name) {
+                break true;
+            }
+            if Instant::now() >= deadline {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
         assert!(heard, "never heard {name}: {}", terminal.screen());
         // The prefix and four characters of the name's random part, then Tab; the same for
         // the method.

@@ -60,7 +60,13 @@ impl Input {
     /// The next line; `None` at the end of input (Ctrl-D on a terminal).
     pub async fn next_line(&mut self) -> Option<String> {
         match self {
-            Self::Pipe(lines) => lines.next_line().await.ok().flatten(),
+            Self::Pipe(lines) => match lines.next_line().await {
+                Ok(line) => line,
+                Err(error) => {
+                    eprintln!("error: cannot read standard input: {error}");
+                    None
+                }
+            },
             Self::Terminal(requests) => {
                 let (answer, line) = oneshot::channel();
                 requests.send(answer).ok()?;
@@ -82,7 +88,11 @@ fn edit(
                 Ok(line) => break Some(line),
                 // Ctrl-C at the prompt drops the line, as in a shell.
                 Err(ReadlineError::Interrupted) => {}
-                Err(_) => break None,
+                Err(ReadlineError::Eof) => break None,
+                Err(error) => {
+                    eprintln!("error: cannot read the terminal: {error}");
+                    break None;
+                }
             }
         };
         if let (Some(line), Some(path)) = (&line, history)

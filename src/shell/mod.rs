@@ -100,6 +100,7 @@ impl Session {
     }
 
     async fn execute(&mut self, command: Command) -> std::io::Result<()> {
+        let interrupt = Interrupt::new(self.interactive);
         match command {
             Command::Nothing | Command::Exit => Ok(()),
             Command::Call {
@@ -123,7 +124,7 @@ impl Session {
                             Ok(())
                         }
                     },
-                    () = interrupted(self.interactive) => {
+                    () = interrupt.wait() => {
                         eprintln!("interrupted: the call is abandoned");
                         Ok(())
                     }
@@ -153,10 +154,7 @@ impl Session {
                         eprintln!("following {source}.{event_type}; Ctrl-C stops");
                     }
                 };
-                match tail
-                    .run(&self.mesh, interrupted(interactive), started)
-                    .await
-                {
+                match tail.run(&self.mesh, interrupt.wait(), started).await {
                     Ok(()) => Ok(()),
                     Err(tail::TailError::Output(error)) => Err(error),
                     Err(error) => {
@@ -169,11 +167,24 @@ impl Session {
     }
 }
 
-/// Resolves on Ctrl-C on a terminal. On a pipe never: SIGINT ends the process, as it ends the
-/// rest of a script.
-async fn interrupted(interactive: bool) {
-    if interactive && tokio::signal::ctrl_c().await.is_ok() {
-        return;
+/// Ctrl-C while a command runs, on a terminal; made before the command starts, so a Ctrl-C that
+/// comes while it sets up is not missed. On a pipe never: SIGINT ends the process, as it ends
+/// the rest of a script.
+struct Interrupt(Option<tokio::signal::unix::Signal>);
+
+impl Interrupt {
+    fn new(interactive: bool) -> Self {
+        let listen = || tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt());
+        Self(interactive.then(listen).and_then(Result::ok))
     }
-    std::future::pending::<()>().await;
+
+    /// Resolves at the first Ctrl-C.
+    async fn wait(mut self) {
+        match &mut self.0 {
+            Some(signal) => {
+                signal.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
 }

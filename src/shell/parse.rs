@@ -138,13 +138,10 @@ fn arguments(reader: &mut Reader) -> Result<Arguments, ParseError> {
 fn argument_list(reader: &mut Reader) -> Result<Arguments, ParseError> {
     let mut args = Vec::new();
     let mut kwargs = Map::new();
-    loop {
-        if reader.eat(')') {
-            break;
-        }
+    reader.items(')', |reader| {
         if reader.at_keyword() {
             reader.skip_space();
-            let column = reader.error("").column;
+            let column = reader.column();
             let name = reader.name().unwrap_or_default();
             reader.expect('=')?;
             let value = reader.value()?;
@@ -161,11 +158,8 @@ fn argument_list(reader: &mut Reader) -> Result<Arguments, ParseError> {
             }
             args.push(reader.value()?);
         }
-        if !reader.eat(',') {
-            reader.expect(')')?;
-            break;
-        }
-    }
+        Ok(())
+    })?;
     Ok(match (args.as_slice(), kwargs.is_empty()) {
         ([Value::Object(object)], true) => Arguments::kwargs(object.clone()),
         _ => Arguments { args, kwargs },
@@ -213,7 +207,7 @@ fn tail(reader: &mut Reader) -> Result<Command, ParseError> {
     let count = if reader.at_end() {
         None
     } else {
-        let column = reader.error("").column;
+        let column = reader.column();
         match reader.value() {
             Ok(Value::Number(n)) if n.as_u64().is_some_and(|n| n > 0) => n.as_u64(),
             _ => {

@@ -44,7 +44,7 @@ impl Tail<'_> {
         interrupted: impl Future<Output = ()>,
         started: impl FnOnce(),
     ) -> Result<(), TailError> {
-        let (sender, mut events) = mpsc::channel(BUFFER);
+        let (sender, events) = mpsc::channel(BUFFER);
         let subscription = Subscription::new(self.source, self.event_type)
             .method(format!("tail_{}", self.number))
             .transient()
@@ -58,7 +58,9 @@ impl Tail<'_> {
             .await
             .map_err(|e| TailError::Subscribe(topic, e))?;
         started();
-        let printed = print(&mut events, self.count, interrupted).await;
+        // The receiver goes with `print`: a handler still waiting to hand an event over then
+        // fails at once instead of holding up the stop for its grace period.
+        let printed = print(events, self.count, interrupted).await;
         running.stop().await;
         Ok(printed?)
     }
@@ -66,7 +68,7 @@ impl Tail<'_> {
 
 /// Prints events until `count` or `interrupted`.
 async fn print(
-    events: &mut mpsc::Receiver<Value>,
+    mut events: mpsc::Receiver<Value>,
     count: Option<u64>,
     interrupted: impl Future<Output = ()>,
 ) -> std::io::Result<()> {

@@ -29,10 +29,15 @@ impl Reader {
         }
     }
 
+    /// The current column (1-based).
+    pub fn column(&self) -> usize {
+        self.position + 1
+    }
+
     /// An error at the current position.
     pub fn error(&self, message: impl Into<String>) -> ParseError {
         ParseError {
-            column: self.position + 1,
+            column: self.column(),
             message: message.into(),
         }
     }
@@ -146,43 +151,51 @@ impl Reader {
         }
     }
 
+    /// Items up to `close` (the opening bracket already taken), separated by commas, a trailing
+    /// one allowed: each read by `item`.
+    pub fn items(
+        &mut self,
+        close: char,
+        mut item: impl FnMut(&mut Self) -> Result<(), ParseError>,
+    ) -> Result<(), ParseError> {
+        loop {
+            if self.eat(close) {
+                return Ok(());
+            }
+            item(self)?;
+            if !self.eat(',') {
+                return self.expect(close);
+            }
+        }
+    }
+
     fn array(&mut self) -> Result<Value, ParseError> {
         self.expect('[')?;
         let mut items = Vec::new();
-        loop {
-            if self.eat(']') {
-                return Ok(Value::Array(items));
-            }
-            items.push(self.value()?);
-            if !self.eat(',') {
-                self.expect(']')?;
-                return Ok(Value::Array(items));
-            }
-        }
+        self.items(']', |reader| {
+            items.push(reader.value()?);
+            Ok(())
+        })?;
+        Ok(Value::Array(items))
     }
 
     fn object(&mut self) -> Result<Value, ParseError> {
         self.expect('{')?;
         let mut members = Map::new();
-        loop {
-            if self.eat('}') {
-                return Ok(Value::Object(members));
-            }
-            self.skip_space();
-            if !matches!(self.peek(), Some('"' | '\'')) {
-                return Err(self.error(format!(
+        self.items('}', |reader| {
+            reader.skip_space();
+            if !matches!(reader.peek(), Some('"' | '\'')) {
+                return Err(reader.error(format!(
                     "expected a quoted key, found {}",
-                    describe(self.peek())
+                    describe(reader.peek())
                 )));
             }
-            let key = self.string()?;
-            self.expect(':')?;
-            members.insert(key, self.value()?);
-            if !self.eat(',') {
-                self.expect('}')?;
-                return Ok(Value::Object(members));
-            }
-        }
+            let key = reader.string()?;
+            reader.expect(':')?;
+            members.insert(key, reader.value()?);
+            Ok(())
+        })?;
+        Ok(Value::Object(members))
     }
 
     /// A JSON number, read by serde_json so its value is exactly what JSON would make of it.
