@@ -89,7 +89,8 @@ async fn a_piped_script_prints_only_results_and_errors() {
          {name}.hello(name=Matt)\n\
          {name}.hello {{\"name\": \"Json\"}}\n\
          {nobody}.anything()\n\
-         {name}.hello({{'name': 'Dict'}})\n",
+         {name}.hello({{'name': 'Dict'}})\n\
+         n.rpc.{name}.hello(name=\"Nameko\")\n",
         nobody = unique("nobody"),
     );
     let output = tokio::task::spawn_blocking(move || finish(piped(&home, &script)))
@@ -98,7 +99,8 @@ async fn a_piped_script_prints_only_results_and_errors() {
     let (status, stdout, stderr) = output;
     assert_eq!(status.code(), Some(0), "{stdout}{stderr}");
     assert_eq!(
-        stdout, "\"Hello, Matt!\"\n\"Hello, Pos!\"\n\"Hello, Json!\"\n\"Hello, Dict!\"\n",
+        stdout,
+        "\"Hello, Matt!\"\n\"Hello, Pos!\"\n\"Hello, Json!\"\n\"Hello, Dict!\"\n\"Hello, Nameko!\"\n",
         "{stderr}"
     );
     // Standard error: the parse error's one line, then the problem document, nothing else.

@@ -58,11 +58,22 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
     };
     let command = if reader.peek() == Some('.') {
         reader.bump();
-        let method = method_name(&mut reader, "a method name")?;
+        let mut service = first;
+        let mut method = method_name(&mut reader, "a method name")?;
+        // nameko shell's `n.rpc.service.method(...)`, pasted as it is.
+        if service == "n" && method == "rpc" && reader.peek() == Some('.') {
+            reader.bump();
+            service = method_name(&mut reader, "a service name")?;
+            if reader.peek() != Some('.') {
+                return Err(reader.error("expected `.` and a method name"));
+            }
+            reader.bump();
+            method = method_name(&mut reader, "a method name")?;
+        }
         let arguments = arguments(&mut reader)?;
-        check_names(&reader, &first, &method)?;
+        check_names(&reader, &service, &method)?;
         Command::Call {
-            service: first,
+            service,
             method,
             arguments,
         }
@@ -283,6 +294,12 @@ mod tests {
             hello(json!([]), json!({}))
         );
         assert_eq!(
+            call(r#"n.rpc.greeting_service.hello(name="Matt")"#),
+            hello(json!([]), json!({"name": "Matt"})),
+            "nameko shell's form"
+        );
+        assert_eq!(call("n.rpc(1)").0, "n", "a service called n");
+        assert_eq!(
             call("kv.put('a', value={'n': [1, True, None]},)"),
             (
                 "kv".into(),
@@ -371,5 +388,9 @@ mod tests {
         assert!(error(&format!("{long}.m()")).contains("invalid name"));
         assert!(error(&format!("{}.{}()", "a".repeat(128), "b".repeat(128))).contains("254"));
         assert!(error("tail a.b 1 2").contains("unexpected `2`"));
+        assert_eq!(
+            error("n.rpc.kv(1)"),
+            "column 9: expected `.` and a method name"
+        );
     }
 }

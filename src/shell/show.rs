@@ -14,6 +14,7 @@ service.method(a=1, b=\"x\")   call with keyword arguments
 service.method(1, \"x\")       call with positional arguments
 service.method({\"a\": 1})     one JSON object alone is the keyword arguments
 service.method {\"a\": 1}      the arguments as `warren call` takes them: a JSON object or array
+n.rpc.service.method(...)    nameko shell's form, the same call
                              values are JSON, or Python's True, False, None and 'strings'
 services                     the services heard of (each announces itself every 5 s)
 help service[.method]        a service's methods, or a method's arguments
