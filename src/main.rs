@@ -3,6 +3,7 @@
 
 mod bundled;
 mod cmd;
+mod shell;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -46,6 +47,8 @@ enum Command {
     Dispatch(cmd::dispatch::Dispatch),
     /// Call a method and print its result as JSON.
     Call(cmd::call::Call),
+    /// A REPL over AMQP, as `nameko shell` (on a pipe: runs each line, prints each result).
+    Shell(cmd::shell::Shell),
 }
 
 impl Command {
@@ -57,13 +60,26 @@ impl Command {
             _ => "warren".to_owned(),
         }
     }
+
+    /// The log filter when `RUST_LOG` is not set.
+    fn default_log_filter(&self) -> &'static str {
+        match self {
+            Self::Shell(_) => cmd::shell::Shell::default_log_filter(),
+            _ => "info",
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let format = LogFormat::parse(&cli.log_format);
     // Before the async runtime: a span exporter's blocking HTTP client must not be made in it.
-    let telemetry = warren_runtime::init_logging(format, &cli.command.process_name());
+    let command = &cli.command;
+    let telemetry = warren_runtime::init_logging_with(
+        format,
+        &command.process_name(),
+        command.default_log_filter(),
+    );
     let code = run_cli(cli, format);
     if let Some(telemetry) = telemetry {
         telemetry.finish();
@@ -100,6 +116,7 @@ async fn run(command: Command, format: LogFormat) -> anyhow::Result<ExitCode> {
         Command::Openapi(openapi) => openapi.run()?,
         Command::Dispatch(dispatch) => dispatch.run().await?,
         Command::Call(call) => return call.run().await,
+        Command::Shell(shell) => return shell.run().await,
     }
     Ok(ExitCode::SUCCESS)
 }

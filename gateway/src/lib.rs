@@ -60,8 +60,7 @@ use axum::http::{HeaderName, HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post_service};
-use mesh::describe::{DESCRIPTOR_EVENT, DESCRIPTOR_SOURCE};
-use mesh::{Client, ConnectError, Mesh, RunningService, Service, Subscription};
+use mesh::{Client, ConnectError, Mesh, RunningService, Service};
 use std::sync::Arc;
 use std::time::Duration;
 use tower::service_fn;
@@ -180,9 +179,7 @@ impl Gateway {
         let client = mesh.client("gateway").await?;
         let feed = Service::new("gateway")
             .subscribe(
-                Subscription::new(DESCRIPTOR_SOURCE, DESCRIPTOR_EVENT)
-                    .method("on_descriptor")
-                    .transient(),
+                mesh::describe::descriptor_subscription(),
                 registry::on_descriptor,
             )
             .with_state(registry.clone());

@@ -23,6 +23,17 @@ pub const DESCRIPTOR_SOURCE: &str = "warren";
 /// The event type of descriptors.
 pub const DESCRIPTOR_EVENT: &str = "service_descriptor";
 
+/// The subscription that follows every service's descriptors, for a process that wants to know
+/// the mesh (a gateway's registry, `warren shell`'s completion): transient and broadcast, so
+/// each follower hears every descriptor and its queue goes away with it; handled by
+/// `on_descriptor` (a handler taking `Payload<ServiceDescriptor>`). A process that only
+/// follows is not announced itself.
+pub fn descriptor_subscription() -> Subscription {
+    Subscription::new(DESCRIPTOR_SOURCE, DESCRIPTOR_EVENT)
+        .method("on_descriptor")
+        .transient()
+}
+
 /// Whether an instance is serving.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -57,6 +57,6 @@ mod signal;
 mod unit;
 
 pub use error::{ConfigError, RunError, one_line};
-pub use logging::{LogFormat, Telemetry, init as init_logging};
+pub use logging::{LogFormat, Telemetry, init as init_logging, init_with as init_logging_with};
 pub use runner::{Runner, Settings, Transport};
 pub use signal::terminate_signal;

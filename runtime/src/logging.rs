@@ -52,9 +52,9 @@ impl Telemetry {
     }
 }
 
-/// The log filter: `RUST_LOG`, or `info`, with lapin's returned-message log off.
-fn filter() -> EnvFilter {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// The log filter: `RUST_LOG`, or `default`, with lapin's returned-message log off.
+fn filter(default: &str) -> EnvFilter {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     match RETURNED_MESSAGES.parse::<Directive>() {
         Ok(directive) => filter.add_directive(directive),
         Err(_) => filter,
@@ -68,12 +68,18 @@ fn filter() -> EnvFilter {
 /// Call it before the async runtime starts when spans may be exported: the exporter's
 /// blocking HTTP client must not be made inside one.
 pub fn init(format: LogFormat, process_name: &str) -> Option<Telemetry> {
+    init_with(format, process_name, "info")
+}
+
+/// [`init`] with `default` as the filter when `RUST_LOG` is not set (`info` in [`init`]): a
+/// command whose output is its whole point, like a shell on a pipe, may want none.
+pub fn init_with(format: LogFormat, process_name: &str, default: &str) -> Option<Telemetry> {
     let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let logs = match format {
         LogFormat::Json => logs.json().boxed(),
         LogFormat::Pretty => logs.boxed(),
     };
-    let registry = tracing_subscriber::registry().with(logs.with_filter(filter()));
+    let registry = tracing_subscriber::registry().with(logs.with_filter(filter(default)));
     #[cfg(feature = "otel")]
     {
         let (spans, export) = match crate::otel::layer(process_name) {

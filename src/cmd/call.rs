@@ -2,7 +2,8 @@
 
 use anyhow::{Context, Result};
 use clap::Args;
-use mesh::{Arguments, CallContext, Deadline, IntoArguments, Mesh};
+use mesh::{Arguments, CallContext, CallError, Client, Deadline, IntoArguments, Mesh};
+use serde_json::Value;
 use std::process::ExitCode;
 use std::time::Duration;
 use warren_runtime::args::MeshArgs;
@@ -38,12 +39,8 @@ impl Call {
         };
         let mesh = Mesh::amqp(self.mesh.config()).await?;
         let client = mesh.client("cli").await?;
-        let deadline = Deadline::after(Duration::from_millis(self.timeout_ms.max(1)));
-        let outcome = client
-            .rpc(&self.service)
-            .with_context(CallContext::default().with_deadline(deadline))
-            .call(&self.method, arguments)
-            .await;
+        let timeout = Duration::from_millis(self.timeout_ms);
+        let outcome = call_within(&client, &self.service, &self.method, arguments, timeout).await;
         mesh.close().await;
         match outcome {
             Ok(result) => {
@@ -56,4 +53,21 @@ impl Call {
             }
         }
     }
+}
+
+/// Calls `service.method` with `arguments` through `client`, waiting at most `timeout` (at
+/// least a millisecond) for the reply: the call of `warren call` and `warren shell`.
+pub async fn call_within(
+    client: &Client,
+    service: &str,
+    method: &str,
+    arguments: Arguments,
+    timeout: Duration,
+) -> Result<Value, CallError> {
+    let deadline = Deadline::after(timeout.max(Duration::from_millis(1)));
+    client
+        .rpc(service)
+        .with_context(CallContext::default().with_deadline(deadline))
+        .call(method, arguments)
+        .await
 }

@@ -6,6 +6,7 @@ pub mod dispatch;
 pub mod gateway;
 pub mod openapi;
 pub mod run;
+pub mod shell;
 
 use mesh::MeshConfig;
 use warren_runtime::args::MeshArgs;
