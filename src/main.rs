@@ -46,6 +46,8 @@ enum Command {
     Dispatch(cmd::dispatch::Dispatch),
     /// Call a method and print its result as JSON.
     Call(cmd::call::Call),
+    /// List, replay or purge the events subscriptions gave up on (`<queue>.dead-letter`).
+    DeadLetters(cmd::dead_letters::DeadLetters),
 }
 
 impl Command {
@@ -100,6 +102,7 @@ async fn run(command: Command, format: LogFormat) -> anyhow::Result<ExitCode> {
         Command::Openapi(openapi) => openapi.run()?,
         Command::Dispatch(dispatch) => dispatch.run().await?,
         Command::Call(call) => return call.run().await,
+        Command::DeadLetters(dead_letters) => dead_letters.run().await?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -117,20 +117,15 @@ fn attach_events(
         let dispatcher = dispatcher.clone();
         Box::pin(async move {
             let setup = events::declare(&broker, routes.service(), &subscription).await?;
-            let delivery_handler = events::handler(
-                dispatcher,
-                routes,
-                subscription,
-                handler,
-                setup.dead_letter_queue.clone(),
-                stats,
-            );
+            let delivery_handler =
+                events::handler(dispatcher, routes, subscription, handler, &setup, stats);
+            let queue = &setup.queues.own.name;
             consume(
                 &broker,
                 setup.generation,
                 setup.channel,
-                &setup.queue,
-                &setup.queue,
+                queue,
+                queue,
                 delivery_handler,
             )
             .await
