@@ -63,20 +63,35 @@ async fn depth(queue: &str) -> u32 {
     declared.message_count()
 }
 
-/// Runs `warren dead-letters ARGS` against the test broker; returns what it printed.
-async fn dead_letters(args: &[&str]) -> String {
+/// Runs `warren dead-letters ARGS` against the test broker.
+async fn run_dead_letters(args: &[&str]) -> std::process::Output {
+    let url = common::broker_url();
     let mut all = vec!["dead-letters"];
     all.extend_from_slice(args);
-    let url = common::broker_url();
     all.extend_from_slice(&["--amqp", &url]);
-    let output = run(&all).await;
+    run(&all).await
+}
+
+/// Runs `warren dead-letters ARGS`, which must succeed; returns what it printed.
+async fn dead_letters(args: &[&str]) -> String {
+    let output = run_dead_letters(args).await;
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),
-        "warren {all:?}: {stdout}{}",
+        "warren dead-letters {args:?}: {stdout}{}",
         String::from_utf8_lossy(&output.stderr)
     );
     stdout
+}
+
+/// Runs `warren dead-letters ARGS`, which must fail; returns what it printed on stderr.
+async fn dead_letters_failing(args: &[&str]) -> String {
+    let output = run_dead_letters(args).await;
+    assert!(
+        !output.status.success(),
+        "warren dead-letters {args:?} succeeded"
+    );
+    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 /// A service named `name` handling `subscription` with a failing [`Sink`], on a mesh of
@@ -244,17 +259,41 @@ async fn dead_letters_are_listed_replayed_once_and_purged() {
 }
 
 #[tokio::test]
-async fn a_dead_letter_queue_that_is_not_there_is_an_error() {
-    let output = run(&[
-        "dead-letters",
-        "purge",
-        "--queue",
-        &format!("{}.dead-letter", unique("absent")),
-        "--amqp",
-        &common::broker_url(),
-    ])
-    .await;
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("there is no queue"), "{stderr}");
+async fn missing_queues_are_refused_and_nothing_moves() {
+    let absent = unique("absent");
+    let stderr = dead_letters_failing(&["purge", "--queue", &absent]).await;
+    assert!(
+        stderr.contains(&format!("there is no queue `{absent}.dead-letter`")),
+        "{stderr}"
+    );
+
+    // A dead letter whose subscription queue is gone stays where it is.
+    let queue = unique("gone");
+    let dlq = dead_letter_queue(&queue);
+    let mut cleanup = QueueCleanup::new();
+    cleanup.queue(&queue);
+    let channel = raw_channel().await;
+    channel
+        .queue_declare(dlq.as_str().into(), Default::default(), Default::default())
+        .await
+        .expect("declare");
+    channel
+        .basic_publish(
+            "".into(),
+            dlq.as_str().into(),
+            Default::default(),
+            br#"{"id":1}"#,
+            Default::default(),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("confirm");
+    assert!(wait_until(Duration::from_secs(5), || async { depth(&dlq).await == 1 }).await);
+    let stderr = dead_letters_failing(&["replay", "--queue", &dlq]).await;
+    assert!(
+        stderr.contains(&format!("there is no queue `{queue}`")),
+        "{stderr}"
+    );
+    assert_eq!(depth(&dlq).await, 1);
 }
