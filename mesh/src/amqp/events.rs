@@ -10,10 +10,11 @@ use super::headers::{self, ATTEMPT_HEADER, ERROR_HEADER, EVENT_TYPE_HEADER, SOUR
 use super::publisher::{Dispatcher, copy_properties};
 use super::rpc::ack;
 use crate::error::{ConnectError, RpcError};
-use crate::events::Subscription;
+use crate::events::{BROADCAST_QUEUE_EXPIRES_MS, HandlerType, Subscription};
 use crate::protocol::events_exchange;
 use crate::routes::{ErasedHandler, Routes};
 use crate::running::ServiceStats;
+use crate::shutdown::Shutdown;
 use crate::telemetry::{self, EventOutcome};
 use lapin::Channel;
 use lapin::message::Delivery;
@@ -22,6 +23,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::task::JoinHandle;
 
 /// A subscription's channel and queues, declared.
 pub(crate) struct Declared {
@@ -78,6 +80,57 @@ pub(crate) async fn declare(
         channel,
         queues: Arc::new(queues),
     })
+}
+
+/// How often a broadcast subscription's dead-letter and retry queues are declared again while
+/// its instance runs: well within their `x-expires`, which counts a queue without consumers as
+/// unused from its last declaration on.
+const LEASE_RENEWAL: Duration =
+    Duration::from_millis(BROADCAST_QUEUE_EXPIRES_MS.unsigned_abs() / 3);
+
+/// For a broadcast subscription, a task declaring its dead-letter and retry queues again every
+/// [`LEASE_RENEWAL`] until `stop`: no one consumes them, so without it they would expire, dead
+/// letters and all, half an hour after the instance connected; once the instance is gone for
+/// good they expire with its queue. `None` for the other subscriptions, whose queues never
+/// expire.
+pub(crate) fn renew_leases(
+    broker: &Broker,
+    service: &str,
+    subscription: &Subscription,
+    stop: Shutdown,
+) -> Option<JoinHandle<()>> {
+    if subscription.transient || subscription.handler_type != HandlerType::Broadcast {
+        return None;
+    }
+    let queue = subscription.queue(service, &broker.config().instance_id);
+    let queues = EventQueues::of(broker.queue_type(), subscription, &queue);
+    let broker = broker.clone();
+    Some(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = stop.triggered() => return,
+                () = tokio::time::sleep(LEASE_RENEWAL) => {}
+            }
+            let Ok((_, channel)) = broker.open_channel().await else {
+                continue;
+            };
+            for q in queues
+                .dead_letter
+                .iter()
+                .chain(queues.retries.iter().map(|(_, q)| q))
+            {
+                if let Err(error) = q.declare(&channel).await {
+                    tracing::warn!(queue = %q.name, %error, "cannot renew a queue's lease");
+                    break;
+                }
+            }
+            super::closing::step(
+                "closing a lease channel",
+                channel.close(200, "renewed".into()),
+            )
+            .await;
+        }
+    }))
 }
 
 /// The delivery handler of one subscription, on the channel it consumes.

@@ -65,6 +65,12 @@ pub(crate) async fn serve_routes(
         };
         let consume = consume_loop(attach, &label, workers);
         tasks.push(tokio::spawn(consume.run(attached, stop.clone())));
+        tasks.extend(events::renew_leases(
+            broker,
+            &name,
+            subscription,
+            stop.clone(),
+        ));
     }
     let config = broker.config();
     tasks.extend(crate::ticking::spawn_all(
