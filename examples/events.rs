@@ -1,6 +1,8 @@
 //! Events: `shop.order(item)` dispatches `order_placed`; `mailer` handles each such event (one
 //! instance of `mailer` gets each, nameko's service pool) and keeps what it sent, which
-//! `mailer.sent()` returns.
+//! `mailer.sent()` returns. A failed `order_placed` is tried again 1 s, 10 s and 60 s later
+//! (kept meanwhile by the broker), then dead-lettered (`warren dead-letters list --queue
+//! evt-shop-order_placed--mailer.on_order_placed`).
 //!
 //! ```sh
 //! cargo run --example events
@@ -8,9 +10,10 @@
 //! curl --json '{}' http://127.0.0.1:8080/rpc/mailer/sent     # ["Your teapot is on its way"]
 //! ```
 
-use mesh::{Args, Ctx, Payload, RpcError, Service, State};
+use mesh::{Args, Ctx, Payload, RpcError, Service, State, Subscription};
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use warren_runtime::Runner;
 
 /// An order of one item.
@@ -40,7 +43,7 @@ impl Outbox {
 }
 
 /// The `order_placed` handler: writes to the customer. An error here would have the event
-/// delivered once more, then moved to a dead-letter queue.
+/// delivered again on the subscription's schedule, then moved to a dead-letter queue.
 async fn on_order_placed(
     State(outbox): State<Outbox>,
     Payload(order): Payload<Order>,
@@ -60,7 +63,11 @@ async fn sent(State(outbox): State<Outbox>) -> Result<Vec<String>, RpcError> {
 async fn main() -> std::process::ExitCode {
     let shop = Service::new("shop").rpc("order", order);
     let mailer = Service::new("mailer")
-        .on_event("shop", "order_placed", on_order_placed)
+        .subscribe(
+            Subscription::new("shop", "order_placed")
+                .retry_after([1, 10, 60].map(Duration::from_secs)),
+            on_order_placed,
+        )
         .rpc("sent", sent)
         .with_state(Outbox::default());
     Runner::from_args()

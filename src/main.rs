@@ -49,6 +49,8 @@ enum Command {
     Call(cmd::call::Call),
     /// A REPL over AMQP, as `nameko shell` (on a pipe: runs each line, prints each result).
     Shell(cmd::shell::Shell),
+    /// List, replay or purge the events subscriptions gave up on (`<queue>.dead-letter`).
+    DeadLetters(cmd::dead_letters::DeadLetters),
 }
 
 impl Command {
@@ -117,6 +119,7 @@ async fn run(command: Command, format: LogFormat) -> anyhow::Result<ExitCode> {
         Command::Dispatch(dispatch) => dispatch.run().await?,
         Command::Call(call) => return call.run().await,
         Command::Shell(shell) => return shell.run().await,
+        Command::DeadLetters(dead_letters) => dead_letters.run().await?,
     }
     Ok(ExitCode::SUCCESS)
 }

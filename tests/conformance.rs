@@ -18,6 +18,8 @@ mod http2_scenarios;
 mod http_scenarios;
 #[path = "conformance/limits.rs"]
 mod limit_scenarios;
+#[path = "conformance/retries.rs"]
+mod retry_scenarios;
 #[path = "conformance/rpc.rs"]
 mod rpc_scenarios;
 #[path = "conformance/streams.rs"]
@@ -105,6 +107,10 @@ on_both_transports!(events = event_scenarios:
     the_deadline_travels_down_the_chain,
     a_handler_dispatches_and_the_context_follows_the_event,
     the_w3c_trace_crosses_the_gateway_and_services,
+);
+
+on_both_transports!(retries = retry_scenarios:
+    a_handler_failing_twice_is_handled_on_the_third_attempt_after_its_delays,
 );
 
 on_both_transports!(describe = describe_scenarios:

@@ -73,6 +73,10 @@ pub struct SubscriptionDescriptor {
     pub event_type: String,
     /// `service_pool`, `singleton` or `broadcast`.
     pub handler_type: String,
+    /// Where its events go once every attempt failed (`<queue>.dead-letter` on AMQP, see
+    /// `warren dead-letters`); absent for a transient subscription, which keeps none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter_queue: Option<String>,
 }
 
 /// What one instance of a service says about itself.
@@ -173,6 +177,8 @@ impl Docs {
                     HandlerType::Broadcast => "broadcast",
                 }
                 .to_owned(),
+                dead_letter_queue: (!s.transient)
+                    .then(|| crate::events::dead_letter_queue(&s.queue(service, instance))),
             })
             .collect();
         ServiceDescriptor {

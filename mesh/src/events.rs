@@ -3,6 +3,8 @@
 //! [`HandlerType`]s, each its own queue naming.
 
 use crate::protocol::{NameError, validate_name};
+use crate::retry::RetrySchedule;
+use std::time::Duration;
 
 /// How instances of a handling service share an event stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -39,6 +41,9 @@ pub struct Subscription {
     /// Handled one at a time, in the order the queue delivers them (otherwise up to
     /// `max_workers` at once, which may finish out of order).
     pub in_order: bool,
+    /// When a failed event is tried again before it is dead-lettered (by default once, at
+    /// once).
+    pub retry: RetrySchedule,
 }
 
 impl Subscription {
@@ -52,6 +57,7 @@ impl Subscription {
             handler_type: HandlerType::ServicePool,
             transient: false,
             in_order: false,
+            retry: RetrySchedule::default(),
         }
     }
 
@@ -67,6 +73,18 @@ impl Subscription {
     pub fn in_order(mut self) -> Self {
         self.in_order = true;
         self
+    }
+
+    /// Tries a failed event again on `schedule` before dead-lettering it; the broker keeps the
+    /// event while it waits (one `<queue>.retry.<ms>` queue per delay, see docs/services.md).
+    pub fn retry(mut self, schedule: RetrySchedule) -> Self {
+        self.retry = schedule;
+        self
+    }
+
+    /// Tries a failed event again after each of `delays` (see [`RetrySchedule::after`]).
+    pub fn retry_after(self, delays: impl IntoIterator<Item = Duration>) -> Self {
+        self.retry(RetrySchedule::after(delays))
     }
 
     /// Every instance of the service gets each event.
@@ -108,9 +126,21 @@ impl Subscription {
     }
 }
 
-/// The queue where events whose handler failed twice are kept: `<queue>.dead-letter`.
+/// The queue where events whose handler failed on every attempt of its schedule are kept:
+/// `<queue>.dead-letter`.
 pub fn dead_letter_queue(queue: &str) -> String {
-    format!("{queue}.dead-letter")
+    format!("{queue}{DEAD_LETTER_SUFFIX}")
+}
+
+/// What names a dead-letter queue: its subscription's queue and this suffix.
+pub const DEAD_LETTER_SUFFIX: &str = ".dead-letter";
+
+/// The subscription queue whose dead-letter queue is `dead_letter_queue`; `None` when the
+/// name is not one of a dead-letter queue.
+pub fn subscription_queue_of(dead_letter_queue: &str) -> Option<&str> {
+    dead_letter_queue
+        .strip_suffix(DEAD_LETTER_SUFFIX)
+        .filter(|queue| !queue.is_empty())
 }
 
 #[cfg(test)]
@@ -134,6 +164,9 @@ mod tests {
             "evt-library-book_added--indexer.index-i1"
         );
         assert_eq!(dead_letter_queue("q"), "q.dead-letter");
+        assert_eq!(subscription_queue_of("q.dead-letter"), Some("q"));
+        assert_eq!(subscription_queue_of(".dead-letter"), None);
+        assert_eq!(subscription_queue_of("q"), None);
         assert!(s.validate().is_ok());
         assert!(Subscription::new("a.b", "x").validate().is_err());
     }

@@ -58,7 +58,8 @@
 //!   travel on), [`Client::rpc`] outside one; both give a [`ServiceProxy`].
 //! - Events: [`Ctx::dispatch`] or [`Client::dispatch`]; subscriptions with
 //!   [`Service::on_event`] and [`Service::subscribe`] ([`Subscription`], nameko's three handler
-//!   types); a handler that fails gets the event once more, then it is dead-lettered.
+//!   types); a handler that fails gets the event again on the subscription's
+//!   [`RetrySchedule`] (by default once, at once), then it is dead-lettered.
 //! - Timers: [`Service::timer`] with a [`Timer`].
 //! - [`Mesh`]: a process's transport, where services are served ([`Mesh::serve`]) and clients
 //!   made ([`Mesh::client`]). AMQP's own settings and names are in [`amqp`].
@@ -90,6 +91,7 @@ mod local;
 mod pending;
 mod protocol;
 mod redact;
+mod retry;
 mod routes;
 mod running;
 mod service;
@@ -117,6 +119,7 @@ pub use protocol::{
     validate_name,
 };
 pub use redact::redact_url;
+pub use retry::{MAX_RETRY_DELAY, RetrySchedule};
 pub use running::{RunningService, ServiceStats};
 pub use service::Service;
 pub use timer::Timer;

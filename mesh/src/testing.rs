@@ -164,7 +164,8 @@ impl TestMesh {
     }
 
     /// Dispatches `event_type` from `source`, then waits until every handler that received it
-    /// has finished with it (handled or dead-lettered), like nameko's `entrypoint_waiter`.
+    /// has finished with it (handled or dead-lettered), like nameko's `entrypoint_waiter`, for
+    /// at most [`WAIT_LIMIT`]: give a subscription under test short retry delays.
     pub async fn dispatch_and_wait(
         &self,
         source: &str,
@@ -203,7 +204,8 @@ impl TestMesh {
             .map(RunningService::stats)
     }
 
-    /// Events that failed twice in `queue` (see [`crate::Subscription::queue`]).
+    /// Events of `queue` (see [`crate::Subscription::queue`]) whose handler failed on every
+    /// attempt of the subscription's [`crate::RetrySchedule`].
     pub fn dead_letters(&self, queue: &str) -> Vec<DeadLetter> {
         self.local
             .dead_letters(&crate::events::dead_letter_queue(queue))
@@ -282,6 +284,7 @@ mod tests {
         assert_eq!(dead.len(), 1);
         assert_eq!(dead[0].payload, json!({"id": 1}));
         assert_eq!(dead[0].reason, "Internal: no");
+        assert_eq!(dead[0].attempts, 2);
         assert_eq!(
             mesh.stats("sink").map(ServiceStats::events_retried),
             Some(1)

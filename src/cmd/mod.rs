@@ -1,6 +1,7 @@
 //! The `warren` subcommands, one file each.
 
 pub mod call;
+pub mod dead_letters;
 pub mod dev;
 pub mod dispatch;
 pub mod gateway;

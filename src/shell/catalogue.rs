@@ -176,6 +176,7 @@ pub(crate) mod tests {
             source: "library".into(),
             event_type: "book_added".into(),
             handler_type: "service_pool".into(),
+            dead_letter_queue: None,
         }];
         catalogue.registry.apply(indexer);
         catalogue

@@ -140,6 +140,11 @@ impl QueueCleanup {
         self.queues.push(mesh::amqp::dead_letter_queue(queue));
     }
 
+    /// A queue alone (a retry queue, say).
+    pub fn queue_alone(&mut self, queue: &str) {
+        self.queues.push(queue.to_owned());
+    }
+
     /// A service's event exchange.
     pub fn events_of(&mut self, source: &str) {
         self.exchanges.push(mesh::amqp::events_exchange(source));

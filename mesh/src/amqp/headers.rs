@@ -1,6 +1,7 @@
 //! Call context <-> AMQP headers: nameko's `nameko.*` context headers and Warren's
-//! `warren.deadline`; and Warren's routing headers on a request (`warren.method`,
-//! `warren.reply_direct`).
+//! `warren.deadline`; Warren's routing headers on a request (`warren.method`,
+//! `warren.reply_direct`); and the headers Warren puts on the copies of an event it retries or
+//! dead-letters (docs/architecture.md §6).
 
 use crate::call_context::CallContext;
 use crate::deadline::Deadline;
@@ -9,6 +10,37 @@ use crate::protocol::{
     TRACEPARENT_HEADER,
 };
 use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString};
+
+/// Which attempt a delivery of an event is: absent on the first, `2` on the first retry, and
+/// so on; on a dead letter, the attempt that failed last. Set only on the copies Warren
+/// publishes to a subscription's own queues, which nameko peers never consume.
+pub const ATTEMPT_HEADER: &str = "x-warren-attempt";
+
+/// A dead letter's last error.
+pub const ERROR_HEADER: &str = "x-warren-error";
+
+/// A dead letter's source service (its event arrived on `<source>.events`).
+pub const SOURCE_HEADER: &str = "x-warren-source";
+
+/// A dead letter's event type.
+pub const EVENT_TYPE_HEADER: &str = "x-warren-event-type";
+
+/// The attempt `headers` say a delivery is (1 when they do not say, or say nonsense).
+pub(crate) fn attempt(headers: Option<&FieldTable>) -> u32 {
+    headers
+        .and_then(|h| h.inner().get(ATTEMPT_HEADER))
+        .and_then(as_u64)
+        .and_then(|n| u32::try_from(n).ok())
+        .filter(|n| *n >= 1)
+        .unwrap_or(1)
+}
+
+/// The text of header `name`, when it is a string.
+pub(crate) fn text(headers: Option<&FieldTable>, name: &str) -> Option<String> {
+    headers
+        .and_then(|h| h.inner().get(name))
+        .and_then(as_string)
+}
 
 /// The headers carrying `context`.
 pub(crate) fn write(context: &CallContext) -> FieldTable {
@@ -93,6 +125,10 @@ fn as_u64(value: &AMQPValue) -> Option<u64> {
         AMQPValue::LongLongInt(v) => u64::try_from(*v).ok(),
         AMQPValue::LongInt(v) => u64::try_from(*v).ok(),
         AMQPValue::LongUInt(v) => Some(u64::from(*v)),
+        AMQPValue::ShortInt(v) => u64::try_from(*v).ok(),
+        AMQPValue::ShortShortInt(v) => u64::try_from(*v).ok(),
+        AMQPValue::ShortUInt(v) => Some(u64::from(*v)),
+        AMQPValue::ShortShortUInt(v) => Some(u64::from(*v)),
         AMQPValue::Timestamp(v) => Some(*v),
         AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok()?.parse().ok(),
         _ => None,
@@ -125,5 +161,18 @@ mod tests {
         table.insert("other".into(), AMQPValue::LongString("x".into()));
         assert_eq!(read(Some(&table)), CallContext::default());
         assert_eq!(read(None), CallContext::default());
+    }
+
+    #[test]
+    fn attempts_are_read_from_any_integer() {
+        let mut table = FieldTable::default();
+        assert_eq!(attempt(Some(&table)), 1);
+        table.insert(ATTEMPT_HEADER.into(), AMQPValue::ShortShortUInt(3));
+        assert_eq!(attempt(Some(&table)), 3);
+        table.insert(ATTEMPT_HEADER.into(), AMQPValue::LongLongInt(0));
+        assert_eq!(attempt(Some(&table)), 1);
+        table.insert(ATTEMPT_HEADER.into(), AMQPValue::Boolean(true));
+        assert_eq!(attempt(None), 1);
+        assert_eq!(attempt(Some(&table)), 1);
     }
 }

@@ -2,8 +2,9 @@
 //! (the broker), replaced by a new one whenever it drops; a callback queue per client; a confirm
 //! channel for events; each service's queues consumed with bounded concurrency.
 //!
-//! What a user of the crate sees of it is [`AmqpConfig`] (given to [`crate::Mesh::amqp`]) and
-//! the names of what it declares on the broker.
+//! What a user of the crate sees of it is [`AmqpConfig`] (given to [`crate::Mesh::amqp`]), the
+//! names of what it declares on the broker and the headers it sets, and [`DeadLetterQueues`]
+//! for operators.
 
 mod broker;
 mod callback_queue;
@@ -11,7 +12,9 @@ mod client;
 mod closing;
 mod config;
 mod consumer;
+mod dead_letters;
 mod detached;
+mod event_queues;
 mod events;
 mod headers;
 mod known_routes;
@@ -23,7 +26,12 @@ mod rpc;
 mod server;
 mod transport;
 
-pub use crate::events::dead_letter_queue;
+pub use crate::events::{DEAD_LETTER_SUFFIX, dead_letter_queue, subscription_queue_of};
 pub use crate::protocol::{DEFAULT_RPC_EXCHANGE, events_exchange, service_queue};
+pub use crate::retry::retry_queue;
 pub use config::{AmqpConfig, DEFAULT_AMQP_URL, QueueType, split_urls};
+pub use dead_letters::{
+    DeadLetterError, DeadLetterListing, DeadLetterQueues, DeadLetterSummary, PREVIEW_BYTES, Replay,
+};
+pub use headers::{ATTEMPT_HEADER, ERROR_HEADER, EVENT_TYPE_HEADER, SOURCE_HEADER};
 pub(crate) use transport::AmqpTransport;

@@ -9,6 +9,7 @@ use crate::deadline::Deadline;
 use crate::error::CallError;
 use crate::protocol::events_exchange;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Confirmation};
 use serde_json::Value;
 use std::collections::HashSet;
@@ -89,17 +90,18 @@ impl Dispatcher {
         .await
     }
 
-    /// Copies a delivery to `queue`, the dead-letter queue of its subscription, with the
-    /// reason (tried again as a dispatch is, for up to [`DISPATCH_LIMIT`]).
-    pub(crate) async fn dead_letter(
+    /// Publishes `body` with `properties` to `queue` through the default exchange (a copy of a
+    /// delivery for its retry queue or its dead-letter queue); returns once the broker has
+    /// confirmed that the queue took it. Tried again as a dispatch is, for up to
+    /// [`DISPATCH_LIMIT`].
+    pub(crate) async fn to_queue(
         &self,
         queue: &str,
         body: &[u8],
-        original: &BasicProperties,
-        reason: &str,
+        properties: &BasicProperties,
     ) -> Result<(), CallError> {
         self.until_confirmed(None, |publisher| async move {
-            publisher.dead_letter(queue, body, original, reason).await
+            publisher.to_queue(queue, body, properties.clone()).await
         })
         .await
     }
@@ -217,25 +219,15 @@ impl Publisher {
         self.publish(&exchange, event_type, &body, properties).await
     }
 
-    /// Copies a message to `queue` (through the default exchange), persistent, with extra
-    /// headers saying why.
-    pub(crate) async fn dead_letter(
+    /// Publishes a message to `queue` through the default exchange, mandatory: a queue that is
+    /// not there fails the publish instead of dropping the message.
+    pub(crate) async fn to_queue(
         &self,
         queue: &str,
         body: &[u8],
-        original: &BasicProperties,
-        reason: &str,
+        properties: BasicProperties,
     ) -> Result<(), CallError> {
-        let mut headers = original.headers().clone().unwrap_or_default();
-        headers.insert(
-            "x-warren-error".into(),
-            lapin::types::AMQPValue::LongString(reason.into()),
-        );
-        let mut properties = json_properties(2).with_headers(headers);
-        if let Some(content_type) = original.content_type().clone() {
-            properties = properties.with_content_type(content_type);
-        }
-        self.publish("", queue, body, properties).await
+        self.publish_with("", queue, body, properties, true).await
     }
 
     async fn publish(
@@ -245,12 +237,28 @@ impl Publisher {
         body: &[u8],
         properties: BasicProperties,
     ) -> Result<(), CallError> {
+        self.publish_with(exchange, routing_key, body, properties, false)
+            .await
+    }
+
+    async fn publish_with(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+        mandatory: bool,
+    ) -> Result<(), CallError> {
+        let options = BasicPublishOptions {
+            mandatory,
+            ..BasicPublishOptions::default()
+        };
         let confirmation = self
             .channel
             .basic_publish(
                 exchange.into(),
                 routing_key.into(),
-                BasicPublishOptions::default(),
+                options,
                 body,
                 properties,
             )
@@ -262,9 +270,22 @@ impl Publisher {
             Confirmation::Nack(_) => Err(CallError::Unavailable(
                 "the broker refused the message".into(),
             )),
-            Confirmation::Ack(_) | Confirmation::NotRequested => Ok(()),
+            Confirmation::Ack(Some(_)) => Err(CallError::Unavailable(format!(
+                "no queue `{routing_key}` took the message"
+            ))),
+            Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
         }
     }
+}
+
+/// The properties of a copy of a delivery with `original`'s: persistent, JSON unless the
+/// original said otherwise, with `headers`.
+pub(crate) fn copy_properties(original: &BasicProperties, headers: FieldTable) -> BasicProperties {
+    let mut properties = json_properties(2).with_headers(headers);
+    if let Some(content_type) = original.content_type().clone() {
+        properties = properties.with_content_type(content_type);
+    }
+    properties
 }
 
 /// JSON properties with `delivery_mode` (1 transient, 2 persistent).

@@ -65,6 +65,12 @@ pub(crate) async fn serve_routes(
         };
         let consume = consume_loop(attach, &label, workers);
         tasks.push(tokio::spawn(consume.run(attached, stop.clone())));
+        tasks.extend(events::renew_leases(
+            broker,
+            &name,
+            subscription,
+            stop.clone(),
+        ));
     }
     let config = broker.config();
     tasks.extend(crate::ticking::spawn_all(
@@ -117,20 +123,15 @@ fn attach_events(
         let dispatcher = dispatcher.clone();
         Box::pin(async move {
             let setup = events::declare(&broker, routes.service(), &subscription).await?;
-            let delivery_handler = events::handler(
-                dispatcher,
-                routes,
-                subscription,
-                handler,
-                setup.dead_letter_queue.clone(),
-                stats,
-            );
+            let delivery_handler =
+                events::handler(dispatcher, routes, subscription, handler, &setup, stats);
+            let queue = &setup.queues.own.name;
             consume(
                 &broker,
                 setup.generation,
                 setup.channel,
-                &setup.queue,
-                &setup.queue,
+                queue,
+                queue,
                 delivery_handler,
             )
             .await

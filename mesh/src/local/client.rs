@@ -140,7 +140,7 @@ impl Outbound for LocalOutbound {
                 let message = EventMessage {
                     payload: payload.clone(),
                     context: context.clone(),
-                    redelivered: false,
+                    attempt: 1,
                 };
                 // The registry holds every queue's receiver, so a send cannot fail.
                 let _ = queue.tx.send(message);

@@ -1,4 +1,5 @@
-//! Handling events in process: ack on success; on failure retry once, then dead-letter.
+//! Handling events in process: ack on success; on failure try again on the subscription's
+//! schedule (a timer stands for AMQP's retry queue), then dead-letter.
 
 use super::consume::HandleMessage;
 use super::{DeadLetter, EventMessage, Registry};
@@ -51,38 +52,54 @@ impl HandleMessage<EventMessage> for EventWorker {
         )
         .await;
         let event_type = &self.subscription.event_type;
-        match outcome {
+        let error = match outcome {
             Ok(_) => {
                 telemetry::event(&self.routes, &self.stats, event_type, EventOutcome::Handled);
+                return;
             }
-            Err(error) if !message.redelivered => {
-                telemetry::event(&self.routes, &self.stats, event_type, EventOutcome::Retried);
-                tracing::warn!(queue = %self.queue, %error, "event handler failed; retrying once");
-                let retry = EventMessage {
-                    redelivered: true,
-                    ..message
-                };
-                if self.requeue.send(retry).is_err() {
-                    tracing::error!(queue = %self.queue, "event queue closed; retry lost");
-                }
+            Err(error) => error,
+        };
+        let attempt = message.attempt;
+        if let Some(delay) = self.subscription.retry.delay_after(attempt) {
+            telemetry::event(&self.routes, &self.stats, event_type, EventOutcome::Retried);
+            tracing::warn!(queue = %self.queue, %error, attempt, ?delay, "event handler failed; retrying");
+            let retry = EventMessage {
+                attempt: attempt.saturating_add(1),
+                ..message
+            };
+            if delay.is_zero() {
+                return requeue(&self.requeue, retry, &self.queue);
             }
-            Err(error) => {
-                let queue = dead_letter_queue(&self.queue);
-                tracing::error!(%queue, %error, "event moved to its dead-letter queue");
-                self.registry.dead_letter(
-                    &queue,
-                    DeadLetter {
-                        payload: message.payload,
-                        reason: error.to_string(),
-                    },
-                );
-                telemetry::event(
-                    &self.routes,
-                    &self.stats,
-                    event_type,
-                    EventOutcome::DeadLettered,
-                );
-            }
+            let (sender, queue) = (self.requeue.clone(), self.queue.clone());
+            // The queue outlives its consumers (the registry holds it), so the event comes back
+            // even when this instance stopped meanwhile, as it would from a retry queue.
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                requeue(&sender, retry, &queue);
+            });
+            return;
         }
+        let queue = dead_letter_queue(&self.queue);
+        tracing::error!(%queue, %error, attempt, "event moved to its dead-letter queue");
+        self.registry.dead_letter(
+            &queue,
+            DeadLetter {
+                payload: message.payload,
+                reason: error.to_string(),
+                attempts: attempt,
+            },
+        );
+        telemetry::event(
+            &self.routes,
+            &self.stats,
+            event_type,
+            EventOutcome::DeadLettered,
+        );
+    }
+}
+
+fn requeue(sender: &flume::Sender<EventMessage>, message: EventMessage, queue: &str) {
+    if sender.send(message).is_err() {
+        tracing::error!(%queue, "event queue closed; retry lost");
     }
 }

@@ -6,8 +6,9 @@
 //! to a stopped service wait in it until their deadline, calls to a service never served fail
 //! at once with `UnknownService`. Every instance of a service competes for the queue, taking a
 //! request only when it has a free worker (prefetch = `max_workers`). Event queues are named and
-//! bound exactly as the AMQP ones, so the three handler types, delivery after a restart, the one
-//! retry and dead-lettering behave the same.
+//! bound exactly as the AMQP ones, so the three handler types, delivery after a restart, the
+//! retry schedule (kept by timers where the broker keeps retry queues) and dead-lettering behave
+//! the same.
 
 mod client;
 mod consume;
@@ -46,16 +47,19 @@ pub(crate) struct Request {
 pub(crate) struct EventMessage {
     payload: Value,
     context: CallContext,
-    redelivered: bool,
+    /// Which attempt this delivery is (1 for the first), as AMQP's `x-warren-attempt` says.
+    attempt: u32,
 }
 
-/// An event whose handler failed twice.
+/// An event whose handler failed on every attempt of its subscription's schedule.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeadLetter {
     /// The event's payload.
     pub payload: Value,
     /// The handler's last error.
     pub reason: String,
+    /// How many times the handler ran for it.
+    pub attempts: u32,
 }
 
 /// Both ends of a queue; the registry keeps them so a queue outlives its consumers.
