@@ -179,6 +179,7 @@ schema_bites() {
     bad_values amqp-scheme "at '/amqp/scheme': value must be one of" \
         'amqp: {hosts: ["rabbit-0:5672"], scheme: http}' || rc=1
     bad_values queue-type "at '/amqp/queueType': value must be one of" 'amqp: {queueType: mirrored}' || rc=1
+    bad_values direct-requests "at '/amqp/directRequests': got string, want boolean" 'amqp: {directRequests: "yes"}' || rc=1
     bad_values empty-host "at '/amqp/hosts/1': minLength" 'amqp: {hosts: ["rabbit-0:5672", ""]}' || rc=1
     bad_values host-url "at '/amqp/hosts/0': 'amqp://rabbit-0:5672' does not match pattern" \
         'amqp: {hosts: ["amqp://rabbit-0:5672"]}' || rc=1
@@ -443,6 +444,9 @@ for n, w in workloads.items():
              f"{n}: WARREN_INSTANCE_ID not the pod name")
         queue_type = values.get("amqp", {}).get("queueType", "classic")
         need(env.get("WARREN_QUEUE_TYPE", {}).get("value") == queue_type, f"{n}: WARREN_QUEUE_TYPE is not {queue_type}")
+        direct = values.get("amqp", {}).get("directRequests", False)
+        need(env.get("WARREN_DIRECT_REQUESTS", {}).get("value") == ("true" if direct else None),
+             f"{n}: WARREN_DIRECT_REQUESTS does not follow amqp.directRequests ({direct})")
         ref = amqp.get("valueFrom", {}).get("secretKeyRef", {})
         existing = values.get("amqp", {}).get("existingSecret")
         if existing:

@@ -366,6 +366,14 @@ mod tests {
     }
 
     #[test]
+    fn direct_requests_are_opt_in() {
+        let off = parse(&[]).expect("no flags").mesh.config();
+        assert!(!off.amqp.direct_requests);
+        let on = parse(&["--direct-requests"]).expect("flag").mesh.config();
+        assert!(on.amqp.direct_requests);
+    }
+
+    #[test]
     fn rate_limit_flags_become_the_gateway_config() {
         let args = parse(&[
             "--rate-limit",

@@ -1,7 +1,7 @@
 //! The minimal responder: per [`Routing`], a non-durable queue consumed with prefetch 256 on a
-//! channel of its own; per request, the constant reply published to `reply_to` through the
-//! routing's reply exchange, then the ack (after the reply, as mesh acks: a request whose
-//! responder dies is redelivered).
+//! channel of its own; per request, on a task of its own, the constant reply published to
+//! `reply_to` through the routing's reply exchange, then the ack (after the reply, as mesh
+//! acks: a request whose responder dies is redelivered).
 
 use super::{Routing, declare_exchange};
 use anyhow::Result;
@@ -17,8 +17,8 @@ use tokio::task::JoinHandle;
 /// The reply, as the greeter gives it for `hello` with `{"name": "Matt"}`.
 const REPLY: &[u8] = br#"{"result":"Hello, Matt!","error":null}"#;
 
-/// The responder's prefetch (the greeter's `--max-workers 64` is the gateway's; a minimal
-/// responder handles one at a time, so more in flight only keeps the broker's queue short).
+/// The responder's prefetch: more than the 64 calls in flight of the bench's levels, so that
+/// the broker never waits for an ack to deliver the next request.
 const PREFETCH: u16 = 256;
 
 /// The running responders, one per routing; they stop when this is dropped.
@@ -89,36 +89,33 @@ pub async fn serve_responders(connection: &Connection, run: &str) -> Result<Resp
 }
 
 async fn respond(channel: Channel, mut consumer: lapin::Consumer, routing: Routing) {
-    let exchange = routing.reply_exchange();
     while let Some(Ok(delivery)) = consumer.next().await {
-        let properties = &delivery.properties;
-        let Some(reply_to) = properties.reply_to().clone() else {
-            continue;
-        };
-        let mut reply = BasicProperties::default();
-        if let Some(id) = properties.correlation_id().clone() {
-            reply = reply.with_correlation_id(id);
-        }
-        let published = channel
-            .basic_publish(
-                exchange.into(),
-                reply_to,
-                BasicPublishOptions::default(),
-                REPLY,
-                reply,
-            )
-            .await;
-        if published.is_err() {
-            return;
-        }
-        if delivery
-            .acker
-            .ack(BasicAckOptions::default())
-            .await
-            .is_err()
-        {
-            return;
-        }
+        // A task per request, as mesh runs its handlers: awaiting each publish and ack in
+        // turn would make the responder, not the broker, the limit.
+        tokio::spawn(answer(channel.clone(), delivery, routing.reply_exchange()));
+    }
+}
+
+async fn answer(channel: Channel, delivery: lapin::message::Delivery, exchange: &'static str) {
+    let properties = &delivery.properties;
+    let Some(reply_to) = properties.reply_to().clone() else {
+        return;
+    };
+    let mut reply = BasicProperties::default();
+    if let Some(id) = properties.correlation_id().clone() {
+        reply = reply.with_correlation_id(id);
+    }
+    let published = channel
+        .basic_publish(
+            exchange.into(),
+            reply_to,
+            BasicPublishOptions::default(),
+            REPLY,
+            reply,
+        )
+        .await;
+    if published.is_ok() {
+        let _ = delivery.acker.ack(BasicAckOptions::default()).await;
     }
 }
 

@@ -206,6 +206,10 @@ checksum/amqp: {{ include (print .Template.BasePath "/secret.yaml") . | sha256su
       fieldPath: metadata.name
 - name: WARREN_QUEUE_TYPE
   value: {{ .Values.amqp.queueType | quote }}
+{{- if .Values.amqp.directRequests }}
+- name: WARREN_DIRECT_REQUESTS
+  value: "true"
+{{- end }}
 {{- if .Values.amqp.caSecret }}
 - name: AMQP_CA_FILE
   value: /etc/warren/amqp-ca/{{ .Values.amqp.caSecretKey }}
