@@ -67,6 +67,10 @@ pub struct MeshArgs {
     /// stable one, e.g. the pod name, to receive the broadcasts missed during a restart).
     #[arg(long, env = "WARREN_INSTANCE_ID")]
     pub instance_id: Option<String>,
+    /// Pieces of CPU-bound work (`Ctx::blocking`) the process's services run at once (by
+    /// default the machine's cores less one, at least one, so the async runtime keeps a core).
+    #[arg(long, env = "WARREN_BLOCKING_THREADS")]
+    pub blocking_threads: Option<usize>,
 }
 
 impl MeshArgs {
@@ -82,6 +86,9 @@ impl MeshArgs {
         config.shutdown_grace = Duration::from_millis(self.shutdown_grace_ms);
         if let Some(instance_id) = &self.instance_id {
             config.instance_id = instance_id.clone();
+        }
+        if let Some(threads) = self.blocking_threads {
+            config.blocking_threads = threads.max(1);
         }
         config
     }
@@ -356,6 +363,16 @@ mod tests {
     fn parse(args: &[&str]) -> Result<ProcessArgs, String> {
         ProcessArgs::try_parse_from(std::iter::once("warren").chain(args.iter().copied()))
             .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn blocking_threads_default_to_the_cores_less_one() {
+        let default = parse(&[]).expect("no flags").mesh.config();
+        assert_eq!(default.blocking_threads, mesh::default_blocking_threads());
+        let three = parse(&["--blocking-threads", "3"]).expect("flag");
+        assert_eq!(three.mesh.config().blocking_threads, 3);
+        let zero = parse(&["--blocking-threads", "0"]).expect("flag");
+        assert_eq!(zero.mesh.config().blocking_threads, 1);
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod consumer;
 mod detached;
 mod events;
 mod headers;
+mod lease;
 mod link;
 mod outbound;
 mod publish;
@@ -23,6 +24,7 @@ mod server;
 mod transport;
 
 pub use crate::events::dead_letter_queue;
+pub use crate::lease::{MAX_LEASE_NAMES_LEN, lease_queue};
 pub use crate::protocol::{DEFAULT_RPC_EXCHANGE, events_exchange, service_queue};
 pub use config::{AmqpConfig, DEFAULT_AMQP_URL, QueueType, split_urls};
 pub(crate) use transport::AmqpTransport;
