@@ -118,17 +118,22 @@ impl AmqpLease {
         }
     }
 
-    /// Declares the lease queue (classic, not durable: nothing in it is worth keeping over a
-    /// broker restart) and returns how many consume it.
+    /// Declares the lease queue and returns how many consume it. Durable and classic whatever
+    /// the vhost's defaults: RabbitMQ 4 deprecates transient queues that are not exclusive,
+    /// and the queue only ever needs to be on one node.
     async fn declare(&self, channel: &Channel) -> lapin::Result<u32> {
         let mut arguments = FieldTable::default();
         arguments.insert("x-expires".into(), AMQPValue::LongUInt(UNUSED_FOR_MS));
+        arguments.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("classic".into()),
+        );
+        let options = QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
         let queue = channel
-            .queue_declare(
-                self.queue.as_str().into(),
-                QueueDeclareOptions::default(),
-                arguments,
-            )
+            .queue_declare(self.queue.as_str().into(), options, arguments)
             .await?;
         Ok(queue.consumer_count())
     }
