@@ -205,14 +205,19 @@ pub(crate) fn timer_skipped(routes: &Routes, stats: &ServiceStats, timer: &str) 
     .increment(1);
 }
 
-/// Records that this instance took (`held`) or lost a once-per-service timer's lease.
-pub(crate) fn lease_changed(routes: &Routes, timer: &str, held: bool) {
+/// Sets whether this instance holds a once-per-service timer's lease (a standby shows 0).
+pub(crate) fn lease_held(routes: &Routes, timer: &str, held: bool) {
     metrics::gauge!(
         "warren_service_timer_lease_held",
         "service" => routes.service().to_owned(),
         "timer" => timer.to_owned()
     )
     .set(if held { 1.0 } else { 0.0 });
+}
+
+/// Records that this instance took (`held`) or lost a once-per-service timer's lease.
+pub(crate) fn lease_changed(routes: &Routes, timer: &str, held: bool) {
+    lease_held(routes, timer, held);
     if held {
         tracing::info!(service = %routes.service(), %timer, "took the timer's lease: running it here");
     } else {

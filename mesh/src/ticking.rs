@@ -72,6 +72,9 @@ impl Ticking {
         let this = Arc::new(self);
         let mut running: Option<JoinHandle<()>> = None;
         let mut holding = false;
+        if this.lease.is_some() {
+            crate::telemetry::lease_held(&this.routes, this.timer.name(), false);
+        }
         loop {
             tokio::select! {
                 biased;
