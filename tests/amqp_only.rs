@@ -3,6 +3,10 @@
 //! requests), and the dead-letter queue on the broker.
 
 mod common;
+// Its service of a once-per-service timer, here to lose its connection rather than stop.
+#[allow(dead_code)]
+#[path = "conformance/timers.rs"]
+mod timer_scenarios;
 
 use common::{Harness, QueueCleanup, assert_problem, kwargs, mesh_config, unique, wait_until};
 use futures_util::StreamExt;
@@ -428,4 +432,113 @@ async fn an_event_streams_feed_leaves_no_queue_behind() {
     })
     .await;
     assert!(gone, "left behind: {:?}", queues_named(&source));
+}
+
+#[tokio::test]
+async fn a_once_per_service_timer_moves_when_its_instance_loses_the_connection() {
+    use timer_scenarios::{Runs, reconciler, wait_for_runs};
+    let name = unique("reconciler");
+    let mut cleanup = QueueCleanup::new();
+    cleanup.queue(&mesh::amqp::lease_queue(&name, "reconcile"));
+    let runs = Runs::default();
+    let mut instances = Vec::new();
+    for instance in 0..2 {
+        let mesh = Mesh::amqp(mesh_config()).await.expect("RabbitMQ");
+        let running = mesh
+            .serve(reconciler(&name, instance, &runs))
+            .await
+            .expect("serve");
+        instances.push((mesh, running));
+    }
+    assert!(wait_for_runs(&runs, 0, 5).await, "the timer never ran");
+    let holder = runs.all()[0].0;
+    // The holder's connection goes away as a dead process's would, its service never
+    // stopped: the broker ends its consumer, so the lease is free.
+    instances[holder].0.close().await;
+    let lost_at = runs.count();
+    assert!(
+        wait_for_runs(&runs, lost_at, 5).await,
+        "no instance took over"
+    );
+    let after: Vec<usize> = runs.all()[lost_at..].iter().map(|(i, _)| *i).collect();
+    // A run the holder started before the close may be recorded just after it.
+    assert!(after[1..].iter().all(|i| *i != holder), "{after:?}");
+    // The closed instance is left as it is (a stop would wait for a broker it cannot reach).
+    let (mesh, running) = instances.swap_remove(1 - holder);
+    running.stop().await;
+    mesh.close().await;
+}
+
+/// `rabbitmqctl -q ARGS --no-table-headers`: its lines, split at tabs.
+async fn rabbitmqctl(args: &[&str]) -> Vec<Vec<String>> {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("rabbitmqctl")
+            .arg("-q")
+            .args(&args)
+            .arg("--no-table-headers")
+            .output()
+            .expect("rabbitmqctl")
+    })
+    .await
+    .expect("task");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| line.split('\t').map(str::to_owned).collect())
+        .collect()
+}
+
+/// The broker's pid of the connection whose channel consumes `queue`, if one does.
+async fn connection_consuming(queue: &str) -> Option<String> {
+    let consumers = rabbitmqctl(&["list_consumers", "queue_name", "channel_pid"]).await;
+    let channel = consumers.iter().find(|c| c[0] == queue)?.get(1)?.clone();
+    let channels = rabbitmqctl(&["list_channels", "pid", "connection"]).await;
+    channels.iter().find(|c| c[0] == channel)?.get(1).cloned()
+}
+
+#[tokio::test]
+async fn a_once_per_service_timer_takes_its_lease_again_after_a_reconnection() {
+    use timer_scenarios::{Runs, reconciler, wait_for_runs};
+    let name = unique("reconciler");
+    let lease = mesh::amqp::lease_queue(&name, "reconcile");
+    let mut cleanup = QueueCleanup::new();
+    cleanup.queue(&lease);
+    let runs = Runs::default();
+    let mesh = Mesh::amqp(mesh_config()).await.expect("RabbitMQ");
+    let running = mesh
+        .serve(reconciler(&name, 0, &runs))
+        .await
+        .expect("serve");
+    assert!(wait_for_runs(&runs, 0, 3).await, "the timer never ran");
+    // The broker closes the holder's connection; its consumer, the lease, goes with it.
+    let holder = connection_consuming(&lease)
+        .await
+        .expect("the lease's holder");
+    let close = holder.clone();
+    let closed = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("rabbitmqctl")
+            .args(["-q", "close_connection", &close, "a test cuts it"])
+            .status()
+            .expect("rabbitmqctl")
+    })
+    .await
+    .expect("task");
+    assert!(closed.success(), "rabbitmqctl close_connection: {closed:?}");
+    let reconnected = wait_until(Duration::from_secs(15), || async {
+        connection_consuming(&lease)
+            .await
+            .is_some_and(|now| now != holder)
+    })
+    .await;
+    assert!(
+        reconnected,
+        "the lease was never taken again on a new connection"
+    );
+    let again = runs.count();
+    assert!(
+        wait_for_runs(&runs, again, 3).await,
+        "no run after the reconnection"
+    );
+    running.stop().await;
+    mesh.close().await;
 }

@@ -24,6 +24,8 @@ mod retry_scenarios;
 mod rpc_scenarios;
 #[path = "conformance/streams.rs"]
 mod stream_scenarios;
+#[path = "conformance/timers.rs"]
+mod timer_scenarios;
 
 /// Runs each named scenario of a scenario module on both transports, as tests named
 /// `<group>::<scenario>::{amqp, in_process}`.
@@ -136,4 +138,8 @@ on_both_transports!(async_calls = async_scenarios:
     refusals_come_before_the_202,
     a_result_expires_after_its_ttl,
     only_the_caller_collects_its_result,
+);
+
+on_both_transports!(timers = timer_scenarios:
+    a_once_per_service_timer_runs_in_one_instance_and_hands_over,
 );

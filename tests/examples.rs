@@ -196,6 +196,24 @@ pub async fn calls_carry_the_callers_context(kind: Kind) {
     example.stop().await;
 }
 
+pub async fn jobs_run_once_per_service_and_compute_on_the_pool(kind: Kind) {
+    let example = Example::start("jobs", kind, &[]).await;
+    let (status, body) = example
+        .call("reports", "primes", json!({"below": 100}))
+        .await;
+    assert_eq!((status, body), (200, json!(25)));
+    let ran = common::wait_until(Duration::from_secs(10), || async {
+        let (_, tallies) = example.call("reports", "tallies", json!({})).await;
+        tallies.as_u64().is_some_and(|n| n >= 2)
+    })
+    .await;
+    assert!(ran, "the job never ran twice");
+    example
+        .documents(&["/rpc/reports/primes", "/rpc/reports/tallies"])
+        .await;
+    example.stop().await;
+}
+
 /// Each example on both transports: `<example>::{amqp, in_process}`.
 macro_rules! on_both_transports {
     ($($example:ident),* $(,)?) => {
@@ -222,4 +240,5 @@ on_both_transports!(
     stateful_opens_and_closes_its_dependency,
     events_reach_their_handler,
     calls_carry_the_callers_context,
+    jobs_run_once_per_service_and_compute_on_the_pool,
 );

@@ -21,6 +21,10 @@ pub struct MeshConfig {
     pub instance_id: String,
     /// How often each service instance announces its descriptor.
     pub heartbeat: Duration,
+    /// How many pieces of CPU-bound work ([`crate::Ctx::blocking`]) the services of this mesh
+    /// run at once; by default one fewer than the machine has cores, at least one, so the async
+    /// runtime keeps a core.
+    pub blocking_threads: usize,
 }
 
 impl Default for MeshConfig {
@@ -32,6 +36,7 @@ impl Default for MeshConfig {
             default_timeout: Duration::from_secs(30),
             instance_id: uuid::Uuid::new_v4().simple().to_string(),
             heartbeat: Duration::from_secs(5),
+            blocking_threads: crate::blocking::default_blocking_threads(),
         }
     }
 }
@@ -46,8 +51,9 @@ impl MeshConfig {
         }
     }
 
-    /// The defaults, with `AMQP_URL`, `AMQP_CA_FILE` and `WARREN_QUEUE_TYPE` taken from the
-    /// environment when set (a queue type that is not one is left at its default).
+    /// The defaults, with `AMQP_URL`, `AMQP_CA_FILE`, `WARREN_QUEUE_TYPE` and
+    /// `WARREN_BLOCKING_THREADS` taken from the environment when set (a value that is not one
+    /// is left at its default).
     pub fn from_env() -> Self {
         let set = |name| std::env::var(name).ok().filter(|value| !value.is_empty());
         let mut config = match set("AMQP_URL") {
@@ -57,6 +63,9 @@ impl MeshConfig {
         config.amqp.tls_ca_file = set("AMQP_CA_FILE").map(PathBuf::from);
         if let Some(queue_type) = set("WARREN_QUEUE_TYPE").and_then(|t| t.parse().ok()) {
             config.amqp.queue_type = queue_type;
+        }
+        if let Some(threads) = set("WARREN_BLOCKING_THREADS").and_then(|n| n.parse().ok()) {
+            config.blocking_threads = usize::max(threads, 1);
         }
         config
     }

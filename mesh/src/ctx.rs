@@ -1,10 +1,11 @@
 //! [`Ctx`]: what a handler knows about the call it serves, and how it reaches the rest of the
 //! mesh with that call's context (calls to other services, events).
 
+use crate::blocking::BlockingPool;
 use crate::call_context::CallContext;
 use crate::client::{ServiceProxy, SharedOutbound};
 use crate::deadline::Deadline;
-use crate::error::CallError;
+use crate::error::{CallError, RpcError};
 use serde_json::Value;
 use std::fmt;
 use warren_telemetry::trace::TraceParent;
@@ -25,6 +26,7 @@ pub struct Ctx {
     call_id: String,
     context: CallContext,
     outbound: Option<SharedOutbound>,
+    blocking: Option<BlockingPool>,
 }
 
 impl fmt::Debug for Ctx {
@@ -60,6 +62,7 @@ impl Ctx {
             call_id,
             context,
             outbound: None,
+            blocking: None,
         }
     }
 
@@ -72,6 +75,46 @@ impl Ctx {
     pub(crate) fn with_outbound(mut self, outbound: Option<SharedOutbound>) -> Self {
         self.outbound = outbound;
         self
+    }
+
+    /// Gives the context the pool its CPU-bound work runs on (the mesh's, for a served service).
+    pub(crate) fn with_blocking(mut self, pool: Option<BlockingPool>) -> Self {
+        self.blocking = pool;
+        self
+    }
+
+    /// Runs CPU-bound `work` (seconds of computing, a blocking library call) on the mesh's
+    /// bounded blocking pool rather than on the async runtime, where it would hold up every
+    /// other handler, the broker connection's heartbeats and the ops port of the process.
+    ///
+    /// The work waits its turn while the pool is full (`MeshConfig::blocking_threads`, by
+    /// default the cores less one); if the call's deadline passes first it never starts and
+    /// this fails with `exc_type` `DeadlineExceeded`. Once started it runs to its end, even if
+    /// the caller stops waiting: a thread cannot be interrupted. A panic in it is an
+    /// `Internal` error.
+    ///
+    /// ```
+    /// use mesh::{Args, Ctx, RpcError};
+    ///
+    /// #[derive(serde::Deserialize, utoipa::ToSchema)]
+    /// struct Digits { n: u32 }
+    ///
+    /// fn count_primes(n: u32) -> usize {
+    ///     (2..n).filter(|k| (2..*k).take_while(|d| d * d <= *k).all(|d| k % d != 0)).count()
+    /// }
+    ///
+    /// async fn primes(ctx: Ctx, Args(d): Args<Digits>) -> Result<usize, RpcError> {
+    ///     ctx.blocking(move || count_primes(d.n)).await
+    /// }
+    /// # let _service: mesh::Service = mesh::Service::new("maths").rpc("primes", primes);
+    /// ```
+    pub async fn blocking<F, R>(&self, work: F) -> Result<R, RpcError>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let pool = self.blocking.as_ref().unwrap_or(BlockingPool::fallback());
+        pool.run(self.deadline(), work).await
     }
 
     /// A proxy for calling `service` from this handler. The call carries this call's deadline,

@@ -2,6 +2,7 @@
 //! client.
 
 use crate::amqp::AmqpTransport;
+use crate::blocking::BlockingPool;
 use crate::client::Client;
 use crate::config::MeshConfig;
 use crate::error::ConnectError;
@@ -41,6 +42,8 @@ use std::sync::Arc;
 pub struct Mesh {
     transport: Arc<dyn Transport>,
     amqp: bool,
+    /// Where the CPU-bound work of this mesh's services runs.
+    blocking: BlockingPool,
 }
 
 impl Mesh {
@@ -51,9 +54,11 @@ impl Mesh {
     /// with backoff, and every consumer, callback queue and publisher re-declares its topology
     /// on the new connection by itself; meanwhile calls fail at once with `Unavailable`.
     pub async fn amqp(config: MeshConfig) -> Result<Self, ConnectError> {
+        let blocking = BlockingPool::new(config.blocking_threads);
         Ok(Self {
             transport: Arc::new(AmqpTransport::connect(config).await?),
             amqp: true,
+            blocking,
         })
     }
 
@@ -61,6 +66,7 @@ impl Mesh {
     /// a broker: `config`'s `max_workers`, grace period, default timeout and instance id apply.
     pub fn in_process(config: MeshConfig) -> Self {
         Self {
+            blocking: BlockingPool::new(config.blocking_threads),
             transport: Arc::new(InProcess::new(config)),
             amqp: false,
         }
@@ -75,7 +81,8 @@ impl Mesh {
                 url: self.describe(),
                 reason: format!("invalid name `{name}`: {e}"),
             })?;
-        self.transport.serve(service.routes()).await
+        let routes = service.routes().with_blocking(self.blocking.clone());
+        self.transport.serve(routes).await
     }
 
     /// A client that calls and dispatches as `owner`, ready to call when this returns.
@@ -109,6 +116,7 @@ impl Mesh {
     /// the same queues in process.
     pub async fn another_instance(&self, config: MeshConfig) -> Result<Mesh, ConnectError> {
         Ok(Self {
+            blocking: BlockingPool::new(config.blocking_threads),
             transport: self.transport.another_instance(config).await?,
             amqp: self.amqp,
         })

@@ -60,7 +60,9 @@
 //!   [`Service::on_event`] and [`Service::subscribe`] ([`Subscription`], nameko's three handler
 //!   types); a handler that fails gets the event again on the subscription's
 //!   [`RetrySchedule`] (by default once, at once), then it is dead-lettered.
-//! - Timers: [`Service::timer`] with a [`Timer`].
+//! - Timers: [`Service::timer`] with a [`Timer`], in every instance or
+//!   [`Timer::once_per_service`].
+//! - CPU-bound work: [`Ctx::blocking`] runs it on a bounded pool, off the async runtime.
 //! - [`Mesh`]: a process's transport, where services are served ([`Mesh::serve`]) and clients
 //!   made ([`Mesh::client`]). AMQP's own settings and names are in [`amqp`].
 //! - `mesh::testing` (feature `testing`): call a handler directly, or run whole services in
@@ -72,6 +74,7 @@
 pub mod amqp;
 mod announce;
 mod args;
+mod blocking;
 mod call_context;
 mod client;
 mod config;
@@ -87,6 +90,7 @@ mod future;
 mod fuzz;
 mod handle;
 pub mod handler;
+mod lease;
 mod local;
 mod pending;
 mod protocol;
@@ -103,6 +107,7 @@ mod ticking;
 mod timer;
 mod transport;
 
+pub use blocking::{DEADLINE_EXCEEDED, default_blocking_threads};
 pub use call_context::CallContext;
 pub use client::{Client, ClientStats, IntoArguments, ServiceProxy};
 pub use config::MeshConfig;

@@ -1,6 +1,7 @@
 //! [`Routes`]: a service with its state bound, as the runtime of either transport serves it:
 //! its handlers by method, its subscriptions and timers, and the way its handlers reach the mesh.
 
+use crate::blocking::BlockingPool;
 use crate::call_context::CallContext;
 use crate::client::SharedOutbound;
 use crate::ctx::Ctx;
@@ -30,6 +31,7 @@ pub(crate) struct Routes {
     timers: Arc<Vec<(Timer, ErasedHandler)>>,
     docs: Arc<Docs>,
     outbound: Option<SharedOutbound>,
+    blocking: Option<BlockingPool>,
 }
 
 impl Routes {
@@ -47,6 +49,7 @@ impl Routes {
             timers: Arc::new(timers),
             docs: Arc::new(docs),
             outbound: None,
+            blocking: None,
         }
     }
 
@@ -95,6 +98,12 @@ impl Routes {
         self
     }
 
+    /// Gives every [`Ctx`] built from now on the pool its CPU-bound work runs on.
+    pub(crate) fn with_blocking(mut self, pool: BlockingPool) -> Self {
+        self.blocking = Some(pool);
+        self
+    }
+
     /// The transport handle handlers reach the mesh through, once the runtime has set it.
     pub(crate) fn outbound(&self) -> Option<&SharedOutbound> {
         self.outbound.as_ref()
@@ -121,6 +130,8 @@ impl Routes {
 
     /// Builds the [`Ctx`] for a call to `method` on this service.
     pub(crate) fn ctx(&self, method: &str, incoming: CallContext) -> Ctx {
-        Ctx::new(&self.service, method, incoming).with_outbound(self.outbound.clone())
+        Ctx::new(&self.service, method, incoming)
+            .with_outbound(self.outbound.clone())
+            .with_blocking(self.blocking.clone())
     }
 }

@@ -130,9 +130,10 @@ impl<S: Clone + Send + Sync + 'static> Service<S> {
         self
     }
 
-    /// Runs `handler` on `timer`'s schedule in every instance of the service, with the same
-    /// extractors as an RPC handler (its [`crate::Ctx`] can call and dispatch). A tick that comes
-    /// while the last run still runs is skipped and counted.
+    /// Runs `handler` on `timer`'s schedule in every instance of the service (or, for a
+    /// [`Timer::once_per_service`], in the one instance holding the timer's lease), with the
+    /// same extractors as an RPC handler (its [`crate::Ctx`] can call and dispatch). A tick
+    /// that comes while the last run still runs is skipped and counted.
     pub fn timer<H, T>(mut self, timer: Timer, handler: H) -> Self
     where
         H: Handler<T, S>,
@@ -164,6 +165,10 @@ impl<S: Clone + Send + Sync + 'static> Service<S> {
         let timers = self.timers.iter().map(|(t, _)| t.name());
         for method in self.methods.keys().map(String::as_str).chain(timers) {
             validate_name(method).map_err(|e| (method.to_owned(), e))?;
+        }
+        for (timer, _) in self.timers.iter().filter(|(t, _)| t.is_once_per_service()) {
+            crate::lease::validate_lease_names(&self.name, timer.name())
+                .map_err(|e| (timer.name().to_owned(), e))?;
         }
         for (subscription, _) in &self.subscriptions {
             subscription.validate()?;

@@ -7,7 +7,10 @@
 //! `warren_service_expired_total{service}`, `warren_service_events_total{service,event,outcome}`,
 //! `warren_service_timer_runs_total{service,method,outcome}`,
 //! `warren_service_timer_duration_seconds{service,method}`,
-//! `warren_service_timer_skipped_total{service,timer}`.
+//! `warren_service_timer_skipped_total{service,timer}`,
+//! `warren_service_timer_lease_held{service,timer}` (1 in the instance running a
+//! once-per-service timer), `warren_blocking_queued`, `warren_blocking_running`,
+//! `warren_blocking_expired_total`.
 
 use crate::call_context::CallContext;
 use crate::error::RpcError;
@@ -200,4 +203,24 @@ pub(crate) fn timer_skipped(routes: &Routes, stats: &ServiceStats, timer: &str) 
         "timer" => timer.to_owned()
     )
     .increment(1);
+}
+
+/// Sets whether this instance holds a once-per-service timer's lease (a standby shows 0).
+pub(crate) fn lease_held(routes: &Routes, timer: &str, held: bool) {
+    metrics::gauge!(
+        "warren_service_timer_lease_held",
+        "service" => routes.service().to_owned(),
+        "timer" => timer.to_owned()
+    )
+    .set(if held { 1.0 } else { 0.0 });
+}
+
+/// Records that this instance took (`held`) or lost a once-per-service timer's lease.
+pub(crate) fn lease_changed(routes: &Routes, timer: &str, held: bool) {
+    lease_held(routes, timer, held);
+    if held {
+        tracing::info!(service = %routes.service(), %timer, "took the timer's lease: running it here");
+    } else {
+        tracing::info!(service = %routes.service(), %timer, "gave up the timer's lease");
+    }
 }

@@ -2,8 +2,14 @@
 //! each run on a task of its own so that ticks go on; a tick that comes while the last run still
 //! runs is skipped and counted. A stopping service stops ticking and waits for a run in progress
 //! within its grace period.
+//!
+//! A once-per-service timer also ticks in every instance, but runs only where its lease is held
+//! (docs/architecture.md §10): each tick that would run first holds the lease (keeps it, or
+//! takes it when free), and a stopping instance gives it up once its last run has ended, so
+//! that no two runs overlap across instances as long as the broker sees one holder.
 
 use crate::call_context::CallContext;
+use crate::lease::{Lease, Leases, lease_queue};
 use crate::routes::{ErasedHandler, Routes};
 use crate::running::ServiceStats;
 use crate::shutdown::Shutdown;
@@ -13,13 +19,18 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
-/// Starts every timer of `routes` (which carry their outbound); each ends once `stop` fires and
-/// its run in progress has finished (or `grace` has passed).
+/// How long taking or keeping a lease may wait for the broker before the tick is skipped.
+const LEASE_LIMIT: Duration = Duration::from_secs(5);
+
+/// Starts every timer of `routes` (which carry their outbound), a once-per-service one with a
+/// lease from `leases`; each ends once `stop` fires and its run in progress has finished (or
+/// `grace` has passed).
 pub(crate) fn spawn_all(
     routes: &Routes,
     stats: &Arc<ServiceStats>,
     stop: &Shutdown,
     grace: Duration,
+    leases: Leases<'_>,
 ) -> Vec<JoinHandle<()>> {
     routes
         .timers()
@@ -30,6 +41,9 @@ pub(crate) fn spawn_all(
                 timer: timer.clone(),
                 handler: handler.clone(),
                 stats: stats.clone(),
+                lease: timer
+                    .is_once_per_service()
+                    .then(|| leases(lease_queue(routes.service(), timer.name()))),
             };
             tokio::spawn(ticking.run(stop.clone(), grace))
         })
@@ -41,6 +55,8 @@ struct Ticking {
     timer: Timer,
     handler: ErasedHandler,
     stats: Arc<ServiceStats>,
+    /// The lease a once-per-service timer runs under.
+    lease: Option<Box<dyn Lease>>,
 }
 
 impl Ticking {
@@ -55,6 +71,10 @@ impl Ticking {
         ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
         let this = Arc::new(self);
         let mut running: Option<JoinHandle<()>> = None;
+        let mut holding = false;
+        if this.lease.is_some() {
+            crate::telemetry::lease_held(&this.routes, this.timer.name(), false);
+        }
         loop {
             tokio::select! {
                 biased;
@@ -64,6 +84,20 @@ impl Ticking {
             if running.as_ref().is_some_and(|run| !run.is_finished()) {
                 crate::telemetry::timer_skipped(&this.routes, &this.stats, this.timer.name());
                 continue;
+            }
+            if let Some(lease) = &this.lease {
+                let held = tokio::select! {
+                    biased;
+                    () = stop.triggered() => break,
+                    held = tokio::time::timeout(LEASE_LIMIT, lease.hold()) => held.unwrap_or(false),
+                };
+                if held != holding {
+                    holding = held;
+                    crate::telemetry::lease_changed(&this.routes, this.timer.name(), held);
+                }
+                if !held {
+                    continue;
+                }
             }
             let tick = this.clone();
             running = Some(tokio::spawn(async move { tick.once().await }));
@@ -77,6 +111,12 @@ impl Ticking {
                 "grace period over; the timer's run is cancelled"
             );
             run.abort();
+        }
+        if let Some(lease) = &this.lease {
+            lease.release().await;
+            if holding {
+                crate::telemetry::lease_changed(&this.routes, this.timer.name(), false);
+            }
         }
     }
 

@@ -73,6 +73,10 @@ pub struct MeshArgs {
     /// stable one, e.g. the pod name, to receive the broadcasts missed during a restart).
     #[arg(long, env = "WARREN_INSTANCE_ID")]
     pub instance_id: Option<String>,
+    /// Pieces of CPU-bound work (`Ctx::blocking`) the process's services run at once (by
+    /// default the machine's cores less one, at least one, so the async runtime keeps a core).
+    #[arg(long, env = "WARREN_BLOCKING_THREADS")]
+    pub blocking_threads: Option<usize>,
 }
 
 impl MeshArgs {
@@ -89,6 +93,9 @@ impl MeshArgs {
         config.shutdown_grace = Duration::from_millis(self.shutdown_grace_ms);
         if let Some(instance_id) = &self.instance_id {
             config.instance_id = instance_id.clone();
+        }
+        if let Some(threads) = self.blocking_threads {
+            config.blocking_threads = threads.max(1);
         }
         config
     }
@@ -371,6 +378,16 @@ mod tests {
         assert!(!off.amqp.direct_requests);
         let on = parse(&["--direct-requests"]).expect("flag").mesh.config();
         assert!(on.amqp.direct_requests);
+    }
+
+    #[test]
+    fn blocking_threads_default_to_the_cores_less_one() {
+        let default = parse(&[]).expect("no flags").mesh.config();
+        assert_eq!(default.blocking_threads, mesh::default_blocking_threads());
+        let three = parse(&["--blocking-threads", "3"]).expect("flag");
+        assert_eq!(three.mesh.config().blocking_threads, 3);
+        let zero = parse(&["--blocking-threads", "0"]).expect("flag");
+        assert_eq!(zero.mesh.config().blocking_threads, 1);
     }
 
     #[test]

@@ -86,6 +86,12 @@ impl ConsumeLoop {
             };
             match next {
                 Some(Ok(delivery)) => {
+                    if delivery.redelivered {
+                        // A delivery the broker gave before: its consumer's channel or
+                        // connection went away with it unacked (work done twice, maybe).
+                        metrics::counter!("warren_amqp_redelivered_total", "queue" => label.clone())
+                            .increment(1);
+                    }
                     // Prefetch already bounds deliveries to `max_workers`; the semaphore makes
                     // the bound hold for handlers too, and lets the stop wait for them.
                     let Ok(permit) = workers.clone().acquire_owned().await else {

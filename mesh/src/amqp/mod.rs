@@ -18,6 +18,7 @@ mod event_queues;
 mod events;
 mod headers;
 mod known_routes;
+mod lease;
 mod link;
 mod outbound;
 mod publish;
@@ -27,6 +28,7 @@ mod server;
 mod transport;
 
 pub use crate::events::{DEAD_LETTER_SUFFIX, dead_letter_queue, subscription_queue_of};
+pub use crate::lease::{MAX_LEASE_NAMES_LEN, lease_queue};
 pub use crate::protocol::{DEFAULT_RPC_EXCHANGE, events_exchange, service_queue};
 pub use crate::retry::retry_queue;
 pub use config::{AmqpConfig, DEFAULT_AMQP_URL, QueueType, split_urls};

@@ -73,11 +73,15 @@ pub(crate) async fn serve_routes(
         ));
     }
     let config = broker.config();
+    let leases = |queue: String| -> Box<dyn crate::lease::Lease> {
+        Box::new(super::lease::AmqpLease::new(broker.clone(), queue))
+    };
     tasks.extend(crate::ticking::spawn_all(
         &routes,
         &stats,
         &stop,
         config.shutdown_grace,
+        &leases,
     ));
     tasks.push(crate::announce::spawn(
         routes.clone(),

@@ -13,6 +13,7 @@
 mod client;
 mod consume;
 mod events;
+mod lease;
 mod rpc;
 
 use crate::call_context::CallContext;
@@ -94,6 +95,8 @@ pub(crate) struct Registry {
     dead_letters: Mutex<HashMap<String, Vec<DeadLetter>>>,
     /// Detached calls' result queues: `None` while the call runs.
     results: Mutex<HashMap<String, Option<Result<Value, CallError>>>>,
+    /// Once-per-service timers' leases: name -> the holder.
+    leases: Mutex<HashMap<String, u64>>,
     closed: AtomicBool,
 }
 
@@ -311,11 +314,15 @@ impl InProcess {
                 }));
             }
         }
+        let leases = |name: String| -> Box<dyn crate::lease::Lease> {
+            Box::new(lease::LocalLease::new(registry.clone(), name))
+        };
         tasks.extend(crate::ticking::spawn_all(
             &routes,
             &stats,
             &stop,
             config.shutdown_grace,
+            &leases,
         ));
         tasks.push(crate::announce::spawn(
             routes.clone(),

@@ -105,6 +105,8 @@ impl IndexerState {
 /// The service under its usual name, following the library under its usual name, reconciling
 /// its index with the library as it starts and every [`CATCH_UP_EVERY`].
 pub fn service() -> Service<IndexerState> {
+    // In every instance, not once per service: each instance keeps an index of its own, and
+    // each must converge with the library.
     service_named(NAME, LIBRARY).timer(
         Timer::every("catch_up", CATCH_UP_EVERY).eager(),
         catch_up_until_done,
