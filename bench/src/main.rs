@@ -256,6 +256,9 @@ async fn run(args: BenchArgs) -> Result<()> {
             None => Vec::new(),
         };
         let gateway = start_gateway(amqp, &extra)?;
+        let mut direct_extra = extra.clone();
+        direct_extra.push("--direct-requests");
+        let gateway_direct = start_gateway(amqp, &direct_extra)?;
         let floor = Process::bench(&["http-floor", "--listen", "127.0.0.1:0"])?;
         let ideal =
             Process::bench(&["http-floor", "--listen", "127.0.0.1:0", "--call-over", amqp])?;
@@ -272,6 +275,16 @@ async fn run(args: BenchArgs) -> Result<()> {
                 let row = ceiling_level(&client, &service, n, warmup, measured).await;
                 report.push(row.in_round(round));
                 let row = http_level("gateway", &gateway, &service, &load, n, warmup, measured);
+                report.push(row.await?.in_round(round));
+                let row = http_level(
+                    GATEWAY_DIRECT,
+                    &gateway_direct,
+                    &service,
+                    &load,
+                    n,
+                    warmup,
+                    measured,
+                );
                 report.push(row.await?.in_round(round));
             }
         }
@@ -317,6 +330,9 @@ async fn run(args: BenchArgs) -> Result<()> {
 
 /// The target name of the HTTP floor's rows ([`floor`]).
 pub const FLOOR: &str = "http floor";
+
+/// The target name of the rows of a gateway run with `--direct-requests`.
+pub const GATEWAY_DIRECT: &str = "gateway (direct requests)";
 
 /// The target name of the ideal front's rows ([`floor`] with mesh's call).
 pub const IDEAL: &str = "ideal front";

@@ -79,6 +79,7 @@ async fn the_benchmark_runs_and_writes_its_table() {
         "raw direct",
         "ceiling",
         "gateway",
+        "gateway (direct requests)",
     ];
     // The one-process levels come last, with the greeter of the others stopped.
     let one_process = [
@@ -93,8 +94,8 @@ async fn the_benchmark_runs_and_writes_its_table() {
     );
     let rounds: Vec<u64> = rows.iter().filter_map(|r| r["round"].as_u64()).collect();
     let round = |n: u64, len: usize| std::iter::repeat_n(n, len);
-    let expected: Vec<u64> = round(1, 7)
-        .chain(round(2, 7))
+    let expected: Vec<u64> = round(1, 8)
+        .chain(round(2, 8))
         .chain(round(1, 4))
         .chain(round(2, 4))
         .collect();
@@ -102,9 +103,10 @@ async fn the_benchmark_runs_and_writes_its_table() {
     // Every Warren target against every raw routing of its layout, over both rounds.
     let ratios = report["raw_ratios"].as_array().cloned().unwrap_or_default();
     let named: Vec<&str> = ratios.iter().filter_map(|r| r["what"].as_str()).collect();
-    assert_eq!(ratios.len(), 9, "{named:?}");
+    assert_eq!(ratios.len(), 10, "{named:?}");
     for what in [
         "gateway / raw topic",
+        "gateway (direct requests) / raw direct",
         "ceiling / raw direct",
         "warren dev / raw direct (1 process)",
     ] {

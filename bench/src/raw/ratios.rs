@@ -32,7 +32,8 @@ pub struct Ratio {
 }
 
 /// Every ratio the rows allow: the gateway and mesh's ceiling over each two-process routing,
-/// `warren dev` over each one-process routing.
+/// the gateway with direct requests over the direct routing, `warren dev` over each
+/// one-process routing.
 pub fn of(rows: &[Row]) -> Vec<Ratio> {
     let mut pairs: Vec<(String, String)> = Vec::new();
     for numerator in ["gateway", "ceiling"] {
@@ -40,6 +41,11 @@ pub fn of(rows: &[Row]) -> Vec<Ratio> {
             pairs.push((numerator.to_owned(), routing.target().to_owned()));
         }
     }
+    // Direct requests go through the default exchange both ways, as the `direct` routing.
+    pairs.push((
+        crate::GATEWAY_DIRECT.to_owned(),
+        Routing::Direct.target().to_owned(),
+    ));
     for routing in Routing::ALL {
         pairs.push((DEV.to_owned(), one_process_target(routing)));
     }
