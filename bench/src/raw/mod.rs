@@ -139,6 +139,31 @@ pub async fn connect(amqp: &str) -> Result<Connection> {
         .context("the raw AMQP connection")
 }
 
+/// An exclusive, server-named queue on `channel`, consumed with no-ack under `tag`: a raw
+/// client's reply queue, or a raw event consumer's.
+pub async fn exclusive_queue(
+    channel: &Channel,
+    tag: &str,
+) -> Result<(ShortString, lapin::Consumer)> {
+    let exclusive = QueueDeclareOptions {
+        exclusive: true,
+        auto_delete: true,
+        ..QueueDeclareOptions::default()
+    };
+    let queue = channel
+        .queue_declare("".into(), exclusive, FieldTable::default())
+        .await?;
+    let name = queue.name().clone();
+    let no_ack = BasicConsumeOptions {
+        no_ack: true,
+        ..BasicConsumeOptions::default()
+    };
+    let consumer = channel
+        .basic_consume(name.clone(), tag.into(), no_ack, FieldTable::default())
+        .await?;
+    Ok((name, consumer))
+}
+
 /// A minimal RPC client of one routing: one channel, one reply queue, no confirms.
 #[derive(Clone)]
 pub struct RawClient {
@@ -159,15 +184,7 @@ impl RawClient {
     pub async fn start(connection: &Connection, routing: Routing, run: &str) -> Result<Self> {
         let channel = connection.create_channel().await?;
         declare_exchange(&channel).await?;
-        let exclusive = QueueDeclareOptions {
-            exclusive: true,
-            auto_delete: true,
-            ..QueueDeclareOptions::default()
-        };
-        let queue = channel
-            .queue_declare("".into(), exclusive, FieldTable::default())
-            .await?;
-        let reply_to = queue.name().clone();
+        let (reply_to, mut consumer) = exclusive_queue(&channel, "raw-client").await?;
         if routing.reply_exchange() == EXCHANGE {
             channel
                 .queue_bind(
@@ -179,18 +196,6 @@ impl RawClient {
                 )
                 .await?;
         }
-        let no_ack = BasicConsumeOptions {
-            no_ack: true,
-            ..BasicConsumeOptions::default()
-        };
-        let mut consumer = channel
-            .basic_consume(
-                reply_to.clone(),
-                "raw-client".into(),
-                no_ack,
-                FieldTable::default(),
-            )
-            .await?;
         let inner = Arc::new(Inner {
             channel,
             routing,

@@ -7,9 +7,7 @@ use super::sse_client::*;
 use super::*;
 use anyhow::{Context, Result};
 use futures_util::StreamExt;
-use lapin::options::{
-    BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
-};
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions};
 use lapin::types::FieldTable;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -182,33 +180,13 @@ pub(super) async fn baseline_run(amqp: &str, flood: &Flood<'_>) -> Result<Fanout
             FieldTable::default(),
         )
         .await?;
-    let exclusive = QueueDeclareOptions {
-        exclusive: true,
-        auto_delete: true,
-        ..QueueDeclareOptions::default()
-    };
-    let queue = channel
-        .queue_declare("".into(), exclusive, FieldTable::default())
-        .await?;
-    let queue = queue.name().clone();
+    let (queue, mut consumer) = crate::raw::exclusive_queue(&channel, "bench-baseline").await?;
     channel
         .queue_bind(
-            queue.clone(),
+            queue,
             exchange.as_str().into(),
             flood.event_type.as_str().into(),
             QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    let no_ack = BasicConsumeOptions {
-        no_ack: true,
-        ..BasicConsumeOptions::default()
-    };
-    let mut consumer = channel
-        .basic_consume(
-            queue,
-            "bench-baseline".into(),
-            no_ack,
             FieldTable::default(),
         )
         .await?;
